@@ -1,0 +1,20 @@
+"""``clusterctl``: the command line. Thin: parsing and printing only; the work is in lifecycle."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="clusterctl",
+    help="Turn cluster.yaml into a supervised Dask cluster.\n\nExample: clusterctl up && clusterctl run montecarlo && clusterctl down",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+from . import cluster, jobs  # noqa: E402,F401 - registers the commands
+
+
+def main() -> None:
+    app()

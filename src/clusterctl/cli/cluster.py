@@ -1,0 +1,228 @@
+"""up, down, status, validate, logs, events."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from .. import lifecycle
+from ..events import read_events
+from ..ledger import Ledger
+from ..lifecycle import format_bytes
+from ..plan import build_plan
+from ..resolve import resolve
+from ..supervisor import Supervisor
+from . import app
+from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
+
+
+@app.command()
+@user_errors
+def up(
+    file: ConfigOption = None,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Stay attached; Ctrl-C stops everything.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start the cluster and return once every process is proven healthy.
+
+    Example: clusterctl up -f cluster.yaml
+    """
+    cfg = config(file)
+    if foreground:
+        _foreground(cfg)
+        return
+    data = lifecycle.Ledger(cfg.state_path).read()
+    already = lifecycle.supervisor_alive(data) is not None
+    t0 = time.monotonic()
+    if as_json or not is_terminal():
+        data = lifecycle.start_background(cfg)
+    else:
+        with err.status("starting the scheduler") as spinner:
+            data = lifecycle.start_background(cfg, progress=lambda note: spinner.update(note))
+    summary = lifecycle.cluster_summary(data, cfg)
+    summary["already_running"] = already
+    summary["seconds"] = round(time.monotonic() - t0, 3)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    if already:
+        out.print(f"cluster {cfg.name!r} is already running (supervisor pid {summary['supervisor_pid']}); nothing changed")
+    else:
+        out.print(f"cluster {cfg.name!r} is up in {summary['seconds']:.1f} s")
+    _print_summary(summary)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    out.print(f"  Scheduler:  {s['scheduler']}")
+    out.print(f"  Dashboard:  {s['dashboard'] or '(disabled)'}")
+    out.print(f"  Workers:    {s['workers']}")
+    out.print(f"  Threads:    {s['threads']}")
+    out.print(f"  Memory:     {format_bytes(s['memory'])}")
+    out.print(f"  Logs:       {s['logs']}")
+
+
+def _foreground(cfg) -> None:
+    sup = Supervisor(cfg, echo=lambda line: out.print(line, markup=False))
+    code = sup.run()
+    if code == 1:
+        first, *rest = (sup.error or "start failed").splitlines()
+        err.print(f"[bold red]error:[/] {first}")
+        for line in rest:
+            err.print(line, markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def down(file: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Stop everything: retire workers, close the scheduler, then force what is left. Idempotent.
+
+    Example: clusterctl down
+    """
+    cfg = config(file)
+    if as_json or not is_terminal():
+        result = lifecycle.stop(cfg)
+    else:
+        with err.status("stopping"):
+            result = lifecycle.stop(cfg)
+    if as_json:
+        out.print_json(json.dumps(result))
+    elif result["stopped"]:
+        out.print(f"cluster {cfg.name!r} stopped: {result['stopped']} processes in {result['seconds']:.1f} s")
+    else:
+        out.print(f"cluster {cfg.name!r} is not running; nothing to stop")
+
+
+STATE_STYLE = {"running": "green", "starting": "yellow", "backoff": "yellow", "fatal": "bold red", "exited": "red", "gone": "red", "stopped": "dim"}
+
+
+@app.command()
+@user_errors
+def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show processes, pids, states, restarts, memory, CPU and registered workers. Exit 3 when not running.
+
+    Example: clusterctl status --json | jq .workers_registered
+    """
+    cfg = config(file)
+    st = lifecycle.status(cfg)
+    running = st["state"] in ("running", "starting", "stopping")
+    if as_json:
+        out.print_json(json.dumps(st))
+        raise typer.Exit(0 if running else 3)
+    colour = is_terminal()
+    title = f"cluster {st['name']!r}: {st['state']}"
+    if st["state"] == "unsupervised":
+        title += " (the supervisor is gone; `clusterctl down` stops what is left)"
+    out.print(title if not colour else f"[bold]{title}[/]")
+    if st["state"] in ("not-running",) and not st["processes"]:
+        raise typer.Exit(3)
+    sched = st["scheduler"]
+    out.print(f"  scheduler {sched['address']}  dashboard {st['dashboard'] or '-'}  "
+              f"workers {st['workers_registered']}/{st['workers_expected']}  threads {st.get('threads') or '-'}  "
+              f"memory {format_bytes(st.get('memory'))}  supervisor pid {st['supervisor']['pid']}")
+    headers = ("name", "role", "group", "host", "pid", "state", "restarts", "rss", "cpu%", "registered")
+    rows = []
+    externals = [dict(name=e["name"], role="worker", group="external", host=e["address"], pid=None, state="external",
+                      restarts=None, rss=None, cpu=None, registered=True) for e in st["external"]]
+    for p in st["processes"] + externals:
+        reg = "-" if p.get("registered") is None else ("yes" if p["registered"] else "no")
+        rows.append((p["name"], p["role"], p["group"], p["host"], str(p["pid"] or "-"), p["state"] or "-",
+                     str(p["restarts"] if p["restarts"] is not None else "-"),
+                     format_bytes(p["rss"]) if p.get("rss") else "-",
+                     f"{p['cpu']:.1f}" if p.get("cpu") is not None else "-", reg))
+    if colour:
+        table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+        for col in headers:
+            table.add_column(col, justify="right" if col in ("pid", "restarts", "rss", "cpu%") else "left", no_wrap=True)
+        for row in rows:
+            style = STATE_STYLE.get(row[5])
+            table.add_row(*row[:5], f"[{style}]{row[5]}[/]" if style else row[5], *row[6:])
+        out.print(table)
+    else:  # piped: plain aligned text, never cut to a terminal width
+        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+        for r in [headers, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for p in st["processes"]:
+        if p["state"] in ("fatal",) and p.get("reason"):
+            out.print(f"  {p['name']}: {p['reason']} (see `clusterctl logs {p['name']}`)")
+    if st.get("error"):
+        out.print(f"  error: {st['error'].splitlines()[0]}")
+    raise typer.Exit(0 if running else 3)
+
+
+@app.command()
+@user_errors
+def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Check cluster.yaml and print the resolved plan; starts nothing.
+
+    Example: clusterctl validate -f cluster.yaml
+    """
+    cfg = config(file)
+    launcher = resolve(cfg.python, cfg.bin_dir)
+    specs = build_plan(cfg, launcher)
+    if as_json:
+        out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "processes": [s.to_dict() for s in specs]}))
+        return
+    out.print(f"{cfg.source}: valid; cluster {cfg.name!r}, {len(specs) - 1} workers")
+    out.print(f"dask: {launcher.how}")
+    out.print(f"state: {cfg.state_path}")
+    for s in specs:
+        env = " ".join(f"{k}={v}" for k, v in s.env.items())
+        out.print(f"  {s.name:<14} {(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
+
+
+@app.command()
+@user_errors
+def logs(
+    name: Annotated[str, typer.Argument(help="Process name (scheduler, default-0, supervisor, ...)")],
+    file: ConfigOption = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show.")] = 40,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
+) -> None:
+    """Show a process's log.
+
+    Example: clusterctl logs default-0 -n 100 --follow
+    """
+    cfg = config(file)
+    path = lifecycle.log_file(cfg, name)
+    from ..logs import tail
+
+    out.print(tail(path, lines), markup=False)
+    if follow:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            while True:
+                chunk = f.read()
+                if chunk:
+                    out.print(chunk.decode("utf-8", "replace"), end="", markup=False)
+                else:
+                    if f.tell() > path.stat().st_size:  # rotated under us
+                        f.seek(0)
+                    time.sleep(0.25)
+
+
+@app.command()
+@user_errors
+def events(
+    file: ConfigOption = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Events to show.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the supervisor's event log: started, ready, exited, restarting, fatal, stopped.
+
+    Example: clusterctl events -n 20
+    """
+    cfg = config(file)
+    records = read_events(Ledger(cfg.state_path).root / "events.jsonl", limit=lines)
+    if as_json:
+        for r in records:
+            out.print(json.dumps(r), markup=False)
+        return
+    for r in records:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        out.print(f"{stamp}  {r['process']:<14} {r['event']:<12} {r.get('detail', '')}", markup=False)

@@ -1,0 +1,53 @@
+"""Shared pieces of the command line: the -f option, error handling, output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..config import ClusterConfig, load_config
+from ..errors import ClusterError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--file", "-f", help="Topology file [default: ./cluster.yaml or $CLUSTERCTL_CONFIG]", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn ClusterError into one line on stderr and its exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClusterError as e:
+            first, *rest = str(e).splitlines() or [""]
+            err.print(f"[bold red]error:[/] {first}", markup=True)
+            for line in rest:  # log tails follow the one-line message
+                err.print(line, markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config(path: Path | None) -> ClusterConfig:
+    return load_config(path)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,117 @@
+"""Probes that prove readiness instead of guessing it.
+
+The scheduler's HTTP port answers ``/health`` and ``/json/identity.json`` even
+with ``--no-dashboard``, so the supervisor needs no Dask client (and no
+``import distributed``) to know who is registered.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .plan import connect_host, hostport
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    """What the scheduler's --scheduler-file announces once its listener is bound."""
+
+    address: str
+    dashboard_port: int | None
+
+    @classmethod
+    def read(cls, path: Path) -> SchedulerInfo | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # absent, or caught half-written
+        port = (data.get("services") or {}).get("dashboard")
+        return cls(address=data.get("address", ""), dashboard_port=port)
+
+
+def http_json(url: str, timeout: float = 1.0) -> dict | None:
+    """GET a JSON document; None when nothing sensible answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback/http only
+            return json.loads(r.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class SchedulerProbe:
+    """Asks one scheduler's HTTP port who is there."""
+
+    def __init__(self, host: str, http_port: int):
+        self.base = f"http://{hostport(connect_host(host), http_port)}"
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        return http_ok(self.base + "/health", timeout)
+
+    def identity(self, timeout: float = 2.0) -> dict | None:
+        return http_json(self.base + "/json/identity.json", timeout)
+
+    def workers_by_name(self, timeout: float = 2.0) -> dict[str, dict] | None:
+        """{name: worker info} for running workers; None when the scheduler does not answer."""
+        ident = self.identity(timeout)
+        if ident is None:
+            return None
+        out: dict[str, dict] = {}
+        for addr, info in (ident.get("workers") or {}).items():
+            info = dict(info, address=addr)
+            out[str(info.get("name", addr))] = info
+        return out
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when host:port cannot be bound right now (someone is listening)."""
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # Dask binds with SO_REUSEADDR too, so only a live listener makes the port unusable.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def port_owner(port: int) -> str | None:
+    """'pid 123 (python)' for a local listener on port, when this user may see it."""
+    try:
+        import psutil
+
+        for c in psutil.net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+                try:
+                    name = psutil.Process(c.pid).name()
+                except psutil.Error:
+                    name = "?"
+                return f"pid {c.pid} ({name})"
+    except Exception:  # noqa: BLE001 - only a hint for the message
+        return None
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

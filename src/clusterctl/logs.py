@@ -1,0 +1,44 @@
+"""Per-process log files: tails for error messages, size-based rotation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+MAX_LOG_BYTES = 10 * 1024 * 1024
+BACKUPS = 3
+
+
+def tail(path: Path | None, lines: int = 20) -> str:
+    """The last lines of a log file, read from the end (logs may be large)."""
+    if path is None:
+        return "(no log)"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            chunk = min(size, max(4096, lines * 400))
+            f.seek(size - chunk)
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return f"(cannot read {path})"
+    out = data.splitlines()[-lines:]
+    return "\n".join("  " + line for line in out) if out else "  (log is empty)"
+
+
+def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = BACKUPS) -> bool:
+    """Copy then truncate (children keep their O_APPEND descriptor): log -> log.1 -> log.2 ..."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for i in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    with open(path, "r+b") as f:
+        f.truncate(0)
+    return True

@@ -1,0 +1,203 @@
+"""One child process: spawn in its own session, signal politely, kill its whole tree.
+
+A PID is only ever acted on together with the create time recorded when it
+was started, so a recycled PID is never signalled by mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+WINDOWS = os.name == "nt"
+CREATE_TIME_SLACK = 0.05  # psutil rounds create times; allow a little
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A pid plus its create time: the identity of one process, safe against PID reuse."""
+
+    pid: int
+    create_time: float
+
+    def get(self) -> psutil.Process | None:
+        """The live process, or None if it is gone or the PID now belongs to another."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > CREATE_TIME_SLACK:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            return None
+
+    def alive(self) -> bool:
+        return self.get() is not None
+
+
+def spawn(
+    argv: list[str] | tuple[str, ...],
+    *,
+    log_path: Path | None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    detach: bool = False,
+) -> subprocess.Popen:
+    """Start argv in its own session (POSIX) or process group (Windows), logging to log_path.
+
+    ``detach`` also drops the console on Windows, for the background supervisor."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    if cwd:
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab", buffering=0)  # O_APPEND: rotation may truncate under us
+        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(argv)}\n".encode())
+    else:
+        out = subprocess.DEVNULL
+    kwargs: dict = {}
+    if WINDOWS:
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP
+        if detach:
+            flags |= subprocess.DETACHED_PROCESS | subprocess.CREATE_NO_WINDOW
+        kwargs["creationflags"] = flags
+    else:
+        kwargs["start_new_session"] = True
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            close_fds=True,
+            **kwargs,
+        )
+    finally:
+        if out is not subprocess.DEVNULL:
+            out.close()
+
+
+def identify(popen: subprocess.Popen) -> ProcessId:
+    try:
+        return ProcessId(popen.pid, psutil.Process(popen.pid).create_time())
+    except psutil.NoSuchProcess:
+        return ProcessId(popen.pid, 0.0)
+
+
+def identify_self() -> ProcessId:
+    return ProcessId(os.getpid(), psutil.Process().create_time())
+
+
+def terminate(pid: ProcessId) -> bool:
+    """Ask politely: SIGTERM to the top process only (dask's nanny forwards it)."""
+    proc = pid.get()
+    if proc is None:
+        return False
+    try:
+        if WINDOWS:
+            os.kill(proc.pid, signal.CTRL_BREAK_EVENT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        return True
+    except (psutil.NoSuchProcess, ProcessLookupError, OSError):
+        return False
+
+
+def tree(pid: ProcessId) -> list[psutil.Process]:
+    """The process, its descendants, and (POSIX) anything left in its process group."""
+    found: dict[int, psutil.Process] = {}
+    proc = pid.get()
+    if proc is not None:
+        found[proc.pid] = proc
+        try:
+            for child in proc.children(recursive=True):
+                found[child.pid] = child
+        except psutil.NoSuchProcess:
+            pass
+    if not WINDOWS and pid.create_time:
+        # Orphans (a worker whose nanny died) leave the tree but keep the group.
+        for other in psutil.process_iter(["pid", "create_time"]):
+            if other.pid in found or other.pid == os.getpid():
+                continue
+            try:
+                if os.getpgid(other.pid) == pid.pid and other.info["create_time"] >= pid.create_time - CREATE_TIME_SLACK:
+                    found[other.pid] = other
+            except (ProcessLookupError, PermissionError, psutil.NoSuchProcess, OSError):
+                continue
+    return list(found.values())
+
+
+def kill_tree(pid: ProcessId, timeout: float = 5.0) -> list[psutil.Process]:
+    """SIGKILL the whole tree and wait for it; returns what refused to die."""
+    procs = tree(pid)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
+def stop(pid: ProcessId, grace: float, popen: subprocess.Popen | None = None) -> str:
+    """Polite, then firm, to the whole tree. Returns 'exited', 'killed' or 'gone'."""
+    return stop_many([(pid, popen)], grace)[0]
+
+
+def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: float) -> list[str]:
+    """Stop several trees at once: SIGTERM every top process, one shared grace, then SIGKILL.
+
+    Returns, per target, 'gone' (was not running), 'exited' or 'killed'."""
+    members = [tree(pid) for pid, _ in targets]
+    for (pid, _), procs in zip(targets, members):
+        if procs:
+            terminate(pid)
+    everyone = [p for procs in members for p in procs]
+    _, alive = psutil.wait_procs(everyone, timeout=grace) if everyone else ([], [])
+    alive_pids = {p.pid for p in alive}
+    results = []
+    for (pid, popen), procs in zip(targets, members):
+        # Out of time, or orphans still in the group: force whatever is left.
+        left = [p for p in procs if p.pid in alive_pids]
+        left += [p for p in tree(pid) if p.pid not in {q.pid for q in left}]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if left:
+            psutil.wait_procs(left, timeout=5)
+        _reap(popen)
+        results.append("gone" if not procs else "killed" if left else "exited")
+    return results
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap(popen: subprocess.Popen | None) -> None:
+    if popen is not None:
+        try:
+            popen.poll()
+        except Exception:  # noqa: BLE001 - reaping is best effort
+            pass
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,493 @@
+"""The supervisor: make running processes match the planned specs, and keep them so.
+
+Run in the background by ``clusterctl up`` (``python -m clusterctl.supervisor``)
+or attached with ``up --foreground``. It starts the scheduler, proves it
+answers, starts the workers, proves each registered under its own name, then
+watches: exits and unhealthy processes are restarted by policy, a lost
+scheduler brings every worker back with it, and a stop asked for is final.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock, Timeout
+
+from . import process
+from .config import ClusterConfig, load_config
+from .control import ControlServer
+from .errors import ClusterError
+from .events import EventLog
+from .health import SchedulerInfo, SchedulerProbe, port_in_use, port_owner
+from .ledger import Ledger, process_ids, supervisor_id
+from .logs import rotate_if_large, tail
+from .plan import ProcessSpec, build_plan, dashboard_url, scheduler_address
+from .process import ProcessId
+from .resolve import Launcher, resolve
+from .restart import RestartTracker
+
+TICK = 0.2  # seconds between exit checks; Popen.poll is a cheap waitpid
+HEALTH_EVERY = 1.0  # seconds between scheduler probes while running
+STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL = (
+    "starting", "running", "backoff", "stopping", "stopped", "exited", "fatal",
+)
+
+
+class StartFailed(ClusterError):
+    pass
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    tracker: RestartTracker
+    popen: Any = None
+    pid: ProcessId | None = None
+    state: str = "pending"
+    restarts: int = 0
+    started_at: float = 0.0  # monotonic
+    started_wall: float = 0.0
+    ready_at: float | None = None
+    unhealthy_since: float | None = None
+    retry_at: float = 0.0
+    exit_code: int | None = None
+    reason: str = ""
+    address: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.spec.role,
+            "group": self.spec.group,
+            "host": self.spec.host,
+            "pid": self.pid.pid if self.pid else None,
+            "create_time": self.pid.create_time if self.pid else None,
+            "state": self.state,
+            "restarts": self.restarts,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "address": self.address,
+            "started": self.started_wall or None,
+            "log": str(self.spec.log_path) if self.spec.log_path else None,
+            "argv": list(self.spec.argv),
+        }
+
+
+@dataclass
+class Supervisor:
+    cfg: ClusterConfig
+    launcher: Launcher | None = None
+    echo: Callable[[str], None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.launcher = self.launcher or resolve(self.cfg.python, self.cfg.bin_dir)
+        self.ledger = Ledger(self.cfg.state_path)
+        self.events = EventLog(self.cfg.state_path / "events.jsonl", echo=self.echo)
+        self.commands: queue.Queue = queue.Queue()
+        self.stop_requested = threading.Event()
+        self.state = "starting"
+        self.error: str | None = None
+        self.address = scheduler_address(self.cfg)
+        self.dashboard = dashboard_url(self.cfg)
+        self.http_port = self.cfg.scheduler.dashboard_port
+        self.control: ControlServer | None = None
+        self._dirty = True
+        self._next_health = 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+    def run(self) -> int:
+        """Start, supervise until asked to stop, stop. Returns 0, 1 if start failed, 4 if refused."""
+        self.cfg.state_path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.ledger.lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            self._say(f"another supervisor already runs cluster {self.cfg.name!r} (lock {self.ledger.lock_path})")
+            return 4
+        try:
+            problem = leftovers(self.ledger)
+            if problem:  # refuse without touching the ledger: `down` still needs it
+                self._say(problem)
+                return 4
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> int:
+        try:
+            self._install_signal_handlers()
+            self.control = ControlServer(self.ledger.new_token(), self._handle).start()
+            self._save()
+            try:
+                self._start_cluster()
+            except StartFailed as e:
+                self.error = str(e)
+                self.state = "failed"
+                self.events.emit("cluster", "failed", self.error.splitlines()[0])
+                return 1
+            self.state = "running"
+            self.events.emit("cluster", "ready", f"{len(self.children) - 1} workers at {self.address}")
+            self._save()
+            self._loop()
+            return 0
+        finally:
+            self._stop_all()
+            if self.state != "failed":
+                self.state = "stopped"
+            self._save()
+            if self.control:
+                self.control.close()
+
+    # -- starting -----------------------------------------------------------------
+    def _start_cluster(self) -> None:
+        specs = build_plan(self.cfg, self.launcher)
+        self._check_ports()
+        scheduler = self._add(specs[0])
+        info_file = self.cfg.state_path / "scheduler.json"
+        info_file.unlink(missing_ok=True)
+        deadline = self.clock() + self.cfg.timeouts.startup
+        self._spawn(scheduler)
+        self._wait_scheduler(scheduler, deadline)
+        workers = [self._add(s) for s in specs[1:]]
+        for w in workers:
+            self._spawn(w)
+        self._wait_registered(workers, deadline)
+
+    def _check_ports(self) -> None:
+        s = self.cfg.scheduler
+        for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
+            if port and port_in_use(s.host, port):
+                owner = port_owner(port)
+                who = f" by {owner}" if owner else ""
+                raise StartFailed(
+                    f"{label} {s.host}:{port} is already in use{who}; stop that process "
+                    f"or choose another port in {self.cfg.source or 'cluster.yaml'}"
+                )
+
+    def _add(self, spec: ProcessSpec) -> Child:
+        child = Child(spec=spec, tracker=RestartTracker(spec.restart))
+        self.children[spec.name] = child
+        return child
+
+    def _spawn(self, child: Child) -> None:
+        if child.spec.log_path:
+            rotate_if_large(child.spec.log_path)
+        try:
+            child.popen = process.spawn(child.spec.argv, log_path=child.spec.log_path, env=child.spec.env, cwd=child.spec.cwd)
+        except OSError as e:
+            raise StartFailed(f"{child.name}: cannot start {child.spec.argv[0]!r}: {e.strerror}") from e
+        child.pid = process.identify(child.popen)
+        child.state = STARTING
+        child.started_at = self.clock()
+        child.started_wall = time.time()
+        child.ready_at = None
+        child.unhealthy_since = None
+        child.exit_code = None
+        child.address = None
+        self._dirty = True
+        self.events.emit(child.name, "started", f"pid {child.pid.pid}", pid=child.pid.pid)
+
+    def _wait_scheduler(self, child: Child, deadline: float) -> None:
+        info_file = self.cfg.state_path / "scheduler.json"
+        while True:
+            self._fail_if_exited(child)
+            info = SchedulerInfo.read(info_file)
+            if info and info.address:
+                port = info.dashboard_port or self.cfg.scheduler.dashboard_port
+                probe = SchedulerProbe(self.cfg.scheduler.host, port)
+                if probe.healthy(timeout=0.5):
+                    self.address, self.http_port = info.address, port
+                    self.dashboard = dashboard_url(self.cfg, port)
+                    self.probe = probe
+                    self._mark_ready(child, info.address)
+                    return
+            if self.clock() > deadline:
+                raise StartFailed(self._late(child, "did not answer"))
+            if self.stop_requested.wait(0.05):
+                raise StartFailed("start interrupted by a stop request")
+
+    def _wait_registered(self, workers: list[Child], deadline: float) -> None:
+        pending = {w.name: w for w in workers}
+        while pending:
+            for w in list(pending.values()):
+                self._fail_if_exited(w)
+            self._fail_if_exited(self.children["scheduler"])
+            seen = self.probe.workers_by_name(timeout=1.0) or {}
+            for name in list(pending):
+                if name in seen:
+                    self._mark_ready(pending.pop(name), seen[name].get("address"))
+            if not pending:
+                return
+            if self.clock() > deadline:
+                first = next(iter(pending.values()))
+                raise StartFailed(self._late(first, f"did not register with the scheduler ({len(pending)} of {len(workers)} workers missing)"))
+            if self.stop_requested.wait(0.05):
+                raise StartFailed("start interrupted by a stop request")
+
+    def _mark_ready(self, child: Child, address: str | None) -> None:
+        child.state = RUNNING
+        child.ready_at = self.clock()
+        child.address = address
+        self._dirty = True
+        took = child.ready_at - child.started_at
+        self.events.emit(child.name, "ready", f"{address} after {took:.2f} s", address=address, seconds=round(took, 3))
+        if self.state == "starting":
+            self._save()  # `up` shows progress from the ledger
+
+    def _fail_if_exited(self, child: Child) -> None:
+        code = child.popen.poll() if child.popen else None
+        if code is None:
+            return
+        child.state, child.exit_code = EXITED, code
+        self._dirty = True
+        self.events.emit(child.name, "exited", _describe_exit(code), exit_code=code)
+        raise StartFailed(
+            f"{child.name} exited while starting ({_describe_exit(code)}); last lines of {child.spec.log_path}:\n"
+            + tail(child.spec.log_path, 12)
+        )
+
+    def _late(self, child: Child, what: str) -> str:
+        return (
+            f"{child.name} {what} within {self.cfg.timeouts.startup:g} s (timeouts.startup); "
+            f"last lines of {child.spec.log_path}:\n" + tail(child.spec.log_path, 12)
+        )
+
+    # -- supervising --------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self.stop_requested.is_set():
+            try:
+                command, body, reply = self.commands.get(timeout=TICK)
+                reply.put(self._run_command(command, body))
+            except queue.Empty:
+                pass
+            self._check()
+            if self._dirty:
+                self._save()
+
+    def _check(self) -> None:
+        now = self.clock()
+        for child in list(self.children.values()):
+            if child.state in (STARTING, RUNNING) and child.popen and child.popen.poll() is not None:
+                self._on_exit(child, child.popen.returncode)
+            elif child.state == BACKOFF and now >= child.retry_at:
+                self._respawn(child)
+        if now >= self._next_health:
+            self._next_health = now + HEALTH_EVERY
+            self._check_health(now)
+
+    def _on_exit(self, child: Child, code: int) -> None:
+        now = self.clock()
+        child.exit_code = code
+        uptime = now - child.started_at
+        self.events.emit(child.name, "exited", _describe_exit(code), exit_code=code)
+        self._decide(child, now, uptime, code)
+        if child.spec.role == "scheduler":
+            self._scheduler_lost()
+
+    def _decide(self, child: Child, now: float, uptime: float, code: int | None) -> None:
+        decision = child.tracker.decide(now, uptime, code)
+        self._dirty = True
+        if decision.action == "restart":
+            child.state, child.retry_at = BACKOFF, now + decision.delay
+            child.reason = f"restarting in {decision.delay:.1f} s"
+            self.events.emit(child.name, "restarting", f"in {decision.delay:.1f} s", delay=round(decision.delay, 3))
+        elif decision.action == "fatal":
+            child.state, child.reason = FATAL, decision.reason
+            self.events.emit(child.name, "fatal", decision.reason)
+        else:
+            child.state, child.reason = EXITED, decision.reason
+            self.events.emit(child.name, "stays-down", decision.reason)
+
+    def _scheduler_lost(self) -> None:
+        """Workers never reconnect to a restarted scheduler: stop them now, bring them back after."""
+        workers = [c for c in self.children.values() if c.spec.role == "worker" and c.state in (STARTING, RUNNING)]
+        process.stop_many([(c.pid, c.popen) for c in workers], grace=2.0)
+        for c in workers:
+            c.state, c.reason, c.retry_at = BACKOFF, "waiting for the scheduler", float("inf")
+            self.events.emit(c.name, "stopped", "scheduler lost; will rejoin the new one")
+
+    def _respawn(self, child: Child) -> None:
+        child.restarts += 1
+        self._spawn(child)
+        child.reason = ""
+
+    def _check_health(self, now: float) -> None:
+        sched = self.children.get("scheduler")
+        if sched is None or sched.state not in (STARTING, RUNNING):
+            return
+        seen = self.probe.workers_by_name(timeout=1.0)
+        if sched.state == STARTING:
+            if seen is not None:
+                self._mark_ready(sched, self.address)
+                for c in self.children.values():  # the scheduler is back: so are its workers
+                    if c.spec.role == "worker" and c.state == BACKOFF and c.retry_at == float("inf"):
+                        self._respawn(c)
+            elif now - sched.started_at > self.cfg.timeouts.startup:
+                self._unhealthy(sched, "did not answer after restart")
+            return
+        if seen is None:
+            grace = sched.spec.restart.unhealthy_grace
+            sched.unhealthy_since = sched.unhealthy_since or now
+            if now - sched.unhealthy_since > grace:
+                self._unhealthy(sched, f"not answering for {grace:g} s")
+            return
+        sched.unhealthy_since = None
+        for c in self.children.values():
+            if c.spec.role != "worker" or c.state not in (STARTING, RUNNING):
+                continue
+            if c.name in seen:
+                if c.state == STARTING:
+                    self._mark_ready(c, seen[c.name].get("address"))
+                c.unhealthy_since = None
+                continue
+            limit = self.cfg.timeouts.startup if c.state == STARTING else c.spec.restart.unhealthy_grace
+            since = c.started_at if c.state == STARTING else (c.unhealthy_since or now)
+            c.unhealthy_since = since
+            if now - since > limit:
+                self._unhealthy(c, f"not registered for {limit:g} s")
+
+    def _unhealthy(self, child: Child, why: str) -> None:
+        self.events.emit(child.name, "unhealthy", why)
+        process.stop(child.pid, grace=2.0, popen=child.popen)
+        self._decide(child, self.clock(), self.clock() - child.started_at, None)
+        if child.spec.role == "scheduler":
+            self._scheduler_lost()
+
+    # -- commands -------------------------------------------------------------------
+    def _handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Called on the control thread: read-only answers here, changes on the main loop."""
+        if command == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if command == "status":
+            return self.snapshot()
+        if command == "stop":
+            self.stop_requested.set()
+            return {"ok": True}
+        reply: queue.Queue = queue.Queue()
+        self.commands.put((command, body, reply))
+        result = reply.get(timeout=60)
+        if isinstance(result, ClusterError):
+            raise result
+        return result
+
+    def _run_command(self, command: str, body: dict[str, Any]) -> Any:
+        return ClusterError(f"unknown command {command!r}")
+
+    # -- stopping --------------------------------------------------------------------
+    def _stop_all(self) -> None:
+        """Workers first (all at once), then the scheduler; polite, then firm."""
+        if not self.children:
+            return
+        if self.state == "running":
+            self.state = "stopping"
+            self._save()
+        grace = self.cfg.timeouts.shutdown
+        workers = [c for c in self.children.values() if c.spec.role == "worker" and c.pid]
+        t0 = time.monotonic()
+        results = process.stop_many([(c.pid, c.popen) for c in workers], grace)
+        for c, r in zip(workers, results):
+            self._stopped(c, r)
+        sched = self.children.get("scheduler")
+        if sched and sched.pid:
+            self._stopped(sched, process.stop(sched.pid, grace, sched.popen))
+        self.events.emit("cluster", "stopped", f"in {time.monotonic() - t0:.2f} s")
+
+    def _stopped(self, child: Child, result: str) -> None:
+        if child.state not in (EXITED, FATAL) or result != "gone":
+            child.state = STOPPED
+        child.reason = "stopped by operator" if result != "killed" else "killed after the shutdown grace"
+        if result != "gone":
+            self.events.emit(child.name, "stopped", result)
+
+    # -- record ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        me = process.identify_self()
+        return {
+            "version": 1,
+            "name": self.cfg.name,
+            "config": str(self.cfg.source) if self.cfg.source else None,
+            "state": self.state,
+            "error": self.error,
+            "supervisor": {"pid": me.pid, "create_time": me.create_time, "control": self.control.address if self.control else None},
+            "scheduler": {"address": self.address, "dashboard": self.dashboard, "http_port": self.http_port},
+            "processes": [c.to_dict() for c in self.children.values()],
+        }
+
+    def _save(self) -> None:
+        self._dirty = False
+        self.ledger.write(self.snapshot())
+
+    def _say(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:  # only set a flag (distributed _signals.py)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if hasattr(signal, "SIGBREAK"):
+            signal.signal(signal.SIGBREAK, on_signal)
+
+
+def leftovers(ledger: Ledger) -> str | None:
+    """Why a new supervisor must not start here, or None: never a second cluster over the first."""
+    old = ledger.read()
+    sup = supervisor_id(old)
+    if sup and sup.pid != os.getpid() and sup.alive():
+        return f"supervisor pid {sup.pid} already runs this cluster; use `clusterctl status`"
+    alive = [(p["name"], pid.pid) for p, pid in process_ids(old) if pid.alive()]
+    if alive:
+        names = ", ".join(f"{n} (pid {p})" for n, p in alive)
+        return (
+            f"processes of an earlier run whose supervisor is gone are still alive: {names}; "
+            "run `clusterctl down` to stop them first"
+        )
+    return None
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown exit"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the background supervisor: ``python -m clusterctl.supervisor CONFIG``."""
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m clusterctl.supervisor CONFIG", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args[0])
+        sup = Supervisor(cfg, echo=lambda s: print(s, flush=True))
+        return sup.run()
+    except ClusterError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
