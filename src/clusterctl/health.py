@@ -1,8 +1,8 @@
 """Probes that prove readiness instead of guessing it.
 
-The scheduler's HTTP port answers ``/health`` and ``/json/identity.json`` even
-with ``--no-dashboard``, so the supervisor needs no Dask client (and no
-``import distributed``) to know who is registered.
+The scheduler's HTTP port answers ``/health`` and (through clusterctl's preload)
+``/clusterctl/workers.json`` even with ``--no-dashboard``, so the supervisor
+needs no Dask client (and no ``import distributed``) to know who is registered.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -62,18 +64,58 @@ class SchedulerProbe:
         return http_ok(self.base + "/health", timeout)
 
     def identity(self, timeout: float = 2.0) -> dict | None:
-        return http_json(self.base + "/json/identity.json", timeout)
+        """The scheduler's summary from clusterctl's preload: address, totals, workers by name.
+
+        (Dask's /json/identity.json raises a TypeError while tasks run, so it is no probe.)"""
+        return http_json(self.base + "/clusterctl/workers.json", timeout)
 
     def workers_by_name(self, timeout: float = 2.0) -> dict[str, dict] | None:
-        """{name: worker info} for running workers; None when the scheduler does not answer."""
+        """{name: worker info}; None when the scheduler does not answer."""
         ident = self.identity(timeout)
         if ident is None:
             return None
-        out: dict[str, dict] = {}
-        for addr, info in (ident.get("workers") or {}).items():
-            info = dict(info, address=addr)
-            out[str(info.get("name", addr))] = info
-        return out
+        return dict(ident.get("workers") or {})
+
+
+class HealthWatch:
+    """Asks the scheduler who is registered once per interval, on its own thread.
+
+    A scheduler busy with a big graph may take seconds to answer; probing here
+    keeps the supervisor's loop free to notice exits at once."""
+
+    def __init__(self, probe: SchedulerProbe, interval: float = 1.0, timeout: float = 3.0):
+        self.probe = probe
+        self.interval = interval
+        self.timeout = timeout
+        self.workers: dict[str, dict] | None = None
+        self.answered_at = 0.0  # monotonic time of the last answer
+        self.asked_at = 0.0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    def start(self) -> HealthWatch:
+        self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        """Probe now rather than at the next interval."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            asked = time.monotonic()
+            seen = self.probe.workers_by_name(timeout=self.timeout)
+            self.asked_at = asked
+            if seen is not None:
+                self.workers, self.answered_at = seen, asked
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=self.timeout + 1)
 
 
 def port_in_use(host: str, port: int) -> bool:

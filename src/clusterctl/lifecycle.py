@@ -110,12 +110,14 @@ def stop(cfg: ClusterConfig) -> dict[str, Any]:
         address = (data.get("supervisor") or {}).get("control")
         try:
             control.request(address, ledger.read_token(), "stop", timeout=5)
-            proc = sup.get()
-            if proc is not None:
-                proc.wait(timeout=cfg.timeouts.shutdown * 2 + 15)
+            # Poll rather than wait(): an exited supervisor may stay a zombie until
+            # init reaps it, and ProcessId.alive() already counts a zombie as gone.
+            deadline = time.monotonic() + cfg.timeouts.shutdown * 2 + 15
+            while sup.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
             how = "supervisor"
-        except (ClusterError, psutil.TimeoutExpired):
-            process.stop(sup, grace=cfg.timeouts.shutdown)
+        except ClusterError:
+            pass  # not answering: stop_from_ledger forces it below
     stop_from_ledger(cfg)
     return {"stopped": len(running), "seconds": round(time.monotonic() - t0, 3), "how": how}
 
@@ -156,9 +158,7 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
     sched = data.get("scheduler") or {}
     probe = SchedulerProbe(cfg.scheduler.host, sched.get("http_port") or cfg.scheduler.dashboard_port)
     ident = probe.identity(timeout=1.0) if data.get("state") not in ("stopped",) else None
-    registered = {}
-    for addr, w in ((ident or {}).get("workers") or {}).items():
-        registered[str(w.get("name", addr))] = dict(w, address=addr)
+    registered = dict((ident or {}).get("workers") or {})
     live: dict[str, psutil.Process] = {}
     procs_out = []
     for p in data.get("processes", []):

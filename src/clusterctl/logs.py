@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,3 +43,21 @@ def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = B
     with open(path, "r+b") as f:
         f.truncate(0)
     return True
+
+
+_EXC_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)):\s*(.*)$")
+
+
+def first_cause(path: Path | None, scan_lines: int = 400) -> str | None:
+    """The first exception line in the log's tail: in a chained traceback, the root cause.
+
+    Dask wraps a failed start in 'RuntimeError: Nanny failed to start.'; the line
+    worth showing is the ModuleNotFoundError (or OSError, ...) printed above it."""
+    if path is None:
+        return None
+    text = tail(path, scan_lines)
+    for line in text.splitlines():
+        m = _EXC_LINE.match(line)
+        if m:
+            return f"{m.group(1)}: {m.group(2)}".strip().rstrip(":")
+    return None

@@ -26,9 +26,9 @@ from .config import ClusterConfig, load_config
 from .control import ControlServer
 from .errors import ClusterError
 from .events import EventLog
-from .health import SchedulerInfo, SchedulerProbe, port_in_use, port_owner
+from .health import HealthWatch, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
 from .ledger import Ledger, process_ids, supervisor_id
-from .logs import rotate_if_large, tail
+from .logs import first_cause, rotate_if_large, tail
 from .plan import ProcessSpec, build_plan, dashboard_url, scheduler_address
 from .process import ProcessId
 from .resolve import Launcher, resolve
@@ -105,6 +105,7 @@ class Supervisor:
         self.dashboard = dashboard_url(self.cfg)
         self.http_port = self.cfg.scheduler.dashboard_port
         self.control: ControlServer | None = None
+        self.watch: HealthWatch | None = None
         self._dirty = True
         self._next_health = 0.0
 
@@ -151,6 +152,8 @@ class Supervisor:
             self._save()
             if self.control:
                 self.control.close()
+            if self.watch:
+                self.watch.close()
 
     # -- starting -----------------------------------------------------------------
     def _start_cluster(self) -> None:
@@ -213,6 +216,8 @@ class Supervisor:
                     self.address, self.http_port = info.address, port
                     self.dashboard = dashboard_url(self.cfg, port)
                     self.probe = probe
+                    if self.watch is None:
+                        self.watch = HealthWatch(probe, interval=HEALTH_EVERY).start()
                     self._mark_ready(child, info.address)
                     return
             if self.clock() > deadline:
@@ -255,8 +260,11 @@ class Supervisor:
         child.state, child.exit_code = EXITED, code
         self._dirty = True
         self.events.emit(child.name, "exited", _describe_exit(code), exit_code=code)
+        cause = first_cause(child.spec.log_path)
         raise StartFailed(
-            f"{child.name} exited while starting ({_describe_exit(code)}); last lines of {child.spec.log_path}:\n"
+            f"{child.name} exited while starting ({_describe_exit(code)})"
+            + (f": {cause}" if cause else "")
+            + f"; last lines of {child.spec.log_path}:\n"
             + tail(child.spec.log_path, 12)
         )
 
@@ -285,9 +293,7 @@ class Supervisor:
                 self._on_exit(child, child.popen.returncode)
             elif child.state == BACKOFF and now >= child.retry_at:
                 self._respawn(child)
-        if now >= self._next_health:
-            self._next_health = now + HEALTH_EVERY
-            self._check_health(now)
+        self._check_health(now)
 
     def _on_exit(self, child: Child, code: int) -> None:
         now = self.clock()
@@ -324,41 +330,48 @@ class Supervisor:
         child.restarts += 1
         self._spawn(child)
         child.reason = ""
+        if child.spec.role == "scheduler":
+            # Same address, so the workers can start now and wait for it (--death-timeout)
+            # instead of queueing behind its start-up.
+            for c in self.children.values():
+                if c.spec.role == "worker" and c.state == BACKOFF and c.retry_at == float("inf"):
+                    self._respawn(c)
+        if self.watch:
+            self.watch.poke()
 
     def _check_health(self, now: float) -> None:
         sched = self.children.get("scheduler")
-        if sched is None or sched.state not in (STARTING, RUNNING):
+        if sched is None or self.watch is None or sched.state not in (STARTING, RUNNING):
             return
-        seen = self.probe.workers_by_name(timeout=1.0)
+        w = self.watch
+        fresh = w.answered_at >= sched.started_at  # an answer from this incarnation
         if sched.state == STARTING:
-            if seen is not None:
+            if fresh:
                 self._mark_ready(sched, self.address)
-                for c in self.children.values():  # the scheduler is back: so are its workers
-                    if c.spec.role == "worker" and c.state == BACKOFF and c.retry_at == float("inf"):
-                        self._respawn(c)
             elif now - sched.started_at > self.cfg.timeouts.startup:
-                self._unhealthy(sched, "did not answer after restart")
+                self._unhealthy(sched, f"did not answer within {self.cfg.timeouts.startup:g} s of a restart")
             return
-        if seen is None:
-            grace = sched.spec.restart.unhealthy_grace
-            sched.unhealthy_since = sched.unhealthy_since or now
-            if now - sched.unhealthy_since > grace:
-                self._unhealthy(sched, f"not answering for {grace:g} s")
+        grace = sched.spec.restart.unhealthy_grace
+        silent = now - max(w.answered_at, sched.ready_at or sched.started_at)
+        if silent > grace:
+            self._unhealthy(sched, f"not answering for {silent:.0f} s")
             return
-        sched.unhealthy_since = None
+        seen = w.workers or {}
         for c in self.children.values():
             if c.spec.role != "worker" or c.state not in (STARTING, RUNNING):
                 continue
-            if c.name in seen:
+            if c.name in seen and w.answered_at >= c.started_at:
                 if c.state == STARTING:
                     self._mark_ready(c, seen[c.name].get("address"))
                 c.unhealthy_since = None
-                continue
-            limit = self.cfg.timeouts.startup if c.state == STARTING else c.spec.restart.unhealthy_grace
-            since = c.started_at if c.state == STARTING else (c.unhealthy_since or now)
-            c.unhealthy_since = since
-            if now - since > limit:
-                self._unhealthy(c, f"not registered for {limit:g} s")
+            elif c.state == STARTING:
+                if now - c.started_at > self.cfg.timeouts.startup:
+                    self._unhealthy(c, f"did not register within {self.cfg.timeouts.startup:g} s")
+            elif w.answered_at > (c.ready_at or 0):  # a newer answer lacks it
+                c.unhealthy_since = c.unhealthy_since or w.answered_at
+                limit = c.spec.restart.unhealthy_grace
+                if now - c.unhealthy_since > limit:
+                    self._unhealthy(c, f"alive but not registered for {limit:g} s")
 
     def _unhealthy(self, child: Child, why: str) -> None:
         self.events.emit(child.name, "unhealthy", why)
@@ -396,6 +409,7 @@ class Supervisor:
             self.state = "stopping"
             self._save()
         grace = self.cfg.timeouts.shutdown
+        self.events.emit("cluster", "stopping", "")
         workers = [c for c in self.children.values() if c.spec.role == "worker" and c.pid]
         t0 = time.monotonic()
         results = process.stop_many([(c.pid, c.popen) for c in workers], grace)

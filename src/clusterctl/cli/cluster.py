@@ -18,7 +18,7 @@ from ..plan import build_plan
 from ..resolve import resolve
 from ..supervisor import Supervisor
 from . import app
-from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
+from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, is_terminal, out, user_errors
 
 
 @app.command()
@@ -180,7 +180,7 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
 @user_errors
 def logs(
     name: Annotated[str, typer.Argument(help="Process name (scheduler, default-0, supervisor, ...)")],
-    file: ConfigOption = None,
+    file: FileOnlyOption = None,
     lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show.")] = 40,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
 ) -> None:

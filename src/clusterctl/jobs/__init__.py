@@ -1,0 +1,1 @@
+"""Jobs that clusterctl can run on a supervised Dask cluster."""

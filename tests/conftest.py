@@ -1,0 +1,128 @@
+"""Shared fixtures: free ports, temp topologies, the real CLI, and a guarantee of cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+CLI = [sys.executable, "-m", "clusterctl"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    """A topology in a temp directory, driven through the real CLI."""
+
+    root: Path
+    port: int
+    dashboard_port: int
+    name: str = "test"
+    started: list = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "cluster.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state" / self.name
+
+    def write(self, workers: str | None = None, extra: str = "", scheduler_extra: str = "") -> Path:
+        workers = workers or "  - name: default\n    count: 2\n    nthreads: 1\n"
+        text = (
+            f"name: {self.name}\n"
+            f"state_dir: state\n"
+            f"scheduler:\n  host: 127.0.0.1\n  port: {self.port}\n  dashboard_port: {self.dashboard_port}\n"
+            + textwrap.indent(textwrap.dedent(scheduler_extra), "  ")
+            + f"workers:\n{workers}"
+            + "timeouts:\n  startup: 45\n  shutdown: 5\n"
+            + extra
+        )
+        self.config.write_text(text)
+        return self.config
+
+    def cli(self, *args: str, timeout: float = 90, check: bool | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+        env.pop("CLUSTERCTL_CONFIG", None)
+        proc = subprocess.run(
+            [*CLI, *args, "--file", str(self.config)],
+            cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    def ledger(self) -> dict:
+        return json.loads((self.state / "ledger.json").read_text())
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+
+def processes_under(root: Path) -> list[psutil.Process]:
+    """Every live process whose command line or cwd mentions root: what a test must not leave."""
+    found = []
+    me = os.getpid()
+    for p in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        if p.pid == me or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(root) in cmd or (p.info["cwd"] or "").startswith(str(root)):
+            found.append(p)
+    return found
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """A fresh topology on free ports; afterwards `down`, then force and report anything left."""
+    c = Cluster(root=tmp_path, port=free_port(), dashboard_port=free_port())
+    c.write()
+    yield c
+    if c.config.exists():
+        try:
+            c.cli("down", timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    left = processes_under(tmp_path)
+    if left:
+        desc = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left if p.is_running()]
+        kill_all(left)
+        if desc:
+            pytest.fail("processes left behind after the test:\n" + "\n".join(desc))
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll until predicate() is truthy; fail (never hang) after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
