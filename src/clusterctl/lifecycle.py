@@ -228,7 +228,7 @@ def client_address(cfg: ClusterConfig) -> str:
     """The scheduler address a Client on this machine should use."""
     data = Ledger(cfg.state_path).read() or {}
     addr = (data.get("scheduler") or {}).get("address")
-    if not addr or data.get("state") != "running":
+    if not addr or data.get("state") not in ("running", "degraded"):
         raise ClusterError(f"cluster {cfg.name!r} is not running; start it with `clusterctl up`", exit_code=1)
     return addr
 

@@ -35,7 +35,9 @@ from .resolve import Launcher, resolve
 from .restart import RestartTracker
 
 TICK = 0.2  # seconds between exit checks; Popen.poll is a cheap waitpid
-HEALTH_EVERY = 1.0  # seconds between scheduler probes while running
+HEALTH_EVERY = 1.0  # seconds between scheduler probes while all is well
+HEALTH_FAST = 0.1  # ... and while a process is starting, so `ready` is seen at once
+ROTATE_EVERY = 10.0  # seconds between log size checks
 STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL = (
     "starting", "running", "backoff", "stopping", "stopped", "exited", "fatal",
 )
@@ -107,7 +109,7 @@ class Supervisor:
         self.control: ControlServer | None = None
         self.watch: HealthWatch | None = None
         self._dirty = True
-        self._next_health = 0.0
+        self._next_rotate = 0.0
 
     # -- lifecycle ------------------------------------------------------------
     def run(self) -> int:
@@ -285,6 +287,14 @@ class Supervisor:
             self._check()
             if self._dirty:
                 self._save()
+            if self.clock() >= self._next_rotate:
+                self._next_rotate = self.clock() + ROTATE_EVERY
+                for c in self.children.values():
+                    if c.spec.log_path and rotate_if_large(c.spec.log_path):
+                        self.events.emit(c.name, "log-rotated", str(c.spec.log_path))
+            if self.watch:  # probe briskly while someone is starting, gently otherwise
+                starting = any(c.state == STARTING for c in self.children.values())
+                self.watch.interval = HEALTH_FAST if starting else HEALTH_EVERY
 
     def _check(self) -> None:
         now = self.clock()
@@ -312,8 +322,16 @@ class Supervisor:
             child.reason = f"restarting in {decision.delay:.1f} s"
             self.events.emit(child.name, "restarting", f"in {decision.delay:.1f} s", delay=round(decision.delay, 3))
         elif decision.action == "fatal":
-            child.state, child.reason = FATAL, decision.reason
-            self.events.emit(child.name, "fatal", decision.reason)
+            cause = first_cause(child.spec.log_path)
+            last = _describe_exit(code) if code is not None else "unhealthy"
+            child.state = FATAL
+            child.reason = f"{decision.reason}; last: {last}" + (f": {cause}" if cause else "")
+            self.events.emit(child.name, "fatal", child.reason)
+            if child.spec.role == "scheduler":
+                for c in self.children.values():  # nothing to rejoin: say so instead of waiting
+                    if c.spec.role == "worker" and c.state == BACKOFF and c.retry_at == float("inf"):
+                        c.state, c.reason = EXITED, "the scheduler is fatal"
+            self.state = "degraded"
         else:
             child.state, child.reason = EXITED, decision.reason
             self.events.emit(child.name, "stays-down", decision.reason)
@@ -321,7 +339,8 @@ class Supervisor:
     def _scheduler_lost(self) -> None:
         """Workers never reconnect to a restarted scheduler: stop them now, bring them back after."""
         workers = [c for c in self.children.values() if c.spec.role == "worker" and c.state in (STARTING, RUNNING)]
-        process.stop_many([(c.pid, c.popen) for c in workers], grace=2.0)
+        # Their data died with the scheduler and they cannot rejoin: no point in a polite stop.
+        process.stop_many([(c.pid, c.popen) for c in workers], grace=0.5)
         for c in workers:
             c.state, c.reason, c.retry_at = BACKOFF, "waiting for the scheduler", float("inf")
             self.events.emit(c.name, "stopped", "scheduler lost; will rejoin the new one")
@@ -405,7 +424,7 @@ class Supervisor:
         """Workers first (all at once), then the scheduler; polite, then firm."""
         if not self.children:
             return
-        if self.state == "running":
+        if self.state in ("running", "degraded"):
             self.state = "stopping"
             self._save()
         grace = self.cfg.timeouts.shutdown

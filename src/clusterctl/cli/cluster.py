@@ -98,7 +98,7 @@ def down(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         out.print(f"cluster {cfg.name!r} is not running; nothing to stop")
 
 
-STATE_STYLE = {"running": "green", "starting": "yellow", "backoff": "yellow", "fatal": "bold red", "exited": "red", "gone": "red", "stopped": "dim"}
+STATE_STYLE = {"running": "green", "degraded": "yellow", "starting": "yellow", "backoff": "yellow", "fatal": "bold red", "exited": "red", "gone": "red", "stopped": "dim"}
 
 
 @app.command()
@@ -110,7 +110,7 @@ def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     """
     cfg = config(file)
     st = lifecycle.status(cfg)
-    running = st["state"] in ("running", "starting", "stopping")
+    running = st["state"] in ("running", "degraded", "starting", "stopping")
     if as_json:
         out.print_json(json.dumps(st))
         raise typer.Exit(0 if running else 3)

@@ -1,0 +1,173 @@
+"""Faults against a real cluster: the supervisor heals it, and says what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from conftest import CLI, processes_under, wait_for
+
+pytestmark = pytest.mark.integration
+
+FAST_RESTART = """
+    restart:
+      backoff_initial: 0.2
+      backoff_max: 1
+      min_uptime: 3
+      max_retries: 3
+      window: 60
+"""
+
+
+def proc(st: dict, name: str) -> dict:
+    return next(p for p in st["processes"] if p["name"] == name)
+
+
+def registered(cluster, name: str, not_pid: int | None = None) -> dict | None:
+    st = cluster.status()
+    p = proc(st, name)
+    if p["state"] == "running" and p["registered"] and p["pid"] != not_pid:
+        return p
+    return None
+
+
+def test_sigkilled_worker_comes_back_registered(cluster):
+    cluster.cli("up", check=True)
+    before = proc(cluster.status(), "default-1")
+    t0 = time.monotonic()
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_for(lambda: registered(cluster, "default-1", not_pid=before["pid"]), 30, 0.1, "default-1 back")
+    took = time.monotonic() - t0
+    print(f"worker back and registered {took:.2f} s after SIGKILL")
+    assert after["restarts"] == 1
+    events = [json.loads(line) for line in (cluster.state / "events.jsonl").read_text().splitlines()]
+    mine = [e["event"] for e in events if e["process"] == "default-1"]
+    assert mine[-4:] == ["exited", "restarting", "started", "ready"], mine
+    exited = [e for e in events if e["process"] == "default-1" and e["event"] == "exited"][-1]
+    assert "SIGKILL" in exited["detail"]
+    ev = cluster.cli("events", check=True).stdout
+    assert "killed by SIGKILL" in ev
+
+
+def test_sigkilled_scheduler_brings_everyone_back(cluster):
+    cluster.cli("up", check=True)
+    st = cluster.status()
+    old = {p["name"]: p["pid"] for p in st["processes"]}
+    os.kill(old["scheduler"], signal.SIGKILL)
+
+    def all_back():
+        s = cluster.status()
+        ok = s["workers_registered"] == 2 and all(
+            p["state"] == "running" and p["pid"] != old[p["name"]] for p in s["processes"]
+        )
+        return s if ok else None
+
+    st = wait_for(all_back, 45, 0.2, "scheduler and both workers back")
+    assert all(p["restarts"] == 1 for p in st["processes"]), st["processes"]
+    assert st["scheduler"]["address"] == f"tcp://127.0.0.1:{cluster.port}"
+    out = cluster.root / "after.csv"
+    cluster.cli("run", "montecarlo", "--tasks", "20", "--max-points", "100000", "--out", str(out), check=True)
+    assert len(pd.read_csv(out)) == 20
+
+
+def test_worker_killed_mid_job_still_gives_identical_results(cluster):
+    cluster.cli("up", check=True)
+    args = ["run", "montecarlo", "--tasks", "300", "--min-points", "200000", "--max-points", "3000000", "--seed", "11"]
+    calm = cluster.root / "calm.csv"
+    cluster.cli(*args, "--out", str(calm), check=True)
+
+    churned = cluster.root / "churn.csv"
+    env = dict(os.environ, NO_COLOR="1")
+    job = subprocess.Popen([*CLI, *args, "--out", str(churned), "--file", str(cluster.config)],
+                           cwd=cluster.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # wait until the job is really under way on the workers, then pull one out
+        def busy():
+            w = proc(cluster.status(), "default-0")
+            return w if (w.get("cpu") or 0) > 20 else None
+
+        victim = wait_for(busy, 30, 0.1, "default-0 busy")
+        os.kill(victim["pid"], signal.SIGKILL)
+        out, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, out + err
+    a, b = pd.read_csv(calm), pd.read_csv(churned)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert proc(cluster.status(), "default-0")["restarts"] >= 1
+
+
+def test_crash_looping_worker_goes_fatal_and_the_rest_keeps_running(cluster, tmp_path):
+    marker = tmp_path / "broken-now"
+    preload = tmp_path / "crash_when_marked.py"
+    preload.write_text(
+        "import os\n"
+        f"if os.path.exists({str(marker)!r}):\n"
+        "    raise RuntimeError('clusterctl-test: impossible option')\n"
+    )
+    cluster.write(workers=(
+        "  - name: steady\n    count: 1\n    nthreads: 1\n"
+        "  - name: flaky\n    count: 1\n    nthreads: 1\n"
+        f"    env:\n      DASK_DISTRIBUTED__WORKER__PRELOAD: \"['{preload}']\"\n"
+        + FAST_RESTART
+    ))
+    cluster.cli("up", check=True)
+    marker.write_text("")
+    os.kill(proc(cluster.status(), "flaky-0")["pid"], signal.SIGKILL)
+
+    def fatal():
+        p = proc(cluster.status(), "flaky-0")
+        return p if p["state"] == "fatal" else None
+
+    p = wait_for(fatal, 60, 0.2, "flaky-0 fatal")
+    assert p["restarts"] == 3, p  # the cap, not a storm
+    assert "3 restarts within 60 s" in p["reason"]
+    assert "clusterctl-test: impossible option" in p["reason"]
+    time.sleep(2)
+    st = cluster.status()
+    assert proc(st, "flaky-0")["restarts"] == 3, "no restarts after fatal"
+    assert proc(st, "steady-0")["state"] == "running" and proc(st, "steady-0")["registered"]
+    assert proc(st, "scheduler")["state"] == "running"
+    text = cluster.cli("status").stdout
+    assert "fatal" in text and "clusterctl-test: impossible option" in text
+    logs = cluster.cli("logs", "flaky-0", "-n", "200")
+    assert "clusterctl-test: impossible option" in logs.stdout
+    events = cluster.cli("events", "--json").stdout
+    assert '"fatal"' in events
+
+
+def test_down_stops_a_restarting_cluster_and_nothing_restarts_after(cluster):
+    cluster.cli("up", check=True)
+    victim = proc(cluster.status(), "default-0")["pid"]
+    os.kill(victim, signal.SIGKILL)
+    cluster.cli("down", check=True)
+    time.sleep(1.5)
+    assert processes_under(cluster.root) == []
+    events = [json.loads(line) for line in (cluster.state / "events.jsonl").read_text().splitlines()]
+    stop_at = max(e["time"] for e in events if e["event"] == "stopping")
+    assert not [e for e in events if e["time"] > stop_at and e["event"] == "started"]
+
+
+def test_foreground_ctrl_c_stops_everything(cluster):
+    env = dict(os.environ, NO_COLOR="1")
+    fg = subprocess.Popen([*CLI, "up", "--foreground", "--file", str(cluster.config)], cwd=cluster.root,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (cluster.state / "ledger.json").exists() and cluster.ledger()["state"] == "running", 60, 0.1, "foreground up")
+        fg.send_signal(signal.SIGINT)
+        out, _ = fg.communicate(timeout=60)
+    finally:
+        if fg.poll() is None:
+            fg.kill()
+    assert fg.returncode == 0, out
+    assert "ready" in out and "stopped" in out
+    assert processes_under(cluster.root) == []
