@@ -230,6 +230,11 @@ class ClusterConfig(Model):
     python: str | None = Field(None, description="Python interpreter that has distributed")
     bin_dir: str | None = Field(None, description="directory holding the `dask` executable")
     insecure: Bool = Field(False, description="allow plain TCP beyond loopback")
+    launch: Literal["concurrent", "sequential"] = Field(
+        "concurrent",
+        description="concurrent: start workers with the scheduler (they wait for it); "
+        "sequential: only after it answers. A scheduler on port 0 is always sequential.",
+    )
 
     # Resolved at load time, never read from YAML.
     source: Path | None = Field(None, exclude=True)

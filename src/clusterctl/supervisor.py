@@ -166,11 +166,33 @@ class Supervisor:
         info_file.unlink(missing_ok=True)
         deadline = self.clock() + self.cfg.timeouts.startup
         self._spawn(scheduler)
-        self._wait_scheduler(scheduler, deadline)
         workers = [self._add(s) for s in specs[1:]]
-        for w in workers:
-            self._spawn(w)
+        # Workers know the scheduler's fixed address, so they can start (interpreter,
+        # imports: most of their start-up) while it starts, and wait for it.
+        early = self.cfg.launch == "concurrent" and self.cfg.scheduler.port != 0
+        if early:
+            for w in workers:
+                self._spawn(w)
+        self._wait_scheduler(scheduler, deadline)
+        if 0 in (self.cfg.scheduler.port, self.cfg.scheduler.dashboard_port):
+            self._pin_ports()
+            workers = [self.children[s.name] for s in specs[1:]]
+        if not early:
+            for w in workers:
+                self._spawn(w)
         self._wait_registered(workers, deadline)
+
+    def _pin_ports(self) -> None:
+        """Port 0 picked free ports: keep them, so workers and any restart use the same address."""
+        port = int(self.address.rsplit(":", 1)[1])
+        sched_cfg = self.cfg.scheduler.model_copy(update={"port": port, "dashboard_port": self.http_port})
+        self.cfg = self.cfg.model_copy(update={"scheduler": sched_cfg})
+        specs = build_plan(self.cfg, self.launcher)
+        for spec in specs:
+            if spec.name in self.children:
+                self.children[spec.name].spec = spec
+            else:
+                self._add(spec)
 
     def _check_ports(self) -> None:
         s = self.cfg.scheduler
