@@ -49,6 +49,8 @@ class ControlServer:
                 self._dispatch({})
 
             def do_POST(self) -> None:  # noqa: N802
+                if not self._authorised():  # before reading anything a stranger sent
+                    return self._reply(401, {"error": "missing or wrong control token"})
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                 except ValueError:

@@ -58,7 +58,8 @@ class Ledger:
 
     def read(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else None
         except FileNotFoundError:
             return None
         except (OSError, ValueError):

@@ -15,6 +15,8 @@ def tail(path: Path | None, lines: int = 20) -> str:
     """The last lines of a log file, read from the end (logs may be large)."""
     if path is None:
         return "(no log)"
+    if lines <= 0:
+        return ""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -55,8 +57,12 @@ def first_cause(path: Path | None, scan_lines: int = 400) -> str | None:
     worth showing is the ModuleNotFoundError (or OSError, ...) printed above it."""
     if path is None:
         return None
-    text = tail(path, scan_lines)
-    for line in text.splitlines():
+    text = tail(path, scan_lines).splitlines()
+    # Only the latest run: every start appends a '--- <time> start: ...' header.
+    starts = [i for i, line in enumerate(text) if line.lstrip().startswith("--- ") and " start: " in line]
+    if starts:
+        text = text[starts[-1]:]
+    for line in text:
         m = _EXC_LINE.match(line)
         if m:
             return f"{m.group(1)}: {m.group(2)}".strip().rstrip(":")

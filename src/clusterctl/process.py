@@ -51,6 +51,7 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     detach: bool = False,
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.Popen:
     """Start argv in its own session (POSIX) or process group (Windows), logging to log_path.
 
@@ -77,7 +78,7 @@ def spawn(
     try:
         return subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,  # PIPE for an ssh child: the remote agent's lifeline (remote/)
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -127,7 +128,7 @@ def tree(pid: ProcessId) -> list[psutil.Process]:
                 found[child.pid] = child
         except psutil.NoSuchProcess:
             pass
-    if not WINDOWS and pid.create_time:
+    if not WINDOWS and pid.create_time and not _reused(pid):
         # Orphans (a worker whose nanny died) leave the tree but keep the group.
         for other in psutil.process_iter(["pid", "create_time"]):
             if other.pid in found or other.pid == os.getpid():
@@ -138,6 +139,15 @@ def tree(pid: ProcessId) -> list[psutil.Process]:
             except (ProcessLookupError, PermissionError, psutil.NoSuchProcess, OSError):
                 continue
     return list(found.values())
+
+
+def _reused(pid: ProcessId) -> bool:
+    """The PID now belongs to another process: then its group is that process's, not ours
+    (Linux never hands out a PID that is still some live group's id)."""
+    try:
+        return abs(psutil.Process(pid.pid).create_time() - pid.create_time) > CREATE_TIME_SLACK
+    except psutil.NoSuchProcess:
+        return False
 
 
 def kill_tree(pid: ProcessId, timeout: float = 5.0) -> list[psutil.Process]:
@@ -166,7 +176,7 @@ def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: f
     for (pid, _), procs in zip(targets, members):
         if procs:
             terminate(pid)
-    tops = [p for (pid, _), procs in zip(targets, members) for p in procs if p.pid == pid.pid]
+    tops = [top for pid, _ in targets if (top := pid.get()) is not None]
     start = time.monotonic()
     _, stubborn = psutil.wait_procs(tops, timeout=grace) if tops else ([], [])
     # Once a top (nanny, scheduler) has gone, the rest of its tree (a worker child,
@@ -191,13 +201,6 @@ def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: f
         _reap(popen)
         results.append("gone" if not procs else "killed" if pid.pid in stubborn_pids else "exited")
     return results
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _reap(popen: subprocess.Popen | None) -> None:

@@ -57,7 +57,8 @@ class RestartTracker:
         Jitter keeps a fleet of workers that failed together from retrying in lock-step."""
         if attempt == 0:
             return 0.0
-        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** (attempt - 1))
+        # the exponent is capped: a slow crash loop may count thousands of attempts
+        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** min(attempt - 1, 64))
         return base * self.rng.uniform(0.5, 1.0)
 
     def reset(self) -> None:
