@@ -18,12 +18,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     Optional[Path],
-    typer.Option("--file", "-f", help="Topology file [default: ./cluster.yaml or $CLUSTERCTL_CONFIG]", show_default=False),
+    typer.Option("--file", "-f", help="Topology file \\[default: ./cluster.yaml or $CLUSTERCTL_CONFIG]", show_default=False),
 ]
 # `logs -f` means follow, as with tail and docker, so there the file is --file only.
 FileOnlyOption = Annotated[
     Optional[Path],
-    typer.Option("--file", help="Topology file [default: ./cluster.yaml or $CLUSTERCTL_CONFIG]", show_default=False),
+    typer.Option("--file", help="Topology file \\[default: ./cluster.yaml or $CLUSTERCTL_CONFIG]", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

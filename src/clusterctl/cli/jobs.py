@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,9 +12,12 @@ import typer
 from .. import lifecycle
 from ..errors import ClusterError
 from . import app
-from .common import ConfigOption, config, err, is_terminal, out, user_errors
+from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
 
-run_app = typer.Typer(help="Run a job on the running cluster.", no_args_is_help=True)
+run_app = typer.Typer(
+    help="Run a job on the running cluster.\n\nExample: clusterctl run montecarlo --tasks 1200 --plot pi.png",
+    no_args_is_help=True,
+)
 app.add_typer(run_app, name="run")
 
 
@@ -26,26 +30,36 @@ def montecarlo(
     max_points: Annotated[int, typer.Option(help="Points in the largest task.")] = 10_000_000,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same table on any cluster.")] = 42,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="CSV file to write.")] = Path("montecarlo.csv"),
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Also draw relative error against points, log-log, with the 1/sqrt(N) line (.png, .svg or .pdf).",
+                     show_default=False),
+    ] = None,
     rows: Annotated[int, typer.Option(help="Rows of the table's tail to print.")] = 5,
+    as_json: JsonOption = False,
 ) -> None:
     """Estimate pi by Monte Carlo across the cluster, print the table's tail and write CSV.
 
-    Example: clusterctl run montecarlo --tasks 1200 --seed 7 --out pi.csv
+    Example: clusterctl run montecarlo --tasks 1200 --seed 7 --out pi.csv --plot pi.png
     """
     from ..jobs.montecarlo import MonteCarloSpec, run
 
     cfg = config(file)
     spec = MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
+    if plot:
+        from ..jobs.plot import check_plot_path
+
+        check_plot_path(plot)  # a typo in the suffix fails now, not after the whole job
     address = lifecycle.client_address(cfg)
     from distributed import Client
 
     t0 = time.monotonic()
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout="10s", **lifecycle.client_kwargs(cfg))
     except OSError as e:
         raise ClusterError(f"cannot connect to the scheduler at {address}: {e}") from e
     with client:
-        if is_terminal():
+        if is_terminal() and not as_json:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
             with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
@@ -54,12 +68,33 @@ def montecarlo(
         else:
             df = run(client, spec)
     took = time.monotonic() - t0
-    out.print(df.tail(rows).to_string(), markup=False)
     points = int(df.iloc[:, 0].sum())
-    out.print(f"{spec.tasks} tasks, {points:.3e} points in {took:.2f} s ({points / took / 1e6:.0f} M points/s)")
     if out_file:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_file.with_name(out_file.name + ".tmp")
         df.to_csv(tmp, index=False)
         tmp.replace(out_file)
+    if plot:
+        from ..jobs.plot import plot_convergence
+
+        plot_convergence(df, plot)
+    if as_json:
+        largest = df.loc[df.iloc[:, 0].idxmax()]
+        out.print_json(json.dumps({
+            "tasks": spec.tasks,
+            "points": points,
+            "seconds": round(took, 3),
+            "seed": spec.seed,
+            "pi": float(largest.iloc[1]),
+            "pi_points": int(largest.iloc[0]),
+            "error_percent": float(largest.iloc[2]),
+            "csv": str(out_file.resolve()) if out_file else None,
+            "plot": str(plot.resolve()) if plot else None,
+        }))
+        return
+    out.print(df.tail(rows).to_string(), markup=False)
+    out.print(f"{spec.tasks} tasks, {points:.3e} points in {took:.2f} s ({points / took / 1e6:.0f} M points/s)")
+    if out_file:
         out.print(f"wrote {out_file}")
+    if plot:
+        out.print(f"wrote {plot}")
