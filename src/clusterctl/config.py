@@ -95,6 +95,7 @@ class SchedulerConfig(Model):
     dashboard: Bool = True
     idle_timeout: Num | None = Field(None, gt=0)
     restart: RestartPolicy = RestartPolicy()
+    at: str | None = Field(None, description="host name from `hosts:`; default: this machine")
 
     @field_validator("host")
     @classmethod
@@ -112,14 +113,106 @@ class SchedulerConfig(Model):
         return self
 
 
+def _check_env(v: Any) -> Any:
+    if not isinstance(v, dict):
+        return v
+    out: dict[Any, str] = {}
+    for k, x in v.items():  # YAML gives 1 or true; the environment only holds text
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise ValueError(
+                f"environment variable name {k!r} is not valid; use a name such as "
+                "OMP_NUM_THREADS (no '=')"
+            )
+        if isinstance(x, (dict, list)):
+            raise ValueError(
+                f"{k}: {x!r} is not a single value; an environment variable holds text "
+                "such as '1' or 'on'"
+            )
+        text = "" if x is None else str(x).lower() if isinstance(x, bool) else str(x)
+        if "\0" in text:
+            raise ValueError(f"{k}: the value contains a NUL character")
+        out[k] = text
+    return out
+
+
+LOCAL_HOST = "localhost"  # the head: always known, never reached over SSH
+LOCAL_ADDRESSES = {"localhost", "127.0.0.1", "::1"}
+SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*=[^\s]+$")
+
+
+class HostConfig(Model):
+    """One workstation of the fleet and how to reach it."""
+
+    name: str = Field(description="what `at:` calls it")
+    address: str = Field(description="what `ssh` connects to: an IP, a DNS name or a ~/.ssh/config alias")
+    user: str | None = Field(None, description="SSH user; default: ~/.ssh/config's, or yours")
+    port: Int | None = Field(None, ge=1, le=65535, description="SSH port; default: ~/.ssh/config's, or 22")
+    identity_file: str | None = None
+    python: str = Field("python3", description="interpreter there with distributed and clusterctl")
+    workdir: str | None = Field(None, description="directory there for TLS files and scratch space")
+    bind: str | None = Field(None, description="address its processes listen on; default: address")
+    env: dict[str, str] = Field(default_factory=dict)
+    ssh_options: list[str] = Field(default_factory=list, description="extra `-o Key=Value` options")
+    ssh: Bool | None = Field(None, description="default: no SSH for localhost/127.0.0.1/::1")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid host name; use letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v.startswith("-") or any(c.isspace() for c in v) or not v:
+            raise ValueError(f"{v!r} is not a host address; use an IP, a DNS name or an ~/.ssh/config alias")
+        return v
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str | None) -> str | None:
+        return None if v is None else _check_host(v)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", v):
+            raise ValueError(f"{v!r} is not a user name")
+        return v
+
+    @field_validator("ssh_options")
+    @classmethod
+    def _options(cls, v: list[str]) -> list[str]:
+        for opt in v:
+            if not SSH_OPTION_RE.match(opt):
+                raise ValueError(f"{opt!r} is not an ssh option; write Key=Value, such as ConnectTimeout=5")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        return _check_env(v)
+
+    @property
+    def remote(self) -> bool:
+        return self.ssh if self.ssh is not None else self.address.lower() not in LOCAL_ADDRESSES
+
+
+Placement = str | dict[str, Int]
+
+
 class WorkerGroup(Model):
     name: str = "default"
     count: Int = Field(1, ge=1, le=1024)
+    at: Placement | None = Field(None, description="a host name, or {host: count}; default: this machine")
     nthreads: Int | None = Field(None, ge=1, le=1024, description="default: dask's choice")
     memory_limit: str | int | float = Field("auto", description="'auto', bytes, '4GiB' or 0.5")
     resources: dict[str, Num] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
-    nanny: Bool = True
+    # The supervisor restarts workers (and enforces memory_limit) itself; a nanny costs a
+    # process and ~0.5 s of start-up per worker, and defeats the warm start (scripts/bench).
+    nanny: Bool = False
     host: str | None = Field(None, description="bind address; default: the scheduler's host")
     restart: RestartPolicy = RestartPolicy()
 
@@ -139,6 +232,46 @@ class WorkerGroup(Model):
     @classmethod
     def _host(cls, v: str | None) -> str | None:
         return None if v is None else _check_host(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_placement(cls, data: Any) -> Any:
+        """`at: {a: 2, b: 1}` gives the group's size; a `count:` beside it must agree."""
+        if isinstance(data, dict) and isinstance(data.get("at"), dict):
+            counts = data["at"]
+            if counts and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts.values()):
+                total = sum(counts.values())
+                if "count" not in data:
+                    data = {**data, "count": total}
+                elif data["count"] != total:
+                    raise FieldError(
+                        f"{data['count']!r} differs from the {total} workers placed by `at:`; "
+                        "drop `count:` (the placement gives the size) or make them agree",
+                        ("count",),
+                    )
+        return data
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: Placement | None) -> Placement | None:
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError("an empty mapping places no worker; write `at: {host: count}`")
+            for name, n in v.items():
+                if not 1 <= n <= 1024:
+                    raise ValueError(f"{name}: {n!r} workers; use a whole number from 1 to 1024")
+        return v
+
+    def placement(self, n: int | None = None) -> list[str]:
+        """The host of each worker index: `at:` order first, then round-robin when scaled past it."""
+        n = self.count if n is None else n
+        if self.at is None:
+            return [LOCAL_HOST] * n
+        if isinstance(self.at, str):
+            return [self.at] * n
+        slots = [h for h, k in self.at.items() for _ in range(k)]
+        names = list(self.at)
+        return [slots[i] if i < len(slots) else names[(i - len(slots)) % len(names)] for i in range(n)]
 
     @field_validator("memory_limit", mode="before")
     @classmethod
@@ -194,25 +327,15 @@ class WorkerGroup(Model):
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        out: dict[Any, str] = {}
-        for k, x in v.items():  # YAML gives 1 or true; the environment only holds text
-            if not isinstance(k, str) or not k or "=" in k or "\0" in k:
-                raise ValueError(
-                    f"environment variable name {k!r} is not valid; use a name such as "
-                    "OMP_NUM_THREADS (no '=')"
-                )
-            if isinstance(x, (dict, list)):
-                raise ValueError(
-                    f"{k}: {x!r} is not a single value; an environment variable holds text "
-                    "such as '1' or 'on'"
-                )
-            text = "" if x is None else str(x).lower() if isinstance(x, bool) else str(x)
-            if "\0" in text:
-                raise ValueError(f"{k}: the value contains a NUL character")
-            out[k] = text
-        return out
+        return _check_env(v)
+
+
+class TlsConfig(Model):
+    """Mutual TLS with a per-cluster CA (see tls.py)."""
+
+    enabled: Literal["auto"] | Bool = Field(
+        "auto", description="auto: on whenever a process binds beyond loopback (unless `insecure: true`)"
+    )
 
 
 class Timeouts(Model):
@@ -230,6 +353,8 @@ class ClusterConfig(Model):
     python: str | None = Field(None, description="Python interpreter that has distributed")
     bin_dir: str | None = Field(None, description="directory holding the `dask` executable")
     insecure: Bool = Field(False, description="allow plain TCP beyond loopback")
+    tls: TlsConfig = TlsConfig()
+    hosts: list[HostConfig] = Field(default_factory=list)
     launch: Literal["concurrent", "sequential"] = Field(
         "concurrent",
         description="concurrent: start workers with the scheduler (they wait for it); "
@@ -259,6 +384,143 @@ class ClusterConfig(Model):
                 )
             seen[group.name] = i
         return v
+
+    @model_validator(mode="after")
+    def _fleet(self) -> ClusterConfig:
+        """Host names are valid, addresses unique, every placement names a known host."""
+        seen: dict[tuple[str, int], str] = {}
+        names: dict[str, int] = {}
+        for i, h in enumerate(self.hosts):
+            if h.name in names:
+                raise FieldError(
+                    f"{h.name!r} is already the name of hosts[{names[h.name]}]; give every host a different name",
+                    ("hosts", i, "name"),
+                )
+            names[h.name] = i
+            key = (h.address.lower().rstrip("."), h.port or 22)
+            if key in seen:
+                raise FieldError(
+                    f"{h.address!r} is also the address of host {seen[key]!r}; one machine is one host "
+                    "(give it a higher count instead)",
+                    ("hosts", i, "address"),
+                )
+            seen[key] = h.name
+        if self.scheduler.at is not None:
+            self._known_host(self.scheduler.at, ("scheduler", "at"))
+            if self.host(self.scheduler.at).remote:
+                raise FieldError(
+                    f"{self.scheduler.at!r} is reached over SSH; the scheduler runs on this machine "
+                    "(the head) for now: drop `at:` or point it at localhost",
+                    ("scheduler", "at"),
+                )
+        for i, g in enumerate(self.workers):
+            if isinstance(g.at, str):
+                self._known_host(g.at, ("workers", i, "at"))
+            elif isinstance(g.at, dict):
+                for name in g.at:
+                    self._known_host(name, ("workers", i, "at", name))
+        self._scheduler_reachable()
+        return self
+
+    def _known_host(self, name: str, loc: tuple[Any, ...]) -> None:
+        known = sorted({LOCAL_HOST, *(h.name for h in self.hosts)})
+        if name in known:
+            return
+        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {guess[0]!r}? " if guess else ""
+        raise FieldError(f"{name!r} is not a host of this topology; {hint}known hosts: {', '.join(known)}", loc)
+
+    def _scheduler_reachable(self) -> None:
+        """Workers on other machines must be able to reach the address the scheduler binds."""
+        sched = self.scheduler.host
+        for i, g in enumerate(self.workers):
+            for name in dict.fromkeys(g.placement()):
+                h = self.host(name)
+                if not h.remote:
+                    continue
+                if sched in ("0.0.0.0", "::", "*"):
+                    raise FieldError(
+                        f"{sched!r} is no address workers on host {name!r} can connect to; bind the "
+                        "address of this machine on their network",
+                        ("scheduler", "host"),
+                    )
+                there = h.bind or h.address
+                if is_loopback(sched) and not is_loopback(there):
+                    raise FieldError(
+                        f"{sched!r} is loopback, out of reach of workers on host {name!r} ({there}); bind "
+                        "the address of this machine on their network (TLS is then on by default)",
+                        ("scheduler", "host"),
+                    )
+
+    # -- fleet -------------------------------------------------------------
+    def host(self, name: str) -> HostConfig:
+        """A host by name; `localhost` is always this machine."""
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        if name == LOCAL_HOST:
+            return HostConfig(name=LOCAL_HOST, address="localhost", ssh=False)
+        raise KeyError(name)
+
+    def remote_hosts(self) -> list[str]:
+        """Names of the hosts reached over SSH that run something, in topology order."""
+        used = [self.scheduler.at or LOCAL_HOST] + [h for g in self.workers for h in g.placement()]
+        return [h for h in dict.fromkeys(used) if self.host(h).remote]
+
+    def worker_bind(self, group: WorkerGroup, host_name: str) -> str:
+        """The address a worker of `group` on `host_name` listens on."""
+        if group.host:
+            return group.host
+        h = self.host(host_name)
+        if h.remote:
+            return h.bind or h.address
+        return self.scheduler.host
+
+    def binds(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Every address some process listens on, with the field that chose it."""
+        out: list[tuple[tuple[Any, ...], str]] = [(("scheduler", "host"), self.scheduler.host)]
+        for i, g in enumerate(self.workers):
+            if g.host:
+                out.append((("workers", i, "host"), g.host))
+            for name in dict.fromkeys(g.placement()):
+                h = self.host(name)
+                if h.remote and not g.host:
+                    field = "bind" if h.bind else "address"
+                    index = next(j for j, x in enumerate(self.hosts) if x.name == name)
+                    out.append((("hosts", index, field), h.bind or h.address))
+        return out
+
+    @property
+    def exposed(self) -> bool:
+        """True when some process listens beyond loopback."""
+        return any(not is_loopback(host) for _, host in self.binds())
+
+    @property
+    def tls_enabled(self) -> bool:
+        if self.tls.enabled == "auto":
+            return self.exposed and not self.insecure
+        return bool(self.tls.enabled)
+
+    @property
+    def protocol(self) -> str:
+        return "tls" if self.tls_enabled else "tcp"
+
+    def tls_names(self) -> set[str]:
+        """What the node certificate's SANs list: every address of every process."""
+        names = {"localhost", "127.0.0.1"}
+        names |= {h.strip("[]") for _, h in self.binds() if h not in ("0.0.0.0", "::", "*")}
+        names |= {self.host(h).address for h in self.remote_hosts()}
+        return names
+
+    def warnings(self) -> list[str]:
+        """What `validate` and `up` say before going on: today only plain TCP beyond loopback."""
+        if self.tls_enabled or not self.exposed:
+            return []
+        wide = sorted({h for _, h in self.binds() if not is_loopback(h)})
+        return [
+            f"insecure: true: plain TCP on {', '.join(wide)}; anyone who reaches these addresses can run "
+            "code on them. Remove `insecure: true` to use TLS."
+        ]
 
     # -- derived paths ---------------------------------------------------
     @property
@@ -448,19 +710,17 @@ def _pinned_path(value: str | None, base: Path | None, *, bare_name_ok: bool) ->
 
 def _check_exposure(cfg: ClusterConfig, label: str, root: yaml.Node | None) -> None:
     """Refuse plain TCP beyond loopback unless the topology says so in words."""
-    if cfg.insecure:
+    if cfg.insecure or cfg.tls_enabled:
         return
-    places = [(("scheduler", "host"), cfg.scheduler.host)] + [
-        (("workers", i, "host"), g.host) for i, g in enumerate(cfg.workers) if g.host
-    ]
-    for loc, host in places:
+    for loc, host in cfg.binds():
         if not is_loopback(host):
             line = _line_of(root, loc)
             where = f"{label}, line {line}" if line else label
             raise ConfigError(
                 f"{where}: {_format_loc(loc)}: {host!r} is reachable beyond this machine, and a "
-                "plain-TCP Dask endpoint runs any code sent to it; bind 127.0.0.1, or set "
-                "`insecure: true` if every machine on that network is trusted"
+                "plain-TCP Dask endpoint runs any code sent to it; bind 127.0.0.1, remove "
+                "`tls: {enabled: false}` (TLS is on by default there), or set `insecure: true` "
+                "if every machine on that network is trusted"
             )
 
 
@@ -561,9 +821,13 @@ def _check_keys(node: yaml.Node, loc: tuple[Any, ...], label: str, seen: set[int
                 continue
             if not isinstance(k, yaml.ScalarNode) or k.tag != STR_TAG:
                 shown = k.value if isinstance(k, yaml.ScalarNode) else "a list or mapping"
+                hint = "write a name, quoted if it looks like a number"
+                if str(shown).lower() in ("on", "off", "yes", "no", "y", "n"):
+                    hint = f"YAML reads {shown} as a boolean; quote it" + (
+                        ", or place workers with `at:`" if str(shown).lower() == "on" else ""
+                    )
                 raise ConfigError(
-                    f"{label}, line {line}: {_format_loc(loc)}: key {shown!r} is not text; "
-                    "write a name, quoted if it looks like a number"
+                    f"{label}, line {line}: {_format_loc(loc)}: key {shown!r} is not text; {hint}"
                 )
             if k.value in first:
                 raise ConfigError(
@@ -589,6 +853,8 @@ def _short(value: Any, limit: int = 60) -> str:
 def _describe(e: ValidationError, label: str, root: yaml.Node | None) -> str:
     """One line for the first problem, naming path, value and the fix."""
     errors = e.errors(include_url=False)
+    # A misspelt key also shows up as the right key "missing": name the typo, it is the cause.
+    errors.sort(key=lambda x: x["type"] != "extra_forbidden")
     err = errors[0]
     loc = tuple(err["loc"])
     kind = err["type"]
@@ -632,14 +898,19 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: Any = ClusterConfig
+    keyed = False  # the last field was a mapping of name -> model (hosts): skip the name
     for part in loc:
         if isinstance(part, int):
+            continue
+        if keyed:
+            keyed = False
             continue
         field = model.model_fields.get(part) if model else None
         if field is None:
             return None
         ann = field.annotation
         args = getattr(ann, "__args__", ())
+        keyed = getattr(ann, "__origin__", None) is dict
         candidates = [ann, *args]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
     return model

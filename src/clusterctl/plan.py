@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .config import ClusterConfig, RestartPolicy, WorkerGroup
+import hashlib
+import os
+
+from .config import LOCAL_HOST, ClusterConfig, RestartPolicy, WorkerGroup
 from .errors import ConfigError
+from .remote.ssh import control_dir, remote_command, ssh_argv
 from .resolve import Launcher
 
 Role = Literal["scheduler", "worker"]
@@ -35,6 +39,8 @@ class ProcessSpec:
     cwd: Path | None = None
     log_path: Path | None = None
     restart: RestartPolicy = RestartPolicy()
+    at: str = LOCAL_HOST  # the machine (a name from `hosts:`); `host` is the address it binds
+    remote: bool = False  # argv is `ssh ... clusterctl.agent`: keep its stdin open as a lifeline
 
     def to_dict(self) -> dict:
         return {
@@ -42,6 +48,8 @@ class ProcessSpec:
             "role": self.role,
             "group": self.group,
             "host": self.host,
+            "at": self.at,
+            "remote": self.remote,
             "argv": list(self.argv),
             "env": dict(self.env),
             "log": str(self.log_path) if self.log_path else None,
@@ -61,7 +69,49 @@ def _number(v: float) -> str:
 
 
 def scheduler_address(cfg: ClusterConfig) -> str:
-    return f"tcp://{hostport(connect_host(cfg.scheduler.host), cfg.scheduler.port)}"
+    return f"{cfg.protocol}://{hostport(connect_host(cfg.scheduler.host), cfg.scheduler.port)}"
+
+
+REMOTE_TLS_DIR = "tls"  # relative to a remote host's workdir (the agent's cwd)
+REQUIRE_ENCRYPTION = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+
+
+def remote_workdir(cfg: ClusterConfig, host_name: str) -> str:
+    """The directory on a remote host for its TLS files and scratch space (relative = its home)."""
+    return cfg.host(host_name).workdir or f".cache/clusterctl/{cfg.name}"
+
+
+def cluster_tag(cfg: ClusterConfig) -> str:
+    """Names this cluster's agents on every host, so a stop can find what is left there."""
+    digest = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:10]
+    return f"{cfg.name}.{digest}"
+
+
+def _tls_args(cfg: ClusterConfig, tls_dir: str) -> list[str]:
+    if not cfg.tls_enabled:
+        return []
+    join = (lambda f: f"{tls_dir}/{f}")
+    return [
+        "--protocol", "tls",
+        "--tls-ca-file", join("ca.pem"),
+        "--tls-cert", join("node.pem"),
+        "--tls-key", join("node-key.pem"),
+    ]
+
+
+def _over_ssh(cfg: ClusterConfig, host_name: str, role: str, args: list[str], env: dict[str, str]) -> tuple[str, ...]:
+    """ssh to the host, where `clusterctl.agent` resolves Dask for that host and owns the process."""
+    h = cfg.host(host_name)
+    agent = [
+        h.python, "-m", "clusterctl.agent",
+        "--grace", _number(cfg.timeouts.shutdown),
+        "--cwd", remote_workdir(cfg, host_name),
+        "--tag", cluster_tag(cfg),
+        "--launch", role,
+    ]
+    for k, v in sorted(env.items()):
+        agent += ["--env", f"{k}={v}"]
+    return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *args])])
 
 
 def dashboard_url(cfg: ClusterConfig, port: int | None = None) -> str | None:
@@ -96,49 +146,66 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
     argv += ["--preload", str(SCHEDULER_PLUGIN)]
     if s.idle_timeout:
         argv += ["--idle-timeout", f"{_number(s.idle_timeout)}s"]
+    argv += _tls_args(cfg, str(cfg.state_path / "tls"))
     return ProcessSpec(
         name=SCHEDULER,
         role="scheduler",
         group=SCHEDULER,
         host=s.host,
         argv=tuple(argv),
-        env={},
+        env=dict(REQUIRE_ENCRYPTION) if cfg.tls_enabled else {},
         cwd=cfg.state_path,
         log_path=cfg.log_path / "scheduler.log",
         restart=s.restart,
+        at=s.at or LOCAL_HOST,
     )
 
 
-def worker_spec(cfg: ClusterConfig, launcher: Launcher, group: WorkerGroup, index: int) -> ProcessSpec:
+def worker_spec(
+    cfg: ClusterConfig, launcher: Launcher, group: WorkerGroup, index: int, at: str | None = None
+) -> ProcessSpec:
     name = worker_name(group.name, index)
-    host = group.host or cfg.scheduler.host
-    argv = [
-        *launcher.worker,
+    at = at or group.placement(index + 1)[index]
+    remote = cfg.host(at).remote
+    host = cfg.worker_bind(group, at)
+    state = "." if remote else str(cfg.state_path)  # remote paths are relative to its workdir
+    args = [
         scheduler_address(cfg),
         "--name", name,
         "--host", host,
         "--dashboard-address", hostport(host, 0),
-        "--local-directory", str(cfg.state_path / "work"),
+        "--local-directory", "work" if remote else str(cfg.state_path / "work"),
         "--memory-limit", str(group.memory_limit),
         # Bounds only the wait for the scheduler at start; restarts are the supervisor's job.
         "--death-timeout", f"{_number(cfg.timeouts.startup)}s",
         "--nanny" if group.nanny else "--no-nanny",
     ]
     if group.nthreads:
-        argv += ["--nthreads", str(group.nthreads)]
+        args += ["--nthreads", str(group.nthreads)]
     if group.resources:
         # Full precision: '{:g}' would turn 1234567 into 1.23457e+06.
-        argv += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in sorted(group.resources.items()))]
+        args += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in sorted(group.resources.items()))]
+    args += _tls_args(cfg, REMOTE_TLS_DIR if remote else os.path.join(state, "tls"))
+    env = {**cfg.host(at).env, **group.env} if remote else dict(group.env)
+    if cfg.tls_enabled:
+        env.update(REQUIRE_ENCRYPTION)
+    if remote:
+        argv = _over_ssh(cfg, at, "worker", args, {**env, "PYTHONUNBUFFERED": "1"})
+        env = {}
+    else:
+        argv = (*launcher.worker, *args)
     return ProcessSpec(
         name=name,
         role="worker",
         group=group.name,
         host=host,
         argv=tuple(argv),
-        env=dict(group.env),
+        env=env,
         cwd=cfg.state_path,
         log_path=cfg.log_path / f"{name}.log",
         restart=group.restart,
+        at=at,
+        remote=remote,
     )
 
 
@@ -160,5 +227,5 @@ def build_plan(cfg: ClusterConfig, launcher: Launcher, counts: dict[str, int] | 
     specs = [scheduler_spec(cfg, launcher)]
     for group in cfg.workers:
         n = counts.get(group.name, group.count)
-        specs += [worker_spec(cfg, launcher, group, i) for i in range(n)]
+        specs += [worker_spec(cfg, launcher, group, i, at) for i, at in enumerate(group.placement(n))]
     return specs

@@ -285,7 +285,7 @@ def test_unknown_keys_suggest_the_right_one(text, path, guess):
 
 def test_unknown_key_without_close_match_lists_known_keys():
     msg = config_error("colour: blue\n")
-    assert "did you mean" not in msg and "known keys here: bin_dir, insecure" in msg, msg
+    assert "did you mean" not in msg and "known keys here: bin_dir, hosts, insecure" in msg, msg
     assert "source" not in msg  # internal field, never written in YAML
 
 
@@ -425,11 +425,20 @@ def test_bad_host(host):
         ("workers:\n  - name: a\n  - name: b\n    host: 10.0.0.7\n", "workers[1].host", 4),
     ],
 )
-def test_non_loopback_needs_insecure(text, path, line):
-    msg = config_error(text)
+def test_non_loopback_without_tls_needs_insecure(text, path, line):
+    off = "tls:\n  enabled: false\n"
+    msg = config_error(text + off)
     assert msg.startswith(f"<config>, line {line}: {path}:"), msg
     assert "insecure: true" in msg and "127.0.0.1" in msg
-    parse_config("insecure: true\n" + text)  # accepted once said in words
+    cfg = parse_config("insecure: true\n" + text + off)  # accepted once said in words
+    assert not cfg.tls_enabled and cfg.warnings() and "plain TCP" in cfg.warnings()[0]
+
+
+@pytest.mark.parametrize("text", ["scheduler:\n  host: 0.0.0.0\n", "workers:\n  - host: 10.0.0.7\n"])
+def test_non_loopback_turns_tls_on_by_default(text):
+    cfg = parse_config(text)
+    assert cfg.tls_enabled and cfg.protocol == "tls" and cfg.warnings() == []
+    assert not parse_config("insecure: true\n" + text).tls_enabled  # opted out, in words
 
 
 def test_insecure_must_be_a_boolean():

@@ -71,7 +71,7 @@ def test_worker_argv(tmp_path):
     assert flag(w.argv, "--local-directory") == str(state / "work")
     assert flag(w.argv, "--memory-limit") == "auto"
     assert flag(w.argv, "--death-timeout") == "60s"
-    assert "--nanny" in w.argv and "--nthreads" not in w.argv and "--resources" not in w.argv
+    assert "--no-nanny" in w.argv and "--nthreads" not in w.argv and "--resources" not in w.argv
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])
@@ -135,7 +135,7 @@ workers:
     memory_limit: 4GiB
     resources: {GPU: 2, MEM: 1e9, BIG: 1234567, HALF: 0.5}
     env: {OMP_NUM_THREADS: 1, DEBUG: true}
-    nanny: false
+    nanny: true
 """,
         tmp_path,
     )
@@ -145,7 +145,7 @@ workers:
     assert flag(w.argv, "--memory-limit") == "4GiB"
     # Sorted, and no precision lost ('{:g}' would write 1.23457e+06).
     assert flag(w.argv, "--resources") == "BIG=1234567,GPU=2,HALF=0.5,MEM=1000000000"
-    assert "--no-nanny" in w.argv and "--nanny" not in w.argv
+    assert "--nanny" in w.argv and "--no-nanny" not in w.argv
     assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true"}
     assert all(isinstance(v, str) for v in w.env.values())
     assert specs[2].env == w.env and specs[2].env is not w.env  # each spec owns its env

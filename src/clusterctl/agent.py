@@ -1,0 +1,129 @@
+"""The lifeline on a remote host: owns one Dask process and never outlives its ssh session.
+
+Started over SSH by the supervisor (see plan.py)::
+
+    python -m clusterctl.agent --grace 10 --cwd .cache/clusterctl/lab --launch worker -- tls://head:8786 --name a-0
+
+SSH alone leaves a remote command running when the ``ssh`` client is killed.
+The agent closes that gap: it starts the command in its own session, forwards
+SIGTERM/SIGINT/SIGHUP to it, and when its stdin reaches EOF (the supervisor
+closed the pipe, was killed, or the link dropped) it sends SIGTERM, waits the
+grace period, then SIGKILLs the command's whole process group. It exits with
+the command's code, so the local ``ssh`` process looks like the command itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+TAG_ENV = "CLUSTERCTL_TAG"  # on every process an agent starts: a later sweep finds orphans by it
+POSIX = os.name != "nt"
+
+
+def _say(msg: str) -> None:
+    try:  # stderr is the ssh channel: it may be gone, and that must not stop the cleanup
+        print(f"clusterctl.agent[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m clusterctl.agent", description=__doc__.splitlines()[0])
+    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--cwd", default=None, help="directory to create and run in")
+    p.add_argument("--tag", default="", help="cluster tag, for `sweep` to find what is left")
+    p.add_argument("--launch", choices=("scheduler", "worker"), default=None,
+                   help="prefix the command with this host's Dask executable (resolved here)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="extra environment")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = p.parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command and not args.launch:
+        p.error("nothing to run: give -- COMMAND...")
+    return args
+
+
+def command(args: argparse.Namespace) -> list[str]:
+    if not args.launch:
+        return list(args.command)
+    from .resolve import resolve  # resolution runs here, for this host's OS and layout
+
+    launcher = resolve()
+    return [*(launcher.scheduler if args.launch == "scheduler" else launcher.worker), *args.command]
+
+
+def _watch_stdin(closed: threading.Event) -> None:
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    closed.set()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        if POSIX:
+            os.killpg(pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows has no process groups to kill
+            os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cwd:
+        os.makedirs(os.path.expanduser(args.cwd), exist_ok=True)
+        os.chdir(os.path.expanduser(args.cwd))
+    env = dict(os.environ)
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    if args.tag:
+        env[TAG_ENV] = args.tag
+    try:
+        argv = command(args)
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
+    except Exception as e:  # noqa: BLE001 - reported over the channel, then a shell-like code
+        _say(f"cannot start {args.command[:1] or args.launch}: {e}")
+        return 127
+
+    stop = threading.Event()
+    why: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        why.append(signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if POSIX else ()):
+        signal.signal(sig, on_signal)
+    threading.Thread(target=_watch_stdin, args=(stop,), name="lifeline", daemon=True).start()
+
+    while child.poll() is None and not stop.wait(0.1):
+        pass
+    if child.poll() is None:
+        _say(f"{why[0] if why else 'lifeline closed'}: stopping pid {child.pid} (grace {args.grace:g} s)")
+        try:
+            child.send_signal(signal.SIGTERM)  # the top process only: dask's nanny forwards it
+            child.wait(timeout=args.grace)
+        except subprocess.TimeoutExpired:
+            _say(f"pid {child.pid} outlived the grace; killing its process group")
+        except ProcessLookupError:
+            pass
+    _kill_group(child.pid)  # what the command left behind (a nanny's worker) goes too
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

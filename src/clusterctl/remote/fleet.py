@@ -1,0 +1,217 @@
+"""Fleet-wide steps around a cluster's life: prepare every host, check them, clean them up.
+
+>>> prepare(cfg)          # TLS material made here, node files copied to each host   # doctest: +SKIP
+>>> rows = doctor(cfg)    # one row per host: reachable, versions, Dask, ports, clock
+>>> shutdown(cfg)         # sweep what is left on each host, close the shared connections
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .. import tls
+from ..config import LOCAL_HOST, ClusterConfig
+from ..errors import ClusterError
+from ..plan import REMOTE_TLS_DIR, cluster_tag, remote_workdir
+from . import ssh
+
+PROBE_SOURCE = Path(__file__).with_name("probe.py")
+CLOCK_LIMIT = 2.0  # seconds of offset doctor accepts (logs and certificates line up)
+T = TypeVar("T")
+
+
+def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T | BaseException]:
+    """fn on every host at once; exceptions are returned, not raised."""
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+        futures = {n: pool.submit(fn, n) for n in names}
+    out: dict[str, Any] = {}
+    for n, fut in futures.items():
+        try:
+            out[n] = fut.result()
+        except BaseException as e:  # noqa: BLE001 - collected for the report
+            out[n] = e
+    return out
+
+
+def prepare(cfg: ClusterConfig) -> None:
+    """Before anything starts: TLS material, copied to every remote host (which proves it reachable).
+
+    Raises ClusterError naming every host that failed; nothing has been started then."""
+    payload: dict[str, dict] = {}
+    if cfg.tls_enabled:
+        files = tls.ensure(cfg)
+        for name in tls.NODE_FILES:
+            mode = 0o600 if name.endswith("key.pem") else 0o644
+            payload[f"{REMOTE_TLS_DIR}/{name}"] = {"text": (files.root / name).read_text(), "mode": mode}
+    hosts = cfg.remote_hosts()
+    if hosts:  # where the processes' ssh will share one connection per host
+        ssh.control_dir(cfg).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def install(name: str) -> None:
+        h = cfg.host(name)
+        res = ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)],
+                      stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
+        if res.code != 0:
+            raise ClusterError(
+                f"host {name!r} ({h.address}): `{h.python} -m clusterctl.remote.probe` failed (exit {res.code}): "
+                f"{_last(res.stderr)}; install clusterctl there or fix `python:` (see `clusterctl doctor`)"
+            )
+
+    failed = [(n, r) for n, r in _each(hosts, install).items() if isinstance(r, BaseException)]
+    if failed:
+        for name in hosts:  # leave no shared connection behind either
+            try:
+                ssh.close(cfg, name)
+            except (OSError, subprocess.SubprocessError):
+                pass
+        try:
+            ssh.control_dir(cfg).rmdir()
+        except OSError:
+            pass
+        raise ClusterError("; ".join(str(e) for _, e in failed))
+
+
+def shutdown(cfg: ClusterConfig) -> list[str]:
+    """After a stop: on every remote host, stop what this cluster's agents left, then close the
+    shared connection. Best effort: returns one note per host that could not be swept."""
+    notes: list[str] = []
+    hosts = cfg.remote_hosts()
+
+    def sweep(name: str) -> None:
+        h = cfg.host(name)
+        try:
+            ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "sweep", cluster_tag(cfg),
+                                "--grace", str(cfg.timeouts.shutdown)], timeout=cfg.timeouts.shutdown + 20)
+        finally:
+            ssh.close(cfg, name)
+
+    for name, r in _each(hosts, sweep).items():
+        if isinstance(r, BaseException):
+            notes.append(f"host {name!r}: {r}")
+    try:
+        ssh.control_dir(cfg).rmdir()  # only when empty: no shared connection is left open
+    except OSError:
+        pass
+    return notes
+
+
+@dataclass
+class Row:
+    """One host in doctor's table."""
+
+    host: str
+    address: str
+    ssh: str = "-"
+    python: str = "-"
+    dask: str = "-"
+    distributed: str = "-"
+    executables: str = "-"
+    ports: str = "-"
+    clock: str = "-"
+    interpreter: str = "-"
+    launcher: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in self.__dict__.items()}, "ok": self.ok}
+
+
+def head_versions() -> dict[str, str | None]:
+    def v(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": ".".join(map(str, sys.version_info[:3])), "dask": v("dask"), "distributed": v("distributed")}
+
+
+def doctor(cfg: ClusterConfig) -> list[Row]:
+    """Check every host the topology uses; a row with problems fails."""
+    used = [cfg.scheduler.at or LOCAL_HOST] + [h for g in cfg.workers for h in g.placement()]
+    names = list(dict.fromkeys(used))
+    head = head_versions()
+    sched_at = cfg.scheduler.at or LOCAL_HOST
+    return [r for r in _each(names, lambda n: _check(cfg, n, head, n == sched_at)).values()]  # type: ignore[misc]
+
+
+def _check(cfg: ClusterConfig, name: str, head: dict[str, str | None], runs_scheduler: bool) -> Row:
+    h = cfg.host(name)
+    row = Row(host=name, address=h.address)
+    ports = [p for p in (cfg.scheduler.port, cfg.scheduler.dashboard_port) if p] if runs_scheduler else []
+    bind = cfg.scheduler.host if runs_scheduler else (h.bind or h.address if h.remote else cfg.scheduler.host)
+    python = h.python if h.remote else (cfg.python or sys.executable)
+    args = [python, "-", "facts", "--bind", bind, "--ports", ",".join(map(str, ports))]
+    source = PROBE_SOURCE.read_text()
+    sent = time.time()
+    try:
+        if h.remote:
+            res = ssh.run(cfg, name, args, stdin=source, timeout=ssh.CONNECT_TIMEOUT + 20)
+            code, out, err = res.code, res.stdout, res.stderr
+            row.ssh = "ok"
+        else:
+            proc = subprocess.run(args, input=source, capture_output=True, text=True, timeout=30)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+            row.ssh = "local"
+    except ClusterError as e:
+        row.ssh = "unreachable"
+        row.problems.append(str(e))
+        return row
+    except (OSError, subprocess.TimeoutExpired) as e:
+        row.problems.append(f"cannot run {python}: {e}")
+        return row
+    received = time.time()
+    if code != 0:
+        row.python = "missing" if code == 127 else f"exit {code}"
+        row.problems.append(f"{python} did not run the probe (exit {code}): {_last(err)}")
+        return row
+    try:
+        facts = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        row.problems.append(f"{python}: unreadable probe output: {_last(out or err)}")
+        return row
+    row.python = facts["python"]
+    row.interpreter = facts["executable"]
+    for dist in ("dask", "distributed"):
+        have, want = facts.get(dist), head[dist]
+        setattr(row, dist, have or "missing")
+        if have != want:
+            row.problems.append(f"{dist} {have or 'is missing'} here, {want} on the head: install {dist}=={want} into {python}")
+    if facts.get("launcher"):
+        row.executables = facts["launcher"]["how"].split(":", 1)[0]  # 'dask beside the interpreter'
+        row.launcher = facts["launcher"]["worker"]
+    else:
+        row.executables = "unresolved"
+        row.problems.append(facts.get("resolve_error") or "no Dask executable found")
+    busy = [p for p, free in (facts.get("ports") or {}).items() if free is not True]
+    row.ports = "free" if not busy else "busy: " + ", ".join(busy)
+    if not ports:
+        row.ports = "-"
+    if busy:
+        row.problems.append(f"port {', '.join(busy)} on {bind} is in use; stop that process or change the port")
+    # The host read its clock between `sent` and `received`: any offset inside that window is none.
+    there = facts["time"]
+    offset = there - received if there > received else there - sent if there < sent else 0.0
+    row.clock = f"{offset:+.2f} s"
+    if abs(offset) > CLOCK_LIMIT:
+        row.problems.append(f"clock is {offset:+.1f} s off the head's; run NTP (chrony, systemd-timesyncd)")
+    return row
+
+
+def _last(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"

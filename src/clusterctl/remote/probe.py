@@ -1,0 +1,173 @@
+"""Run on a fleet host: report what it has, receive TLS files, sweep what a cluster left.
+
+``doctor`` sends this file's source over SSH to ``python -`` (so it works even
+where clusterctl is not installed, and can say so); ``install`` and ``sweep``
+run as ``python -m clusterctl.remote.probe`` because the agent needs clusterctl
+there anyway. Standard library only at import time::
+
+    $ python -m clusterctl.remote.probe facts --bind 127.0.0.1 --ports 8786,8787
+    {"python": "3.11.2", "dask": "2026.8.0", ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+
+TAG_ENV = "CLUSTERCTL_TAG"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def facts(bind: str | None, ports: list[int]) -> dict:
+    """What doctor compares with the head: versions, Dask's executables, free ports, the time."""
+    out = {
+        "os": platform.system(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "dask": _version("dask"),
+        "distributed": _version("distributed"),
+        "clusterctl": _version("clusterctl"),
+        "launcher": None,
+        "resolve_error": None,
+        "ports": {},
+    }
+    try:
+        from clusterctl.resolve import resolve  # the same search as on the head, run here
+
+        launcher = resolve()
+        out["launcher"] = {"scheduler": list(launcher.scheduler), "worker": list(launcher.worker), "how": launcher.how}
+    except ImportError:
+        out["resolve_error"] = f"clusterctl is not importable by {sys.executable}"
+    except Exception as e:  # noqa: BLE001 - ResolveError and friends: reported, not raised
+        out["resolve_error"] = str(e)
+    for port in ports:
+        try:
+            out["ports"][str(port)] = _port_free(bind or "127.0.0.1", port)
+        except OSError as e:
+            out["ports"][str(port)] = f"cannot bind {bind}: {e.strerror or e}"
+    out["time"] = time.time()  # last, so the offset includes as little of the probe as possible
+    return out
+
+
+def install(root: str, payload: dict) -> dict:
+    """Write {relative path: {"text": ..., "mode": 0o600}} under root, each atomically."""
+    root = os.path.expanduser(root)
+    written = []
+    for rel, item in payload.items():
+        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+            raise SystemExit(f"refusing path {rel!r}: must stay inside {root}")
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        try:
+            os.fchmod(fd, int(item.get("mode", 0o600)))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(item["text"])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        written.append(rel)
+    return {"root": os.path.abspath(root), "written": written}
+
+
+def sweep(tag: str, grace: float) -> dict:
+    """Stop every agent of this cluster here (they stop their children), then kill stragglers by tag."""
+    import psutil
+
+    def tagged_agents():
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if "clusterctl.agent" in cmd and tag in cmd and p.pid != os.getpid():
+                found.append(p)
+        return found
+
+    agents = tagged_agents()
+    for p in agents:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(agents, timeout=grace + 2)
+    left = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get(TAG_ENV) == tag:
+                left.append(p)
+        except (psutil.Error, OSError):
+            continue
+    left += [p for p in tagged_agents() if p.pid not in {q.pid for q in left}]
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=5)
+    return {"agents": len(agents), "killed": len(left)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clusterctl.remote.probe")
+    sub = p.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("facts", help="print this host's facts as JSON")
+    f.add_argument("--bind", default=None)
+    f.add_argument("--ports", default="")
+    i = sub.add_parser("install", help="write files given as JSON on stdin under ROOT")
+    i.add_argument("root")
+    s = sub.add_parser("sweep", help="stop what a cluster's agents left here")
+    s.add_argument("tag")
+    s.add_argument("--grace", type=float, default=10.0)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.what == "facts":
+        ports = [int(x) for x in args.ports.split(",") if x.strip()]
+        result = facts(args.bind, ports)
+    elif args.what == "install":
+        result = install(args.root, json.load(sys.stdin))
+    else:
+        result = sweep(args.tag, args.grace)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The workstation fleet over real SSH: a private sshd on 127.0.0.1-3 plays three machines.
+
+Remote hosts use this venv's Python (same machine), so the agent imports clusterctl there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+import sshd as sshd_helper
+from conftest import processes_under, wait_for
+from clusterctl import lifecycle, tls
+from clusterctl.config import load_config
+
+pytestmark = pytest.mark.integration
+PY = sys.executable
+GONE_WITHIN = 15  # seconds a remote process may take to go once its lifeline is cut
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    try:
+        daemon = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
+    except sshd_helper.SshdUnavailable as e:
+        pytest.skip(f"no sshd for the fleet tests: {e}")
+    yield daemon
+    daemon.stop()
+
+
+def fleet_yaml(cluster, sshd, *, workers: str, tls_on: bool = False, hosts: dict[str, tuple[str, str]] | None = None) -> Path:
+    hosts = hosts or {"ws2": ("127.0.0.2", PY), "ws3": ("127.0.0.3", PY)}
+    text = "hosts:\n" + "".join(
+        sshd.host_yaml(name, addr, python, cluster.root / "remote" / name) for name, (addr, python) in hosts.items()
+    )
+    if tls_on:
+        text += "tls:\n  enabled: true\n"
+    return cluster.write(workers=workers, extra=text)
+
+
+def tagged(root: Path) -> list[psutil.Process]:
+    """Processes of the remote hosts: the agents' and Dask's (their cwd is under root/remote)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if (p.info["cwd"] or "").startswith(str(root / "remote")):
+            found.append(p)
+    return found
+
+
+def ledger_proc(cluster, name: str) -> dict:
+    return next(p for p in cluster.ledger()["processes"] if p["name"] == name)
+
+
+def test_three_hosts_over_tls_run_and_down(cluster, sshd):
+    fleet_yaml(cluster, sshd, tls_on=True,
+               workers="  - name: default\n    nthreads: 1\n    at: {localhost: 1, ws2: 1, ws3: 1}\n")
+    up = cluster.cli("up", check=True)
+    assert f"tls://127.0.0.1:{cluster.port}" in up.stdout and "Workers:    3" in up.stdout
+
+    st = cluster.status()
+    assert st["workers_registered"] == 3
+    procs = {p["name"]: p for p in cluster.ledger()["processes"]}
+    assert {n: p["address"].rsplit(":", 1)[0] for n, p in procs.items() if n != "scheduler"} == {
+        "default-0": "tls://127.0.0.1", "default-1": "tls://127.0.0.2", "default-2": "tls://127.0.0.3"}
+    assert procs["default-1"]["argv"][0] == "ssh" and "clusterctl.agent" in procs["default-1"]["argv"][-1]
+    assert len(tagged(cluster.root)) >= 4, "an agent plus a nanny and its worker on each remote host"
+
+    # keys are private, here and on each host; the remote hosts never get the CA's or the client's key
+    state_tls = cluster.state / "tls"
+    for key in ("ca-key.pem", "node-key.pem", "client-key.pem"):
+        assert stat.S_IMODE((state_tls / key).stat().st_mode) == 0o600
+    remote_tls = cluster.root / "remote" / "ws2" / "tls"
+    assert sorted(p.name for p in remote_tls.iterdir()) == ["ca.pem", "node-key.pem", "node.pem"]
+    assert stat.S_IMODE((remote_tls / "node-key.pem").stat().st_mode) == 0o600
+
+    # a plain-TCP client is refused; the CLI's run (and any Client with the printed env) connects
+    from distributed import Client
+
+    with pytest.raises((OSError, TypeError, ValueError)):
+        Client(f"tcp://127.0.0.1:{cluster.port}", timeout="2s")
+    cfg = load_config(cluster.config)
+    with Client(lifecycle.client_address(cfg), timeout="10s", **lifecycle.client_kwargs(cfg)) as c:
+        assert c.submit(lambda x: x + 1, 1).result(timeout=20) == 2
+
+    env_lines = cluster.cli("client-config", "--env", check=True).stdout
+    env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines.splitlines())
+    assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+    out = cluster.root / "pi.csv"
+    run = subprocess.run(
+        [PY, "-m", "clusterctl", "run", "montecarlo", "--tasks", "30", "--max-points", "100000", "--out", str(out),
+         "--file", str(cluster.config)],
+        cwd=cluster.root, env={**os.environ, **env}, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert len(pd.read_csv(out)) == 30
+    snippet = cluster.cli("client-config", check=True).stdout
+    assert "Security(" in snippet and str(state_tls / "client.pem") in snippet
+
+    down = cluster.cli("down", check=True)
+    assert "stopped" in down.stdout
+    assert tagged(cluster.root) == [], "down must leave nothing on any host"
+    assert processes_under(cluster.root) == []
+
+
+def test_killing_ssh_or_supervisor_leaves_no_remote_orphan(cluster, sshd):
+    fleet_yaml(cluster, sshd, workers="  - name: default\n    nthreads: 1\n    nanny: false\n    at: {ws2: 1, ws3: 1}\n")
+    cluster.cli("up", check=True)
+    before = {p.pid for p in tagged(cluster.root)}
+    assert before
+
+    # the ssh client of default-0 dies: its remote agent stops the worker; the supervisor restarts it
+    ssh_pid = ledger_proc(cluster, "default-0")["pid"]
+    remote_ws2 = [p for p in tagged(cluster.root) if "/ws2" in p.info["cwd"]]
+    os.kill(ssh_pid, signal.SIGKILL)
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in remote_ws2),
+             GONE_WITHIN, what="ws2's agent and worker to go after its ssh client died")
+    wait_for(lambda: ledger_proc(cluster, "default-0")["restarts"] >= 1 and cluster.status()["workers_registered"] == 2,
+             30, what="default-0 restarted by policy")
+
+    # the supervisor dies: every lifeline closes, every remote process goes
+    remote = tagged(cluster.root)
+    assert remote
+    os.kill(cluster.ledger()["supervisor"]["pid"], signal.SIGKILL)
+    wait_for(lambda: tagged(cluster.root) == [], GONE_WITHIN, what="no remote process after the supervisor's death")
+    cluster.cli("down", check=True)
+    assert processes_under(cluster.root) == []
+
+
+def test_unreachable_host_fails_up_by_name_and_starts_nothing(cluster, sshd):
+    with socket.socket() as s:  # a port where nothing listens: connection refused at once
+        s.bind(("127.0.0.4", 0))
+        dead = s.getsockname()[1]
+    fleet_yaml(cluster, sshd, workers="  - name: default\n    nthreads: 1\n    at: {ws2: 1, ws9: 1}\n",
+               hosts={"ws2": ("127.0.0.2", PY), "ws9": ("127.0.0.4", PY)})
+    text = cluster.config.read_text()
+    head, tail = text.split("name: ws9", 1)
+    cluster.config.write_text(head + "name: ws9" + tail.replace(f"port: {sshd.port}", f"port: {dead}", 1))
+    res = cluster.cli("up")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "'ws9'" in res.stderr and "unreachable" in res.stderr, res.stderr
+    assert "'ws2'" not in res.stderr.splitlines()[0]
+    assert tagged(cluster.root) == [] and processes_under(cluster.root) == []
+    assert not (cluster.state / "logs" / "scheduler.log").exists(), "nothing may start"
+
+
+def test_doctor_catches_a_version_mismatch(cluster, sshd, tmp_path):
+    bare = tmp_path / "bare-venv"  # a Python without distributed: the classic mismatch
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=60)
+    fleet_yaml(cluster, sshd, workers="  - name: default\n    at: {ws2: 1, ws3: 1}\n",
+               hosts={"ws2": ("127.0.0.2", PY), "ws3": ("127.0.0.3", str(bare / "bin" / "python"))})
+    res = cluster.cli("doctor")
+    assert res.returncode == 1, res.stdout + res.stderr
+    rows = {line.split()[0]: line for line in res.stdout.splitlines() if line.strip()}
+    assert rows["ws2"].rstrip().endswith("ok") and rows["localhost"].rstrip().endswith("ok"), res.stdout
+    assert rows["ws3"].rstrip().endswith("FAIL"), res.stdout
+    assert "ws3: distributed is missing here" in res.stdout
+    data = cluster.cli("doctor", "--json")
+    assert data.returncode == 1 and '"ok": false' in data.stdout
+    assert processes_under(cluster.root) == []
+
+
+def test_agent_stops_its_command_when_stdin_closes(tmp_path):
+    """No ssh needed: the lifeline is stdin, whoever holds the other end."""
+    agent = subprocess.Popen([PY, "-m", "clusterctl.agent", "--grace", "1", "--cwd", str(tmp_path / "wd"),
+                              "--tag", "t", "--", "sleep", "300"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    sleeper = wait_for(lambda: next((c for c in psutil.Process(agent.pid).children() if c.name() == "sleep"), None),
+                       10, what="the agent's child")
+    assert sleeper.environ().get("CLUSTERCTL_TAG") == "t" and sleeper.cwd() == str(tmp_path / "wd")
+    t0 = time.monotonic()
+    agent.stdin.close()
+    assert agent.wait(timeout=10) == 128 + signal.SIGTERM
+    assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
+    assert time.monotonic() - t0 < 5
+    assert b"lifeline closed" in agent.stderr.read()

@@ -1,0 +1,134 @@
+"""Hosts and placement in cluster.yaml, and the argv that reaches them over SSH (pure)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from clusterctl.config import parse_config
+from clusterctl.errors import ConfigError
+from clusterctl.plan import build_plan, cluster_tag, scheduler_address
+from clusterctl.remote.ssh import control_dir, ssh_argv
+from clusterctl.resolve import Launcher
+
+DASK = Launcher(("/venv/bin/dask", "scheduler"), ("/venv/bin/dask", "worker"), "test")
+HOSTS = (
+    "hosts:\n"
+    "  - name: ws2\n    address: 127.0.0.2\n    port: 2222\n    user: me\n    identity_file: /k/id\n"
+    "    python: /opt/env/bin/python\n    env: {OMP_NUM_THREADS: 1}\n    ssh_options: [ConnectTimeout=3]\n"
+    "  - name: ws3\n    address: 127.0.0.3\n"
+)
+
+
+def cfg_of(text: str, tmp_path: Path):
+    return parse_config(text, source=tmp_path / "cluster.yaml")
+
+
+def error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_single_host_file_is_unchanged_in_meaning(tmp_path):
+    cfg = cfg_of("name: lab\n", tmp_path)
+    assert cfg.hosts == [] and cfg.remote_hosts() == [] and not cfg.tls_enabled
+    assert all(not s.remote and s.at == "localhost" for s in build_plan(cfg, DASK))
+    assert scheduler_address(cfg) == "tcp://127.0.0.1:8786"
+
+
+def test_counts_per_host_give_the_group_size_and_names(tmp_path):
+    cfg = cfg_of(HOSTS + "workers:\n  - name: a\n    at: {ws2: 2, ws3: 1}\n  - name: b\n", tmp_path)
+    assert cfg.workers[0].count == 3 and cfg.remote_hosts() == ["ws2", "ws3"]
+    specs = build_plan(cfg, DASK)
+    assert [(s.name, s.at, s.host, s.remote) for s in specs] == [
+        ("scheduler", "localhost", "127.0.0.1", False),
+        ("a-0", "ws2", "127.0.0.2", True), ("a-1", "ws2", "127.0.0.2", True), ("a-2", "ws3", "127.0.0.3", True),
+        ("b-0", "localhost", "127.0.0.1", False),
+    ]
+    # scaled past the placement: round-robin over its hosts
+    assert cfg.workers[0].placement(5) == ["ws2", "ws2", "ws3", "ws2", "ws3"]
+
+
+def test_remote_argv_is_ssh_then_agent_then_dask(tmp_path):
+    cfg = cfg_of(HOSTS + "tls:\n  enabled: true\nworkers:\n  - name: a\n    at: ws2\n    env: {X: y}\n", tmp_path)
+    spec = build_plan(cfg, DASK)[1]
+    argv = list(spec.argv)
+    dest = argv.index("--")
+    assert argv[:2] == ["ssh", "-T"] and argv[dest + 1] == "127.0.0.2"
+    opts = argv[:dest]
+    for o in ("BatchMode=yes", "ControlMaster=auto", f"ControlPath={control_dir(cfg)}/%C", "ConnectTimeout=3"):
+        assert o in opts
+    assert opts[opts.index("-p") + 1] == "2222" and opts[opts.index("-i") + 1] == "/k/id" and opts[opts.index("-l") + 1] == "me"
+    remote = shlex.split(argv[-1])
+    assert remote[:3] == ["/opt/env/bin/python", "-m", "clusterctl.agent"]
+    assert remote[remote.index("--tag") + 1] == cluster_tag(cfg) and remote[remote.index("--launch") + 1] == "worker"
+    envs = [remote[i + 1] for i, a in enumerate(remote) if a == "--env"]
+    assert {"OMP_NUM_THREADS=1", "X=y", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= set(envs)
+    dask = remote[remote.index("--") + 1:]
+    assert dask[0] == "tls://127.0.0.1:8786" and dask[dask.index("--host") + 1] == "127.0.0.2"
+    assert dask[dask.index("--tls-cert") + 1] == "tls/node.pem" and dask[dask.index("--protocol") + 1] == "tls"
+    assert dask[dask.index("--local-directory") + 1] == "work"
+    assert spec.env == {}  # the environment travels to the remote host, not to the local ssh
+
+
+def test_ssh_argv_leaves_unset_options_to_ssh_config(tmp_path):
+    cfg = cfg_of(HOSTS, tmp_path)
+    argv = ssh_argv(cfg.host("ws3"), Path("/c"))
+    assert "-p" not in argv and "-l" not in argv and "-i" not in argv and argv[-2:] == ["--", "127.0.0.3"]
+
+
+def test_tls_flags_on_local_processes(tmp_path):
+    cfg = cfg_of("tls:\n  enabled: true\n", tmp_path)
+    sched, worker = build_plan(cfg, DASK)[:2]
+    tls_dir = cfg.state_path / "tls"
+    for spec in (sched, worker):
+        argv = list(spec.argv)
+        assert argv[argv.index("--tls-ca-file") + 1] == str(tls_dir / "ca.pem")
+        assert argv[argv.index("--tls-key") + 1] == str(tls_dir / "node-key.pem")
+        assert spec.env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+    assert worker.argv[2] == "tls://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (HOSTS + "workers:\n  - at: ws4\n", ["workers[0].at", "'ws4' is not a host", "did you mean 'ws3'", "known hosts: localhost, ws2, ws3"]),
+        (HOSTS + "workers:\n  - at: {ws2: 1, wss3: 1}\n", ["workers[0].at.wss3", "did you mean 'ws3'"]),
+        (HOSTS + "scheduler:\n  at: nowhere\n", ["scheduler.at", "'nowhere' is not a host"]),
+        (HOSTS + "  - name: ws4\n    address: 127.0.0.2\n    port: 2222\n", ["hosts[2].address", "also the address of host 'ws2'"]),
+        (HOSTS + "  - name: ws2\n    address: 127.0.0.9\n", ["hosts[2].name", "already the name of hosts[0]"]),
+        (HOSTS + "  - name: ws4\n    adress: x\n", ["hosts[2].adress", "did you mean 'address'"]),
+        (HOSTS + "workers:\n  - at: {ws2: 2}\n    count: 3\n", ["workers[0].count", "differs from the 2 workers placed"]),
+        (HOSTS + "workers:\n  - at: {ws2: 0}\n", ["workers[0].at", "ws2: 0 workers"]),
+        (HOSTS + "workers:\n  - on: ws2\n", ["key 'on' is not text", "`at:`"]),
+        ("hosts:\n  - name: ws\n    address: 10.0.0.5\nworkers:\n  - at: ws\n", ["scheduler.host", "out of reach of workers on host 'ws'"]),
+        ("hosts:\n  - name: ws\n    address: '-oProxyCommand=x'\n", ["hosts[0].address", "not a host address"]),
+        ("hosts:\n  - name: ws\n    address: a\n    ssh_options: ['-v']\n", ["hosts[0].ssh_options", "Key=Value"]),
+        (HOSTS + "scheduler:\n  at: ws2\n", ["scheduler.at", "runs on this machine"]),
+    ],
+)
+def test_fleet_errors_name_field_value_and_fix(text, words):
+    msg = error(text)
+    for w in words:
+        assert w in msg, msg
+
+
+def test_remote_hosts_beyond_loopback_turn_tls_on(tmp_path):
+    cfg = cfg_of("hosts:\n  - name: ws\n    address: 10.0.0.5\nscheduler:\n  host: 10.0.0.1\nworkers:\n  - at: ws\n", tmp_path)
+    assert cfg.exposed and cfg.tls_enabled and cfg.warnings() == []
+    assert {"10.0.0.1", "10.0.0.5"} <= cfg.tls_names()
+    opted_out = cfg_of("insecure: true\nhosts:\n  - name: ws\n    address: 10.0.0.5\nscheduler:\n  host: 10.0.0.1\n"
+                       "workers:\n  - at: ws\n", tmp_path)
+    assert not opted_out.tls_enabled and "plain TCP on 10.0.0.1, 10.0.0.5" in opted_out.warnings()[0]
+
+
+def test_localhost_needs_no_entry_and_no_ssh(tmp_path):
+    cfg = cfg_of("workers:\n  - at: localhost\n    count: 2\n", tmp_path)
+    assert cfg.remote_hosts() == [] and not cfg.host("localhost").remote
+    local_alias = cfg_of("hosts:\n  - name: me\n    address: 127.0.0.1\nworkers:\n  - at: me\n", tmp_path)
+    assert local_alias.remote_hosts() == []

@@ -1,0 +1,78 @@
+"""tls.py: a per-cluster CA and certificates, written atomically with private keys 0600."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+
+import pytest
+from cryptography import x509
+
+from clusterctl import tls
+from clusterctl.config import parse_config
+from clusterctl.errors import ClusterError
+
+FLEET = (
+    "name: lab\ntls:\n  enabled: true\n"
+    "hosts:\n  - name: ws2\n    address: 10.0.0.2\n  - name: ws3\n    address: ws3.lan\n"
+    "scheduler:\n  host: 10.0.0.1\n"
+    "workers:\n  - at: {ws2: 1, ws3: 1}\n"
+)
+
+
+def sans(path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
+
+
+def test_ensure_makes_a_ca_and_leaves_with_private_keys(tmp_path):
+    cfg = parse_config(FLEET, source=tmp_path / "cluster.yaml")
+    f = tls.ensure(cfg)
+    assert f.root == cfg.state_path / "tls"
+    assert sorted(p.name for p in f.root.iterdir()) == sorted(tls.FILES)
+    for key in (f.ca_key, f.node_key, f.client_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(f.root.stat().st_mode) == 0o700
+    assert {"10.0.0.1", "10.0.0.2", "ws3.lan", "127.0.0.1", "localhost"} <= sans(f.node_cert)
+    ca = x509.load_pem_x509_certificate(f.ca.read_bytes())
+    for leaf in (f.node_cert, f.client_cert):
+        cert = x509.load_pem_x509_certificate(leaf.read_bytes())
+        cert.verify_directly_issued_by(ca)
+        assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_ensure_is_idempotent_and_reissues_only_what_changed(tmp_path):
+    cfg = parse_config(FLEET, source=tmp_path / "cluster.yaml")
+    f = tls.ensure(cfg)
+    first = {p.name: p.read_bytes() for p in f.root.iterdir()}
+    tls.ensure(cfg)
+    assert {p.name: p.read_bytes() for p in f.root.iterdir()} == first
+    # a new host's address must be in the node certificate: re-issued, same CA
+    grown = parse_config(FLEET.replace("scheduler:", "  - name: ws4\n    address: 10.0.0.4\nscheduler:").replace(
+        "{ws2: 1, ws3: 1}", "{ws2: 1, ws3: 1, ws4: 1}"), source=tmp_path / "cluster.yaml")
+    tls.ensure(grown)
+    assert f.ca.read_bytes() == first["ca.pem"] and f.client_cert.read_bytes() == first["client.pem"]
+    assert "10.0.0.4" in sans(f.node_cert)
+
+
+def test_expiring_leaves_are_renewed(tmp_path):
+    cfg = parse_config(FLEET, source=tmp_path / "cluster.yaml")
+    f = tls.ensure(cfg)
+    before = f.node_cert.read_bytes()
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=tls.VALID_DAYS - 10)
+    tls.ensure(cfg, now=later)
+    assert f.node_cert.read_bytes() != before
+
+
+def test_client_security_and_env(tmp_path):
+    cfg = parse_config(FLEET, source=tmp_path / "cluster.yaml")
+    with pytest.raises(ClusterError, match="clusterctl up"):
+        tls.client_security(cfg)
+    f = tls.ensure(cfg)
+    sec = tls.client_security(cfg)
+    assert sec.require_encryption and sec.tls_ca_file == str(f.ca) and sec.tls_client_key == str(f.client_key)
+    env = tls.client_env(cfg)
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"] == str(f.client_cert)
+    plain = parse_config("name: lab\n", source=tmp_path / "cluster.yaml")
+    assert tls.client_security(plain) is None and tls.client_env(plain) == {}
