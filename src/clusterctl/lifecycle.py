@@ -145,6 +145,10 @@ def stop_from_ledger(cfg: ClusterConfig) -> None:
         if data.get("state") != "failed":
             data["state"] = "stopped"
         ledger.write(data)
+    if cfg.remote_hosts():  # a killed supervisor's remote processes: the agents' sweep (fleet issue)
+        from .remote import fleet
+
+        fleet.shutdown(cfg)
 
 
 def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
@@ -271,3 +275,33 @@ def log_file(cfg: ClusterConfig, name: str) -> Path:
         return candidate
     names = [p["name"] for p in data.get("processes", [])] + ["supervisor"]
     raise ClusterError(f"no process named {name!r}; known: {', '.join(names)}")
+
+
+def ask_supervisor(cfg: ClusterConfig, command: str, body: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
+    """Send one command over the control channel to this cluster's running supervisor."""
+    ledger = Ledger(cfg.state_path)
+    data = ledger.read()
+    if not supervisor_alive(data):
+        raise ClusterError(f"cluster {cfg.name!r} is not running (no supervisor); start it with `clusterctl up`")
+    address = (data.get("supervisor") or {}).get("control")
+    return control.request(address, ledger.read_token(), command, body or {}, timeout=timeout)
+
+
+def wait_ready(cfg: ClusterConfig, names: list[str], timeout: float) -> dict[str, str]:
+    """Wait until each named process is running (or has failed); returns name -> state."""
+    ledger = Ledger(cfg.state_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = {p["name"]: p for p in (ledger.read() or {}).get("processes", [])}
+        states = {n: procs.get(n, {}).get("state", "gone") for n in names}
+        if all(s in ("running", "fatal", "exited", "gone") for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+def client_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
+    """Extra distributed.Client arguments this cluster needs (e.g. security=... under TLS)."""
+    from . import tls
+
+    security = tls.client_security(cfg)
+    return {"security": security} if security else {}

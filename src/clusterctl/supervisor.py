@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 from filelock import FileLock, Timeout
 
-from . import process
+from . import process, tls, warm
 from .config import ClusterConfig, load_config
 from .control import ControlServer
 from .errors import ClusterError
@@ -29,17 +31,20 @@ from .events import EventLog
 from .health import HealthWatch, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
 from .ledger import Ledger, process_ids, supervisor_id
 from .logs import first_cause, rotate_if_large, tail
-from .plan import ProcessSpec, build_plan, dashboard_url, scheduler_address
+from .plan import ProcessSpec, build_plan, worker_spec, dashboard_url, scheduler_address
 from .process import ProcessId
+from .remote import fleet
 from .resolve import Launcher, resolve
 from .restart import RestartTracker
+from .scaling import DesiredSize, names_to_add, pick_to_remove
 
 TICK = 0.2  # seconds between exit checks; Popen.poll is a cheap waitpid
 HEALTH_EVERY = 1.0  # seconds between scheduler probes while all is well
 HEALTH_FAST = 0.1  # ... and while a process is starting, so `ready` is seen at once
 ROTATE_EVERY = 10.0  # seconds between log size checks
-STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL = (
-    "starting", "running", "backoff", "stopping", "stopped", "exited", "fatal",
+MEMORY_TERMINATE = 0.95  # as distributed.worker.memory.terminate, which only a nanny enforces
+STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL, RETIRING = (
+    "starting", "running", "backoff", "stopping", "stopped", "exited", "fatal", "retiring",
 )
 
 
@@ -108,8 +113,10 @@ class Supervisor:
         self.http_port = self.cfg.scheduler.dashboard_port
         self.control: ControlServer | None = None
         self.watch: HealthWatch | None = None
+        self.desired = DesiredSize(self.cfg.state_path)
         self._dirty = True
         self._next_rotate = 0.0
+        self._next_memory_check = 0.0
 
     # -- lifecycle ------------------------------------------------------------
     def run(self) -> int:
@@ -158,15 +165,27 @@ class Supervisor:
                 self.watch.close()
 
     # -- starting -----------------------------------------------------------------
+    def _config_counts(self) -> dict[str, int]:
+        return {g.name: g.count for g in self.cfg.workers}
+
     def _start_cluster(self) -> None:
-        specs = build_plan(self.cfg, self.launcher)
+        counts = self.desired.load(self._config_counts())
+        for group, n in counts.items():
+            self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
+        specs = build_plan(self.cfg, self.launcher, counts=counts or None)
         self._check_ports()
+        try:  # TLS material, copied to every remote host; an unreachable host fails here
+            fleet.prepare(self.cfg)
+        except ClusterError as e:
+            raise StartFailed(str(e)) from e
         scheduler = self._add(specs[0])
         info_file = self.cfg.state_path / "scheduler.json"
         info_file.unlink(missing_ok=True)
         deadline = self.clock() + self.cfg.timeouts.startup
-        self._spawn(scheduler)
         workers = [self._add(s) for s in specs[1:]]
+        # The first warm spawn waits for the fork server to import distributed; exec the
+        # scheduler meanwhile, so both imports use the two cores at once.
+        self._spawn(scheduler, warm_ok=False)
         # Workers know the scheduler's fixed address, so they can start (interpreter,
         # imports: most of their start-up) while it starts, and wait for it.
         early = self.cfg.launch == "concurrent" and self.cfg.scheduler.port != 0
@@ -210,11 +229,15 @@ class Supervisor:
         self.children[spec.name] = child
         return child
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: Child, warm_ok: bool = True) -> None:
         if child.spec.log_path:
             rotate_if_large(child.spec.log_path)
         try:
-            child.popen = process.spawn(child.spec.argv, log_path=child.spec.log_path, env=child.spec.env, cwd=child.spec.cwd)
+            if warm_ok and warm.usable(child.spec, self.launcher):
+                child.popen = warm.spawn(child.spec)
+            else:
+                child.popen = process.spawn(child.spec.argv, log_path=child.spec.log_path, env=child.spec.env, cwd=child.spec.cwd,
+                                            stdin=subprocess.PIPE if child.spec.remote else subprocess.DEVNULL)
         except OSError as e:
             raise StartFailed(f"{child.name}: cannot start {child.spec.argv[0]!r}: {e.strerror}") from e
         child.pid = process.identify(child.popen)
@@ -303,7 +326,10 @@ class Supervisor:
         while not self.stop_requested.is_set():
             try:
                 command, body, reply = self.commands.get(timeout=TICK)
-                reply.put(self._run_command(command, body))
+                result = self._run_command(command, body)
+                if self._dirty:
+                    self._save()  # the caller reads the ledger next: it must show the change
+                reply.put(result)
             except queue.Empty:
                 pass
             self._check()
@@ -413,6 +439,26 @@ class Supervisor:
                 limit = c.spec.restart.unhealthy_grace
                 if now - c.unhealthy_since > limit:
                     self._unhealthy(c, f"alive but not registered for {limit:g} s")
+        if now >= self._next_memory_check:
+            self._next_memory_check = now + HEALTH_EVERY
+            self._check_memory(seen)
+
+    def _check_memory(self, seen: dict[str, dict]) -> None:
+        """Do a nanny's one protective job for workers run without one: a worker whose
+        memory passes 95% of its limit (Dask's `terminate` threshold) is restarted."""
+        for c in list(self.children.values()):
+            if c.spec.role != "worker" or c.state != RUNNING or "--no-nanny" not in c.spec.argv:
+                continue
+            limit = (seen.get(c.name) or {}).get("memory_limit") or 0
+            proc = c.pid.get() if c.pid else None
+            if not limit or proc is None:
+                continue
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > MEMORY_TERMINATE * limit:
+                self._unhealthy(c, f"memory {rss / 2**20:.0f} MiB is over {MEMORY_TERMINATE:.0%} of its {limit / 2**20:.0f} MiB limit")
 
     def _unhealthy(self, child: Child, why: str) -> None:
         self.events.emit(child.name, "unhealthy", why)
@@ -431,15 +477,142 @@ class Supervisor:
         if command == "stop":
             self.stop_requested.set()
             return {"ok": True}
+        if command in ("scale", "add", "remove"):
+            if self.state not in ("running", "degraded"):
+                raise ClusterError(f"the cluster is {self.state}; scaling needs it running")
+            change = self._call("change", dict(body, command=command))
+            removing, kill = change["removing"], change["kill"]
+            if removing:
+                retired = [] if kill else self._retire(removing)
+                self._call("finish-remove", {"names": removing, "kill": kill})
+                change["retired"] = retired
+            return change
+        raise ClusterError(f"unknown command {command!r}")
+
+    def _call(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Run a command on the main loop (the one thread that changes children) and wait."""
         reply: queue.Queue = queue.Queue()
         self.commands.put((command, body, reply))
-        result = reply.get(timeout=60)
-        if isinstance(result, ClusterError):
+        result = reply.get(timeout=120)
+        if isinstance(result, Exception):
             raise result
         return result
 
     def _run_command(self, command: str, body: dict[str, Any]) -> Any:
-        return ClusterError(f"unknown command {command!r}")
+        try:
+            if command == "change":
+                return self._change(body)
+            if command == "finish-remove":
+                return self._finish_remove(body["names"], body["kill"])
+            return ClusterError(f"unknown command {command!r}")
+        except ClusterError as e:
+            return e
+
+    def _workers(self, group: str | None = None) -> list[Child]:
+        return [c for c in self.children.values() if c.spec.role == "worker" and c.state != RETIRING
+                and (group is None or c.spec.group == group)]
+
+    def _group(self, name: str | None) -> str:
+        groups = [g.name for g in self.cfg.workers]
+        if name is None:
+            if len(groups) == 1:
+                return groups[0]
+            raise ClusterError(f"this cluster has several worker groups ({', '.join(groups)}); say which with --group")
+        if name not in groups:
+            raise ClusterError(f"no worker group {name!r}; groups: {', '.join(groups)}")
+        return name
+
+    def _change(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Validate a scaling request completely before changing anything, then apply it."""
+        command, kill = body["command"], bool(body.get("kill"))
+        added: list[str] = []
+        removing: list[str] = []
+        if command in ("scale", "add"):
+            group = self._group(body.get("group"))
+            count = body.get("count")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count > 1024:
+                raise ClusterError(f"count must be a whole number from 0 to 1024, not {count!r}")
+            members = self._workers(group)
+            target = count if command == "scale" else len(members) + count
+            if target > 1024:
+                raise ClusterError(f"{target} workers is more than the 1024 a group may have")
+            if target > len(members):
+                added = self._add_workers(group, target - len(members))
+            elif target < len(members):
+                removing = pick_to_remove([(c.name, c.state) for c in members], len(members) - target)
+        elif command == "remove":
+            names, count = body.get("names") or [], body.get("count")
+            if names and count is not None:
+                raise ClusterError("give worker names or --count, not both")
+            if names:
+                workers = {c.name for c in self._workers()}
+                unknown = [n for n in names if n not in workers]
+                if unknown:
+                    raise ClusterError(f"no supervised worker named {unknown[0]!r}; workers: {', '.join(sorted(workers)) or 'none'}")
+                removing = list(dict.fromkeys(names))
+            else:
+                if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                    raise ClusterError(f"--count must be a whole number of at least 1, not {count!r}")
+                group = self._group(body.get("group"))
+                removing = pick_to_remove([(c.name, c.state) for c in self._workers(group)], count)
+        for name in removing:
+            c = self.children[name]
+            c.state, c.reason = RETIRING, "removed by operator" + (" (--kill)" if kill else "")
+            self.events.emit(name, "retiring", "abrupt kill" if kill else "graceful: results move first")
+        self._save_desired()
+        self._dirty = True
+        return {"ok": True, "added": added, "removing": removing, "kill": kill,
+                "workers": {g.name: len(self._workers(g.name)) for g in self.cfg.workers}}
+
+    def _add_workers(self, group_name: str, count: int) -> list[str]:
+        group = self.cfg.group(group_name)
+        names = names_to_add(group_name, set(self.children), count)
+        for name in names:
+            spec = worker_spec(self.cfg, self.launcher, group, int(name.rsplit("-", 1)[1]))
+            child = self._add(spec)
+            self._spawn(child)
+        if self.watch:
+            self.watch.poke()
+        return names
+
+    def _retire(self, names: list[str]) -> list[str]:
+        """Ask the scheduler to retire workers: their unique results move elsewhere first.
+
+        Runs on the control thread (it may take seconds while data moves); the
+        supervisor's loop keeps watching meanwhile."""
+        from distributed import Client  # only here: the idle supervisor stays small
+
+        try:
+            with Client(self.address, timeout="10s", name="clusterctl-supervisor", **self._client_kwargs()) as client:
+                info = client.retire_workers(names=names, close_workers=False, remove=True)
+            return sorted(str(w.get("name")) for w in (info or {}).values())
+        except Exception as e:  # noqa: BLE001 - a failed retire still removes the process
+            self.events.emit("cluster", "retire-failed", f"{type(e).__name__}: {e}")
+            return []
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        security = tls.client_security(self.cfg)
+        return {"security": security} if security else {}
+
+    def _finish_remove(self, names: list[str], kill: bool) -> dict[str, Any]:
+        targets = [self.children[n] for n in names if n in self.children]
+        live = [c for c in targets if c.pid]
+        if kill:
+            for c in live:
+                process.kill_tree(c.pid)
+                process.stop(c.pid, 0, c.popen)  # reap
+        else:
+            process.stop_many([(c.pid, c.popen) for c in live], self.cfg.timeouts.shutdown)
+        for c in targets:
+            del self.children[c.name]
+            self.events.emit(c.name, "removed", "killed" if kill else "retired and stopped")
+        self._save_desired()
+        self._dirty = True
+        return {"ok": True}
+
+    def _save_desired(self) -> None:
+        counts = {g.name: len(self._workers(g.name)) for g in self.cfg.workers}
+        self.desired.save(counts, self._config_counts())
 
     # -- stopping --------------------------------------------------------------------
     def _stop_all(self) -> None:
@@ -459,6 +632,8 @@ class Supervisor:
         sched = self.children.get("scheduler")
         if sched and sched.pid:
             self._stopped(sched, process.stop(sched.pid, grace, sched.popen))
+        for note in fleet.shutdown(self.cfg):  # what agents left on other hosts; shared connections
+            self.events.emit("cluster", "sweep-failed", note)
         self.events.emit("cluster", "stopped", f"in {time.monotonic() - t0:.2f} s")
 
     def _stopped(self, child: Child, result: str) -> None:

@@ -13,7 +13,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-from . import cluster, jobs  # noqa: E402,F401 - registers the commands
+from . import cluster, demo, fleet, jobs, scale  # noqa: E402,F401 - registers the commands
+from . import extras  # noqa: E402,F401 - dashboard, env, schema
 
 
 def main() -> None:

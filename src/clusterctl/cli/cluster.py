@@ -33,6 +33,8 @@ def up(
     Example: clusterctl up -f cluster.yaml
     """
     cfg = config(file)
+    for warning in cfg.warnings():
+        err.print(f"[yellow]warning:[/] {warning}")
     if foreground:
         _foreground(cfg)
         return
@@ -163,6 +165,8 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     Example: clusterctl validate -f cluster.yaml
     """
     cfg = config(file)
+    for warning in cfg.warnings():
+        err.print(f"[yellow]warning:[/] {warning}")
     launcher = resolve(cfg.python, cfg.bin_dir)
     specs = build_plan(cfg, launcher)
     if as_json:

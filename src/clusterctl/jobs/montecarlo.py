@@ -184,10 +184,11 @@ def task_key(seed: int, index: int, n_points: int | None = None) -> str:
 
 def submit(client: Client, spec: MonteCarloSpec) -> list[Future]:
     """Submit one ``estimate_pi`` task per schedule entry; futures are in index order."""
-    return [
-        client.submit(estimate_pi, int(n), spec.seed, i, key=task_key(spec.seed, i, int(n)))
-        for i, n in enumerate(points_schedule(spec))
-    ]
+    # One map call sends one graph (one scheduler message), not one per task.
+    points = [int(n) for n in points_schedule(spec)]
+    indices = list(range(len(points)))
+    keys = [task_key(spec.seed, i, n) for i, n in zip(indices, points)]
+    return client.map(estimate_pi, points, [spec.seed] * len(points), indices, key=keys)
 
 
 def _frame(rows: list) -> pd.DataFrame:

@@ -1,0 +1,94 @@
+"""scale, worker add, worker remove: edit the desired set; the supervisor converges to it."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from .. import lifecycle
+from ..config import ClusterConfig
+from ..errors import ClusterError
+from . import app
+from .common import ConfigOption, JsonOption, config, err, out, user_errors
+
+worker_app = typer.Typer(help="Add or remove individual workers.\n\nExample: clusterctl worker add --count 2", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+GroupOption = Annotated[Optional[str], typer.Option("--group", "-g", help="Worker group (needed when there are several).")]
+
+
+def _report(cfg: ClusterConfig, result: dict, as_json: bool) -> None:
+    states = lifecycle.wait_ready(cfg, result.get("added", []), cfg.timeouts.startup) if result.get("added") else {}
+    result["added_states"] = states
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        for name, state in states.items():
+            out.print(f"added {name}: {state}")
+        for name in result.get("removing", []):
+            how = "killed" if result.get("kill") else ("retired" if name in result.get("retired", []) else "stopped")
+            out.print(f"removed {name} ({how})")
+        sizes = ", ".join(f"{g}: {n}" for g, n in result.get("workers", {}).items())
+        out.print(f"workers now {sizes}")
+    failed = [n for n, s in states.items() if s != "running"]
+    if failed:
+        raise ClusterError(f"{', '.join(failed)} did not become ready; see `clusterctl status` and `clusterctl logs {failed[0]}`")
+
+
+@app.command()
+@user_errors
+def scale(
+    count: Annotated[int, typer.Argument(help="Workers the group should have.")],
+    group: GroupOption = None,
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Grow or shrink a worker group to COUNT while work runs; shrinking retires gracefully.
+
+    Example: clusterctl scale 5 --group default
+    """
+    cfg = config(file)
+    if count < 0:
+        raise ClusterError(f"count must be 0 or more, not {count}")
+    _report(cfg, lifecycle.ask_supervisor(cfg, "scale", {"count": count, "group": group}), as_json)
+
+
+@worker_app.command("add")
+@user_errors
+def worker_add(
+    group: GroupOption = None,
+    count: Annotated[int, typer.Option("--count", "-n", help="How many workers to add.")] = 1,
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start more workers in a group; returns once they are registered.
+
+    Example: clusterctl worker add --group default --count 2
+    """
+    cfg = config(file)
+    if count < 1:
+        raise ClusterError(f"--count must be 1 or more, not {count}")
+    _report(cfg, lifecycle.ask_supervisor(cfg, "add", {"count": count, "group": group}), as_json)
+
+
+@worker_app.command("remove")
+@user_errors
+def worker_remove(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Workers to remove, e.g. default-2.")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", "-n", help="Remove this many instead of naming them.")] = None,
+    group: GroupOption = None,
+    kill: Annotated[bool, typer.Option("--kill", help="Remove abruptly, as a crashed machine would (results are recomputed).")] = False,
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove workers: retired through the scheduler first (their results move elsewhere), then stopped.
+
+    Example: clusterctl worker remove default-2      |  clusterctl worker remove --count 1 --kill
+    """
+    cfg = config(file)
+    if not names and count is None:
+        raise ClusterError("name the workers to remove, or give --count")
+    body = {"names": names or [], "count": count, "group": group, "kill": kill}
+    _report(cfg, lifecycle.ask_supervisor(cfg, "remove", body), as_json)

@@ -1,0 +1,54 @@
+"""Warm start decisions: which planned argv can be forked instead of exec'd (pure)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from clusterctl import warm
+from clusterctl.plan import ProcessSpec
+from clusterctl.resolve import Launcher
+
+HERE = str(Path(sys.executable).with_name("dask"))
+LAUNCHER = Launcher((HERE, "scheduler"), (HERE, "worker"), "test")
+
+
+def spec(argv, env=None, remote=False):
+    s = ProcessSpec(name="w-0", role="worker", group="w", host="127.0.0.1", argv=tuple(argv), env=env or {})
+    if remote:
+        object.__setattr__(s, "remote", True)
+    return s
+
+
+@pytest.mark.parametrize(
+    "argv, module, args",
+    [
+        ((HERE, "worker", "tcp://a:1", "--name", "x"), "distributed.cli.dask_worker", ["tcp://a:1", "--name", "x"]),
+        ((HERE, "scheduler", "--port", "1"), "distributed.cli.dask_scheduler", ["--port", "1"]),
+        (("/py", "-m", "distributed.cli.dask_worker", "tcp://a:1"), "distributed.cli.dask_worker", ["tcp://a:1"]),
+        (("/old/bin/dask-scheduler", "--port", "1"), "distributed.cli.dask_scheduler", ["--port", "1"]),
+    ],
+)
+def test_entry_point_maps_every_launcher_form(argv, module, args):
+    got = warm.entry_point(argv)
+    assert got is not None and got[0] == module and got[1] == args
+
+
+def test_entry_point_refuses_other_programs():
+    assert warm.entry_point(("ssh", "host", "python", "-m", "clusterctl.agent")) is None
+    assert warm.entry_point(("/bin/sleep", "1")) is None
+
+
+def test_usable_only_when_equivalent_to_exec(monkeypatch):
+    monkeypatch.setenv("CLUSTERCTL_WARM", "1")
+    base = (HERE, "worker", "tcp://127.0.0.1:1")
+    assert warm.usable(spec(base), LAUNCHER) is (sys.platform != "win32")
+    assert warm.usable(spec(base, env={"DASK_DISTRIBUTED__WORKER__PRELOAD": "x"}), LAUNCHER)
+    # a library may read OMP_NUM_THREADS at import, which the fork server already did
+    assert not warm.usable(spec(base, env={"OMP_NUM_THREADS": "1"}), LAUNCHER)
+    assert not warm.usable(spec(("/other/env/bin/dask", "worker", "tcp://x:1")), LAUNCHER)
+    assert not warm.usable(spec(base, remote=True), LAUNCHER)
+    monkeypatch.setenv("CLUSTERCTL_WARM", "0")
+    assert not warm.usable(spec(base), LAUNCHER)
