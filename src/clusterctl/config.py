@@ -89,13 +89,17 @@ class RestartPolicy(Model):
 
 
 class SchedulerConfig(Model):
-    host: str = "127.0.0.1"
+    host: str = Field(
+        "127.0.0.1", description="address it binds; with `at:` another machine, default: that host's bind/address"
+    )
     port: Int = Field(8786, ge=0, le=65535)
     dashboard_port: Int = Field(8787, ge=0, le=65535)
     dashboard: Bool = True
     idle_timeout: Num | None = Field(None, gt=0)
     restart: RestartPolicy = RestartPolicy()
-    at: str | None = Field(None, description="host name from `hosts:`; default: this machine")
+    at: str | None = Field(
+        None, description="host name from `hosts:` (any host; then port and dashboard_port are fixed); default: this machine"
+    )
 
     @field_validator("host")
     @classmethod
@@ -213,6 +217,10 @@ class WorkerGroup(Model):
     # The supervisor restarts workers (and enforces memory_limit) itself; a nanny costs a
     # process and ~0.5 s of start-up per worker, and defeats the warm start (scripts/bench).
     nanny: Bool = False
+    # Per-worker Bokeh pages. /health and /metrics are served either way; the pages
+    # cost ~1 s of CPU (importing bokeh) and ~40 MB per worker. The scheduler's
+    # dashboard, the one users open, is unaffected.
+    dashboard: Bool = False
     host: str | None = Field(None, description="bind address; default: the scheduler's host")
     restart: RestartPolicy = RestartPolicy()
 
@@ -407,12 +415,8 @@ class ClusterConfig(Model):
             seen[key] = h.name
         if self.scheduler.at is not None:
             self._known_host(self.scheduler.at, ("scheduler", "at"))
-            if self.host(self.scheduler.at).remote:
-                raise FieldError(
-                    f"{self.scheduler.at!r} is reached over SSH; the scheduler runs on this machine "
-                    "(the head) for now: drop `at:` or point it at localhost",
-                    ("scheduler", "at"),
-                )
+            if self.scheduler_remote:
+                self._remote_scheduler()
         for i, g in enumerate(self.workers):
             if isinstance(g.at, str):
                 self._known_host(g.at, ("workers", i, "at"))
@@ -421,6 +425,73 @@ class ClusterConfig(Model):
                     self._known_host(name, ("workers", i, "at", name))
         self._scheduler_reachable()
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_scheduler_binds_its_host(cls, data: Any) -> Any:
+        """`scheduler: {at: ws1}` without `host:` binds ws1's address (`bind:`, else `address:`).
+
+        Filled in before validation, so every later check (TLS, reachability) and every
+        reader of `scheduler.host` (plan, probes, doctor) sees the address really used."""
+        if not isinstance(data, dict):
+            return data
+        sched, hosts = data.get("scheduler"), data.get("hosts")
+        if not isinstance(sched, dict) or "host" in sched or not isinstance(sched.get("at"), str):
+            return data
+        if not isinstance(hosts, list):
+            return data
+        index, h = next(((i, x) for i, x in enumerate(hosts) if isinstance(x, dict) and x.get("name") == sched["at"]),
+                        (None, None))
+        if h is None:
+            return data
+        address, ssh = h.get("address"), h.get("ssh")
+        if not isinstance(address, str):
+            return data  # the host's own validation names the problem
+        remote = ssh if isinstance(ssh, bool) else address.lower() not in LOCAL_ADDRESSES
+        if not remote:
+            return data
+        field = "bind" if h.get("bind") is not None else "address"
+        bind = h.get(field)
+        if not isinstance(bind, str):
+            return data
+        try:
+            bind = _check_host(bind)
+        except ValueError:
+            raise FieldError(
+                f"{bind!r} is what the scheduler on host {sched['at']!r} would bind, and it is no IP "
+                "address or host name; set `bind:` to that machine's IP (or set scheduler.host)",
+                ("hosts", index, field),
+            ) from None
+        return {**data, "scheduler": {**sched, "host": bind}}
+
+    @property
+    def scheduler_remote(self) -> bool:
+        """True when the scheduler runs on another machine, reached over SSH."""
+        return self.scheduler.at is not None and self.host(self.scheduler.at).remote
+
+    def _remote_scheduler(self) -> None:
+        """A scheduler over SSH: the head must reach it at an address and ports known in advance."""
+        s, name = self.scheduler, self.scheduler.at
+        h = self.host(name)
+        for key, port in (("port", s.port), ("dashboard_port", s.dashboard_port)):
+            if port == 0:
+                raise FieldError(
+                    f"0 (any free port) cannot be used by a scheduler on host {name!r}: the head could "
+                    f"not learn the port chosen there; give a fixed port such as {8786 if key == 'port' else 8787}",
+                    ("scheduler", key),
+                )
+        if s.host in ("0.0.0.0", "::", "*"):
+            raise FieldError(
+                f"{s.host!r} is no address the head can connect to on host {name!r}; drop `host:` "
+                f"(the scheduler then binds {h.bind or h.address}) or write that machine's address",
+                ("scheduler", "host"),
+            )
+        if is_loopback(s.host) and not is_loopback(h.bind or h.address):
+            raise FieldError(
+                f"{s.host!r} is loopback on host {name!r}, out of reach of this machine and the workers; "
+                f"drop `host:` (the scheduler then binds {h.bind or h.address}) or write that machine's address",
+                ("scheduler", "host"),
+            )
 
     def _known_host(self, name: str, loc: tuple[Any, ...]) -> None:
         known = sorted({LOCAL_HOST, *(h.name for h in self.hosts)})
@@ -437,6 +508,13 @@ class ClusterConfig(Model):
             for name in dict.fromkeys(g.placement()):
                 h = self.host(name)
                 if not h.remote:
+                    if self.scheduler_remote and not g.host and not is_loopback(sched):
+                        raise FieldError(
+                            f"workers on this machine need an address the scheduler on host "
+                            f"{self.scheduler.at!r} ({sched}) can reach; set `host:` to this machine's "
+                            "address on that network",
+                            ("workers", i, "host"),
+                        )
                     continue
                 if sched in ("0.0.0.0", "::", "*"):
                     raise FieldError(
@@ -474,11 +552,13 @@ class ClusterConfig(Model):
         h = self.host(host_name)
         if h.remote:
             return h.bind or h.address
+        if self.scheduler_remote:  # scheduler.host is another machine's; loopback (validated)
+            return "127.0.0.1"
         return self.scheduler.host
 
     def binds(self) -> list[tuple[tuple[Any, ...], str]]:
         """Every address some process listens on, with the field that chose it."""
-        out: list[tuple[tuple[Any, ...], str]] = [(("scheduler", "host"), self.scheduler.host)]
+        out: list[tuple[tuple[Any, ...], str]] = [(self._scheduler_host_loc(), self.scheduler.host)]
         for i, g in enumerate(self.workers):
             if g.host:
                 out.append((("workers", i, "host"), g.host))
@@ -489,6 +569,15 @@ class ClusterConfig(Model):
                     index = next(j for j, x in enumerate(self.hosts) if x.name == name)
                     out.append((("hosts", index, field), h.bind or h.address))
         return out
+
+    def _scheduler_host_loc(self) -> tuple[Any, ...]:
+        """The field that chose the scheduler's address: its host's, when filled in from there."""
+        if self.scheduler_remote:
+            h = self.host(self.scheduler.at)
+            if self.scheduler.host == (h.bind or h.address):
+                index = next(j for j, x in enumerate(self.hosts) if x.name == h.name)
+                return ("hosts", index, "bind" if h.bind else "address")
+        return ("scheduler", "host")
 
     @property
     def exposed(self) -> bool:

@@ -17,12 +17,11 @@ from typing import Any, Callable
 import psutil
 
 from . import control, process
-from .config import ClusterConfig
+from .config import LOCAL_HOST, ClusterConfig
 from .errors import ClusterError
 from .health import SchedulerProbe
 from .ledger import Ledger, process_ids, supervisor_id
 from .logs import tail
-from .plan import connect_host
 from .process import ProcessId
 from .resolve import resolve
 from .supervisor import leftovers
@@ -75,6 +74,7 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> di
                 popen.wait(timeout=cfg.timeouts.shutdown + 15)
             except Exception:  # noqa: BLE001 - it is stuck: force it, below
                 process.kill_tree(sup)
+            _reap_helpers(sup)
             data = ledger.read() or {}
             if (data.get("supervisor") or {}).get("pid") == popen.pid and data.get("error"):
                 raise StartError(data["error"])
@@ -119,7 +119,16 @@ def stop(cfg: ClusterConfig) -> dict[str, Any]:
         except ClusterError:
             pass  # not answering: stop_from_ledger forces it below
     stop_from_ledger(cfg)
+    if sup:
+        _reap_helpers(sup)
     return {"stopped": len(running), "seconds": round(time.monotonic() - t0, 3), "how": how}
+
+
+def _reap_helpers(sup: ProcessId) -> None:
+    """The supervisor's helpers (the warm fork server) share its process group and leave a
+    moment after it: wait for them briefly, then force, so `up`/`down` return with nothing left."""
+    if not sup.alive():
+        process.stop_many([(sup, None)], grace=2.0)
 
 
 def stop_from_ledger(cfg: ClusterConfig) -> None:
@@ -160,13 +169,13 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
                 "scheduler": {"address": None}, "dashboard": None, "supervisor": {"pid": None, "alive": False}}
     sup = supervisor_alive(data)
     sched = data.get("scheduler") or {}
-    probe = SchedulerProbe(cfg.scheduler.host, sched.get("http_port") or cfg.scheduler.dashboard_port)
+    probe = scheduler_probe(cfg, data)
     ident = probe.identity(timeout=1.0) if data.get("state") not in ("stopped",) else None
     registered = dict((ident or {}).get("workers") or {})
     live: dict[str, psutil.Process] = {}
     procs_out = []
     for p in data.get("processes", []):
-        entry = {k: p.get(k) for k in ("name", "role", "group", "host", "pid", "state", "restarts", "exit_code", "reason", "log")}
+        entry = {k: p.get(k) for k in ("name", "role", "group", "host", "at", "pid", "state", "restarts", "exit_code", "reason", "log")}
         pid = ProcessId(p["pid"], p["create_time"]) if p.get("pid") and p.get("create_time") else None
         proc = pid.get() if pid else None
         entry["alive"] = proc is not None
@@ -188,7 +197,8 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
         "state": state,
         "config": data.get("config"),
         "error": data.get("error"),
-        "scheduler": {"address": sched.get("address"), "answering": ident is not None},
+        "scheduler": {"address": sched.get("address"), "answering": ident is not None,
+                      "at": cfg.scheduler.at or LOCAL_HOST, "host": cfg.scheduler.host},
         "dashboard": sched.get("dashboard"),
         "workers_registered": len(registered),
         "workers_expected": sum(1 for p in procs_out if p["role"] == "worker"),
@@ -198,6 +208,16 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
         "processes": procs_out,
         "external": external,
     }
+
+
+def scheduler_probe(cfg: ClusterConfig, data: dict[str, Any] | None = None) -> SchedulerProbe:
+    """The scheduler's HTTP port where it really listens: this machine, or the fleet host
+    named by `scheduler.at` (whose address `scheduler.host` then holds). ``data`` is the
+    ledger, for a port chosen at `up` (port 0, local schedulers only)."""
+    if data is None:
+        data = Ledger(cfg.state_path).read() or {}
+    sched = data.get("scheduler") or {}
+    return SchedulerProbe(cfg.scheduler.host, sched.get("http_port") or cfg.scheduler.dashboard_port)
 
 
 def _add_usage(procs: list[dict[str, Any]], live: dict[str, psutil.Process], sample: float) -> None:
@@ -240,8 +260,7 @@ def client_address(cfg: ClusterConfig) -> str:
 def cluster_summary(data: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
     """What the walkthrough's Client repr shows: address, dashboard, workers, threads, memory."""
     sched = data.get("scheduler") or {}
-    probe = SchedulerProbe(connect_host(cfg.scheduler.host), sched.get("http_port") or cfg.scheduler.dashboard_port)
-    ident = probe.identity(timeout=2.0) or {}
+    ident = scheduler_probe(cfg, data).identity(timeout=2.0) or {}
     return {
         "scheduler": sched.get("address"),
         "dashboard": sched.get("dashboard"),

@@ -24,6 +24,8 @@ from .resolve import Launcher
 Role = Literal["scheduler", "worker"]
 SCHEDULER = "scheduler"
 SCHEDULER_PLUGIN = Path(__file__).resolve().with_name("scheduler_plugin.py")
+# On another host the head's file path means nothing; clusterctl is installed there (the agent needs it).
+SCHEDULER_PLUGIN_MODULE = "clusterctl.scheduler_plugin"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ def worker_name(group: str, index: int) -> str:
 
 
 def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
+    if cfg.scheduler_remote:
+        return _remote_scheduler_spec(cfg)
     s = cfg.scheduler
     argv = [
         *launcher.scheduler,
@@ -161,6 +165,41 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
     )
 
 
+def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
+    """The scheduler on another host: over ssh under the agent, like a remote worker.
+
+    Its ports are fixed (validated) and it writes no scheduler file: the file would be
+    on that host, so the supervisor proves it answers over HTTP at the known address."""
+    s, at = cfg.scheduler, cfg.scheduler.at
+    args = [
+        "--host", s.host,
+        "--port", str(s.port),
+        "--dashboard-address", hostport(s.host, s.dashboard_port),
+    ]
+    if not s.dashboard:
+        args.append("--no-dashboard")
+    args += ["--preload", SCHEDULER_PLUGIN_MODULE]
+    if s.idle_timeout:
+        args += ["--idle-timeout", f"{_number(s.idle_timeout)}s"]
+    args += _tls_args(cfg, REMOTE_TLS_DIR)
+    env = dict(cfg.host(at).env)
+    if cfg.tls_enabled:
+        env.update(REQUIRE_ENCRYPTION)
+    return ProcessSpec(
+        name=SCHEDULER,
+        role="scheduler",
+        group=SCHEDULER,
+        host=s.host,
+        argv=_over_ssh(cfg, at, "scheduler", args, {**env, "PYTHONUNBUFFERED": "1"}),
+        env={},
+        cwd=cfg.state_path,
+        log_path=cfg.log_path / "scheduler.log",
+        restart=s.restart,
+        at=at,
+        remote=True,
+    )
+
+
 def worker_spec(
     cfg: ClusterConfig, launcher: Launcher, group: WorkerGroup, index: int, at: str | None = None
 ) -> ProcessSpec:
@@ -179,6 +218,7 @@ def worker_spec(
         # Bounds only the wait for the scheduler at start; restarts are the supervisor's job.
         "--death-timeout", f"{_number(cfg.timeouts.startup)}s",
         "--nanny" if group.nanny else "--no-nanny",
+        "--dashboard" if group.dashboard else "--no-dashboard",
     ]
     if group.nthreads:
         args += ["--nthreads", str(group.nthreads)]

@@ -183,3 +183,94 @@ def test_agent_stops_its_command_when_stdin_closes(tmp_path):
     assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
     assert time.monotonic() - t0 < 5
     assert b"lifeline closed" in agent.stderr.read()
+
+
+# -- a scheduler on another host -------------------------------------------------------------
+
+def remote_scheduler_yaml(cluster, sshd, *, workers: str, at: str = "ws2") -> Path:
+    """Scheduler `at:` a remote host (no `host:`: it binds that host's address), TLS forced on."""
+    fleet_yaml(cluster, sshd, tls_on=True, workers=workers)
+    text = cluster.config.read_text()
+    assert "  host: 127.0.0.1\n" in text
+    cluster.config.write_text(text.replace("  host: 127.0.0.1\n", f"  at: {at}\n", 1))
+    return cluster.config
+
+
+def remote_scheduler(root: Path, host: str = "ws2") -> psutil.Process | None:
+    """The Dask scheduler on that host: the child of the agent run with `--launch scheduler`.
+
+    (Dask retitles its processes with setproctitle, which also clobbers what /proc shows of
+    their environment, so the agent's command line and tag are the reliable marks.)"""
+    for agent in tagged(root):
+        try:
+            cmd = agent.cmdline()
+            if not (agent.info["cwd"] or "").endswith(f"/{host}") or "clusterctl.agent" not in cmd or "--tag" not in cmd \
+                    or cmd[cmd.index("--launch") + 1:][:1] != ["scheduler"]:
+                continue
+            for child in agent.children():
+                if child.status() != psutil.STATUS_ZOMBIE and "dask scheduler" in " ".join(child.cmdline()):
+                    return child
+        except (psutil.Error, ValueError):
+            continue
+    return None
+
+
+def run_montecarlo(cluster, name: str) -> None:
+    out = cluster.root / name
+    res = cluster.cli("run", "montecarlo", "--tasks", "30", "--max-points", "100000", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(pd.read_csv(out)) == 30
+
+
+@pytest.mark.timeout(300)
+def test_scheduler_on_a_remote_host_serves_heals_and_leaves_nothing(cluster, sshd):
+    remote_scheduler_yaml(cluster, sshd, workers="  - name: default\n    nthreads: 1\n    at: {localhost: 1, ws3: 1}\n")
+    address = f"tls://127.0.0.2:{cluster.port}"
+    up = cluster.cli("up", check=True)
+    assert address in up.stdout and "Workers:    2" in up.stdout, up.stdout
+
+    st = cluster.status()
+    assert st["state"] == "running" and st["workers_registered"] == 2, st
+    assert st["scheduler"]["address"] == address and st["scheduler"]["answering"]
+    assert (st["scheduler"]["at"], st["scheduler"]["host"]) == ("ws2", "127.0.0.2")
+    procs = {p["name"]: p for p in st["processes"]}
+    assert (procs["scheduler"]["at"], procs["scheduler"]["host"]) == ("ws2", "127.0.0.2")
+    assert {n: (p["at"], p["address"].rsplit(":", 1)[0], p["registered"]) for n, p in procs.items() if n != "scheduler"} == {
+        "default-0": ("localhost", "tls://127.0.0.1", True), "default-1": ("ws3", "tls://127.0.0.3", True)}
+    argv = ledger_proc(cluster, "scheduler")["argv"]
+    assert argv[0] == "ssh" and "--launch scheduler" in argv[-1] and "--scheduler-file" not in argv[-1]
+    assert not (cluster.state / "scheduler.json").exists(), "the scheduler file is the remote host's business"
+    sched = remote_scheduler(cluster.root)
+    assert sched is not None, "a Dask scheduler running on ws2 under its agent"
+    assert sorted(p.name for p in (cluster.root / "remote" / "ws2" / "tls").iterdir()) == ["ca.pem", "node-key.pem", "node.pem"]
+
+    run_montecarlo(cluster, "pi.csv")
+
+    # the scheduler dies on its host: the supervisor restarts it there and brings every worker back
+    first = sched.pid
+    sched.send_signal(signal.SIGKILL)
+    wait_for(lambda: ledger_proc(cluster, "scheduler")["restarts"] >= 1, 30, what="the remote scheduler restarted")
+    wait_for(lambda: (s := cluster.status())["state"] == "running" and s["scheduler"]["answering"]
+             and s["workers_registered"] == 2 and all(p["state"] == "running" for p in s["processes"]),
+             60, interval=0.5, what="scheduler and both workers back")
+    again = remote_scheduler(cluster.root)
+    assert again is not None and again.pid != first
+    run_montecarlo(cluster, "pi-again.csv")
+
+    down = cluster.cli("down", check=True)
+    assert "stopped" in down.stdout
+    assert tagged(cluster.root) == [], "down must leave nothing on any host"
+    assert processes_under(cluster.root) == []
+
+
+def test_remote_scheduler_port_taken_there_fails_up_by_host(cluster, sshd):
+    remote_scheduler_yaml(cluster, sshd, workers="  - name: default\n    nthreads: 1\n    at: ws3\n")
+    with socket.socket() as s:  # someone already listens on the scheduler's port on ws2
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.2", cluster.port))
+        s.listen()
+        res = cluster.cli("up")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "'ws2'" in res.stderr and f"port {cluster.port}" in res.stderr and "in use" in res.stderr, res.stderr
+    assert tagged(cluster.root) == [] and processes_under(cluster.root) == []
+    assert not (cluster.state / "logs" / "scheduler.log").exists(), "nothing may start"

@@ -109,7 +109,14 @@ def test_tls_flags_on_local_processes(tmp_path):
         ("hosts:\n  - name: ws\n    address: 10.0.0.5\nworkers:\n  - at: ws\n", ["scheduler.host", "out of reach of workers on host 'ws'"]),
         ("hosts:\n  - name: ws\n    address: '-oProxyCommand=x'\n", ["hosts[0].address", "not a host address"]),
         ("hosts:\n  - name: ws\n    address: a\n    ssh_options: ['-v']\n", ["hosts[0].ssh_options", "Key=Value"]),
-        (HOSTS + "scheduler:\n  at: ws2\n", ["scheduler.at", "runs on this machine"]),
+        (HOSTS + "scheduler:\n  at: ws2\n  port: 0\n", ["scheduler.port", "0 (any free port)", "host 'ws2'", "fixed port such as 8786"]),
+        (HOSTS + "scheduler:\n  at: ws2\n  dashboard_port: 0\n", ["scheduler.dashboard_port", "fixed port such as 8787"]),
+        (HOSTS + "scheduler:\n  at: ws2\n  host: 0.0.0.0\ninsecure: true\n", ["scheduler.host", "no address the head can connect to", "127.0.0.2"]),
+        ("hosts:\n  - name: ws\n    address: 10.0.0.5\nscheduler:\n  at: ws\n  host: 127.0.0.1\n",
+         ["scheduler.host", "loopback on host 'ws'", "drop `host:`", "10.0.0.5"]),
+        ("hosts:\n  - name: ws\n    address: 10.0.0.5\nscheduler:\n  at: ws\nworkers:\n  - count: 2\n",
+         ["workers[0].host", "scheduler on host 'ws' (10.0.0.5)", "set `host:`"]),
+        ("hosts:\n  - name: ws\n    address: me@ws\nscheduler:\n  at: ws\n", ["hosts[0].address", "set `bind:`"]),
     ],
 )
 def test_fleet_errors_name_field_value_and_fix(text, words):
@@ -132,3 +139,61 @@ def test_localhost_needs_no_entry_and_no_ssh(tmp_path):
     assert cfg.remote_hosts() == [] and not cfg.host("localhost").remote
     local_alias = cfg_of("hosts:\n  - name: me\n    address: 127.0.0.1\nworkers:\n  - at: me\n", tmp_path)
     assert local_alias.remote_hosts() == []
+
+
+# -- a scheduler on another host -------------------------------------------------------------
+
+REMOTE_SCHEDULER = HOSTS + "scheduler:\n  at: ws2\n  port: 9786\n  dashboard_port: 9787\n"
+
+
+def test_remote_scheduler_binds_its_host_and_workers_connect_there(tmp_path):
+    cfg = cfg_of(REMOTE_SCHEDULER + "tls:\n  enabled: true\nworkers:\n  - at: {localhost: 1, ws3: 1}\n", tmp_path)
+    assert cfg.scheduler_remote and cfg.scheduler.host == "127.0.0.2"
+    assert cfg.remote_hosts() == ["ws2", "ws3"]  # TLS files go there, `down` sweeps there
+    assert scheduler_address(cfg) == "tls://127.0.0.2:9786"
+    sched, local, remote = build_plan(cfg, DASK)
+    assert (sched.at, sched.host, sched.remote, sched.env) == ("ws2", "127.0.0.2", True, {})
+    argv = list(sched.argv)
+    assert argv[:2] == ["ssh", "-T"] and argv[argv.index("--") + 1] == "127.0.0.2"
+    agent = shlex.split(argv[-1])
+    assert agent[:3] == ["/opt/env/bin/python", "-m", "clusterctl.agent"]
+    assert agent[agent.index("--launch") + 1] == "scheduler" and agent[agent.index("--tag") + 1] == cluster_tag(cfg)
+    envs = {agent[i + 1] for i, a in enumerate(agent) if a == "--env"}
+    assert {"OMP_NUM_THREADS=1", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= envs
+    dask = agent[agent.index("--") + 1:]
+    assert dask[:6] == ["--host", "127.0.0.2", "--port", "9786", "--dashboard-address", "127.0.0.2:9787"]
+    # the head's file path means nothing there: the preload goes by module name; no scheduler file
+    assert dask[dask.index("--preload") + 1] == "clusterctl.scheduler_plugin"
+    assert "--scheduler-file" not in dask and not any(str(tmp_path) in a for a in dask)
+    assert dask[dask.index("--tls-cert") + 1] == "tls/node.pem"
+    # every worker, on the head or elsewhere, connects to the scheduler's host
+    assert local.argv[2] == "tls://127.0.0.2:9786"
+    assert (local.remote, local.host) == (False, "127.0.0.1")  # loopback fleet: the head binds loopback
+    assert shlex.split(remote.argv[-1])[shlex.split(remote.argv[-1]).index("--") + 1] == "tls://127.0.0.2:9786"
+
+
+def test_remote_scheduler_prefers_bind_and_honours_an_explicit_host(tmp_path):
+    text = ("hosts:\n  - name: ws\n    address: ws-alias\n    bind: 10.0.0.5\nscheduler:\n  at: ws\n"
+            "workers:\n  - at: ws\n  - name: here\n    host: 10.0.0.1\n")
+    cfg = cfg_of(text, tmp_path)
+    assert cfg.scheduler.host == "10.0.0.5" and cfg.tls_enabled  # beyond loopback: TLS by default
+    assert cfg.binds()[0] == (("hosts", 0, "bind"), "10.0.0.5")
+    assert {"10.0.0.5", "10.0.0.1", "ws-alias"} <= cfg.tls_names()
+    sched, w, here = build_plan(cfg, DASK)
+    assert sched.argv[-2] == "ws-alias" and "--host 10.0.0.5" in sched.argv[-1]
+    assert here.argv[2] == "tls://10.0.0.5:8786" and here.host == "10.0.0.1"
+    explicit = cfg_of(text.replace("  at: ws\n", "  at: ws\n  host: 10.0.0.6\n", 1), tmp_path)
+    assert explicit.scheduler.host == "10.0.0.6" and explicit.binds()[0][0] == ("scheduler", "host")
+
+
+def test_plain_tcp_remote_scheduler_beyond_loopback_is_refused_at_its_host_line(tmp_path):
+    text = "hosts:\n  - name: ws\n    address: 10.0.0.5\nscheduler:\n  at: ws\ntls:\n  enabled: false\nworkers:\n  - at: ws\n"
+    msg = error(text)
+    assert "line 3" in msg and "hosts[0].address" in msg and "'10.0.0.5' is reachable beyond this machine" in msg, msg
+
+
+def test_scheduler_on_a_local_alias_stays_local(tmp_path):
+    cfg = cfg_of("hosts:\n  - name: me\n    address: 127.0.0.1\nscheduler:\n  at: me\n  port: 0\n", tmp_path)
+    assert not cfg.scheduler_remote and cfg.scheduler.host == "127.0.0.1"
+    sched = build_plan(cfg, DASK)[0]
+    assert not sched.remote and "--scheduler-file" in sched.argv

@@ -21,7 +21,7 @@ from .. import tls
 from ..config import LOCAL_HOST, ClusterConfig
 from ..errors import ClusterError
 from ..plan import REMOTE_TLS_DIR, cluster_tag, remote_workdir
-from . import ssh
+from . import probe, ssh
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
 CLOCK_LIMIT = 2.0  # seconds of offset doctor accepts (logs and certificates line up)
@@ -59,8 +59,16 @@ def prepare(cfg: ClusterConfig) -> None:
 
     def install(name: str) -> None:
         h = cfg.host(name)
-        res = ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)],
-                      stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
+        argv = [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)]
+        s = cfg.scheduler
+        if name == s.at:  # the scheduler starts there: its fixed ports must be free on that host
+            argv += ["--bind", s.host, "--ports", f"{s.port},{s.dashboard_port}"]
+        res = ssh.run(cfg, name, argv, stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
+        if res.code == probe.BUSY:
+            raise ClusterError(
+                f"host {name!r} ({h.address}): scheduler {_last(res.stderr)}; stop that process or choose "
+                f"other ports in {cfg.source or 'cluster.yaml'} (scheduler.port, scheduler.dashboard_port)"
+            )
         if res.code != 0:
             raise ClusterError(
                 f"host {name!r} ({h.address}): `{h.python} -m clusterctl.remote.probe` failed (exit {res.code}): "

@@ -81,6 +81,21 @@ def facts(bind: str | None, ports: list[int]) -> dict:
     return out
 
 
+BUSY = 3  # install's exit code when a port it was asked to check is taken
+
+
+def busy_ports(bind: str, ports: list[int]) -> list[str]:
+    """The ports of `ports` that cannot be bound on `bind` (with the reason if not 'in use')."""
+    busy = []
+    for port in ports:
+        try:
+            if not _port_free(bind, port):
+                busy.append(str(port))
+        except OSError as e:
+            busy.append(f"{port} (cannot bind {bind}: {e.strerror or e})")
+    return busy
+
+
 def install(root: str, payload: dict) -> dict:
     """Write {relative path: {"text": ..., "mode": 0o600}} under root, each atomically."""
     root = os.path.expanduser(root)
@@ -154,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--ports", default="")
     i = sub.add_parser("install", help="write files given as JSON on stdin under ROOT")
     i.add_argument("root")
+    i.add_argument("--bind", default=None, help="with --ports: fail (exit 3) if one is in use there")
+    i.add_argument("--ports", default="")
     s = sub.add_parser("sweep", help="stop what a cluster's agents left here")
     s.add_argument("tag")
     s.add_argument("--grace", type=float, default=10.0)
@@ -162,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         ports = [int(x) for x in args.ports.split(",") if x.strip()]
         result = facts(args.bind, ports)
     elif args.what == "install":
-        result = install(args.root, json.load(sys.stdin))
+        payload = json.load(sys.stdin)
+        busy = busy_ports(args.bind or "127.0.0.1", [int(x) for x in args.ports.split(",") if x.strip()])
+        if busy:  # a scheduler is to start here: say so before anything is written or started
+            print(f"port {', '.join(busy)} on {args.bind} is already in use", file=sys.stderr)
+            return BUSY
+        result = install(args.root, payload)
     else:
         result = sweep(args.tag, args.grace)
     print(json.dumps(result))
