@@ -60,8 +60,9 @@ class Topology:
             f"workers:\n{group}timeouts: {{startup: 120, shutdown: 10}}\n"
         )
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([*CLI, *args, "--file", str(self.dir / "cluster.yaml")], capture_output=True, text=True, timeout=600)
+    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run([*CLI, *args, "--file", str(self.dir / "cluster.yaml")], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, **(env or {})})
         if check and res.returncode != 0:
             raise RuntimeError(f"clusterctl {' '.join(args)} failed: {res.stderr}")
         return res
@@ -84,11 +85,11 @@ class Topology:
 # -- start-up ------------------------------------------------------------------------
 
 
-def time_clusterctl(n: int, **kw) -> tuple[float, float]:
+def time_clusterctl(n: int, warm: bool = True, **kw) -> tuple[float, float]:
     topo = Topology(n, **kw)
     try:
         t0 = time.perf_counter()
-        topo.cli("up")
+        topo.cli("up", env={"CLUSTERCTL_WARM": "1" if warm else "0"})
         up = time.perf_counter() - t0
         assert len(topo.workers_seen()) == n
         t0 = time.perf_counter()
@@ -148,7 +149,7 @@ def time_localcluster(n: int) -> tuple[float, float]:
 def job_figures(repeat: int, quick: bool) -> dict:
     spec = mc.MonteCarloSpec(tasks=1200) if not quick else mc.MonteCarloSpec(tasks=300, max_points=2_000_000)
     fine = mc.MonteCarloSpec(tasks=spec.tasks * 10, min_points=max(1, spec.min_points // 10), max_points=spec.max_points // 10)
-    topo = Topology(3, nthreads=None)  # the walkthrough's 3 default workers
+    topo = Topology(3, nthreads=1)  # the default cluster.yaml: the walkthrough's 3 workers, one thread each
     cores = psutil.cpu_count(logical=True)
     res: dict = {}
     try:
@@ -156,22 +157,24 @@ def job_figures(repeat: int, quick: bool) -> dict:
         from distributed import Client
 
         with Client(topo.address) as client:
+            idle = idle_worker_rss(topo)
             mc.run(client, mc.MonteCarloSpec(tasks=20, max_points=10_000))  # warm: imports on workers
-            ours, theirs, finer = [], [], []
+            ours, unbatched, theirs, finer = [], [], [], []
             for _ in range(repeat):
                 t = time.perf_counter(); mc.run(client, spec); ours.append(time.perf_counter() - t)
+                t = time.perf_counter(); mc.run(client, spec, batch_points=0); unbatched.append(time.perf_counter() - t)
                 t = time.perf_counter(); run_walkthrough(client, spec); theirs.append(time.perf_counter() - t)
-                t = time.perf_counter(); mc.run(client, fine); finer.append(time.perf_counter() - t)
-            idle = idle_worker_rss(topo)
+                t = time.perf_counter(); mc.run(client, fine, batch_points=0); finer.append(time.perf_counter() - t)
         t = time.perf_counter(); mc.run_serial(spec); serial = time.perf_counter() - t
         res = {
             "tasks": spec.tasks, "points": int(mc.points_schedule(spec).sum()),
-            "job_s": median(ours), "walkthrough_job_s": median(theirs),
+            "job_s": median(ours), "unbatched_job_s": median(unbatched), "walkthrough_job_s": median(theirs),
             "speedup_vs_walkthrough": median(theirs) / median(ours),
             "serial_s": serial, "cores": cores,
             "parallel_efficiency": serial / (cores * median(ours)),
             "fine_tasks": fine.tasks, "fine_job_s": median(finer),
-            "per_task_ms": median(ours) / spec.tasks * 1e3, "fine_per_task_ms": median(finer) / fine.tasks * 1e3,
+            "unbatched_efficiency": serial / (cores * median(unbatched)),
+            "per_task_ms": median(unbatched) / spec.tasks * 1e3, "fine_per_task_ms": median(finer) / fine.tasks * 1e3,
             "idle_worker_rss_mb": idle,
         }
     finally:
@@ -267,10 +270,12 @@ def main() -> None:
     if "startup" in parts:
         rows = {}
         for n in counts:
-            samples: dict[str, list[float]] = {k: [] for k in ("up", "down", "up_nanny", "down_nanny", "hand", "local_up", "local_close")}
+            samples: dict[str, list[float]] = {k: [] for k in ("up", "down", "up_exec", "down_exec", "up_nanny", "down_nanny", "hand", "local_up", "local_close")}
             for _ in range(args.repeat):  # interleaved, so drift hits every contender alike
                 up, down = time_clusterctl(n, nanny=False)
                 samples["up"].append(up); samples["down"].append(down)
+                up, down = time_clusterctl(n, nanny=False, warm=False)
+                samples["up_exec"].append(up); samples["down_exec"].append(down)
                 up, down = time_clusterctl(n, nanny=True)
                 samples["up_nanny"].append(up); samples["down_nanny"].append(down)
                 samples["hand"].append(time_by_hand(n))
@@ -302,10 +307,10 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"Measured {r['started']} on {m['cores']} cores, {m['memory_gib']} GiB, {m['system']}, Python {m['python']} (medians).", ""]
     if "startup" in r:
-        lines += ["| workers | clusterctl up (no nanny) | clusterctl up (nanny) | by hand | LocalCluster | up / LocalCluster | up / by hand | clusterctl down | LocalCluster close |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| workers | clusterctl up (default: warm, no nanny) | up, exec per process | up, with nannies | by hand (walkthrough) | LocalCluster | up / LocalCluster | up / by hand | clusterctl down | LocalCluster close |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for n, s in r["startup"].items():
-            lines.append(f"| {n} | {s['up']:.2f} s | {s['up_nanny']:.2f} s | {s['hand']:.2f} s | {s['local_up']:.2f} s | "
+            lines.append(f"| {n} | {s['up']:.2f} s | {s['up_exec']:.2f} s | {s['up_nanny']:.2f} s | {s['hand']:.2f} s | {s['local_up']:.2f} s | "
                          f"{s['up'] / s['local_up']:.2f}x | {s['up'] / s['hand']:.2f}x | {s['down']:.2f} s | {s['local_close']:.2f} s |")
         lines.append("")
     if "kernel" in r:
@@ -314,11 +319,12 @@ def markdown(r: dict) -> str:
     if "job" in r:
         j = r["job"]
         lines += ["| job | figure |", "|---|---|",
-                  f"| {j['tasks']} tasks, {j['points']:.3g} points, clusterctl kernel | {j['job_s']:.2f} s |",
+                  f"| {j['tasks']} tasks, {j['points']:.3g} points, clusterctl kernel (`run montecarlo`, small tasks packed) | {j['job_s']:.2f} s |",
+                  f"| same, one Dask task per Monte Carlo task | {j['unbatched_job_s']:.2f} s (efficiency {100 * j['unbatched_efficiency']:.0f}%) |",
                   f"| same, walkthrough's function | {j['walkthrough_job_s']:.2f} s ({j['speedup_vs_walkthrough']:.1f}x slower) |",
                   f"| serial, one process | {j['serial_s']:.2f} s |",
                   f"| parallel efficiency (serial / ({j['cores']} cores x wall)) | {100 * j['parallel_efficiency']:.0f}% |",
-                  f"| per task, {j['tasks']} tasks / {j['fine_tasks']} tasks of 10x fewer points | {j['per_task_ms']:.2f} ms / {j['fine_per_task_ms']:.2f} ms |",
+                  f"| wall time per task, one Dask task each: {j['tasks']} tasks / {j['fine_tasks']} tasks of 10x fewer points | {j['per_task_ms']:.2f} ms / {j['fine_per_task_ms']:.2f} ms |",
                   f"| idle worker RSS | {j['idle_worker_rss_mb']:.0f} MB |", ""]
     if "supervision" in r:
         s = r["supervision"]

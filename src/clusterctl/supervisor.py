@@ -79,6 +79,7 @@ class Child:
             "role": self.spec.role,
             "group": self.spec.group,
             "host": self.spec.host,
+            "at": self.spec.at,  # the machine (fleet); `host` is the address it binds
             "pid": self.pid.pid if self.pid else None,
             "create_time": self.pid.create_time if self.pid else None,
             "state": self.state,
@@ -138,6 +139,11 @@ class Supervisor:
             lock.release()
 
     def _run_locked(self) -> int:
+        specs = build_plan(self.cfg, self.launcher)
+        if any(warm.usable(spec, self.launcher) for spec in specs):
+            # The fork server imports distributed (~0.6 s) while we set up the control
+            # channel, check ports and prepare hosts; every local process then forks from it.
+            warm.warm_up(warm.preload_for(specs))
         try:
             self._install_signal_handlers()
             self.control = ControlServer(self.ledger.new_token(), self._handle).start()
@@ -183,8 +189,8 @@ class Supervisor:
         info_file.unlink(missing_ok=True)
         deadline = self.clock() + self.cfg.timeouts.startup
         workers = [self._add(s) for s in specs[1:]]
-        # The first warm spawn waits for the fork server to import distributed; exec the
-        # scheduler meanwhile, so both imports use the two cores at once.
+        # Exec the first scheduler (it imports on one core) while the fork server imports
+        # on the other; workers, and any scheduler restart, then fork from the warm server.
         self._spawn(scheduler, warm_ok=False)
         # Workers know the scheduler's fixed address, so they can start (interpreter,
         # imports: most of their start-up) while it starts, and wait for it.
@@ -215,6 +221,8 @@ class Supervisor:
 
     def _check_ports(self) -> None:
         s = self.cfg.scheduler
+        if self.cfg.scheduler_remote:
+            return  # its ports are on that host: fleet.prepare checks them there
         for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
             if port and port_in_use(s.host, port):
                 owner = port_owner(port)
@@ -252,6 +260,8 @@ class Supervisor:
         self.events.emit(child.name, "started", f"pid {child.pid.pid}", pid=child.pid.pid)
 
     def _wait_scheduler(self, child: Child, deadline: float) -> None:
+        if self.cfg.scheduler_remote:
+            return self._wait_remote_scheduler(child, deadline)
         info_file = self.cfg.state_path / "scheduler.json"
         while True:
             self._fail_if_exited(child)
@@ -270,6 +280,25 @@ class Supervisor:
             if self.clock() > deadline:
                 raise StartFailed(self._late(child, "did not answer"))
             if self.stop_requested.wait(0.05):
+                raise StartFailed("start interrupted by a stop request")
+
+    def _wait_remote_scheduler(self, child: Child, deadline: float) -> None:
+        """A scheduler on another host writes no scheduler file here; its address and ports are
+        fixed (config), so it is ready once its HTTP port answers /health and clusterctl's probe."""
+        s = self.cfg.scheduler
+        probe = SchedulerProbe(s.host, s.dashboard_port)
+        while True:
+            self._fail_if_exited(child)
+            ident = probe.identity(timeout=1.0) if probe.healthy(timeout=0.5) else None
+            if ident is not None:
+                self.probe = probe
+                if self.watch is None:
+                    self.watch = HealthWatch(probe, interval=HEALTH_EVERY).start()
+                self._mark_ready(child, ident.get("address") or self.address)
+                return
+            if self.clock() > deadline:
+                raise StartFailed(self._late(child, f"did not answer on {self.dashboard or probe.base}"))
+            if self.stop_requested.wait(0.1):
                 raise StartFailed("start interrupted by a stop request")
 
     def _wait_registered(self, workers: list[Child], deadline: float) -> None:

@@ -260,7 +260,7 @@ def test_dashboard_in_chromium(cluster, tmp_path, monkeypatch):
     with Chromium(exe, tmp_path / "chromium") as chrome:
         # The task stream records tasks only from the moment a dashboard first shows it: open, then run.
         chrome.load(url, BOKEH_RENDERED, what="the status page's plots")
-        cluster.cli("run", "montecarlo", "--tasks", str(JOB_TASKS), "--max-points", "300000",
+        cluster.cli("run", "montecarlo", "--tasks", str(JOB_TASKS), "--max-points", "300000", "--batch-points", "0",
                     "--out", str(tmp_path / "pi.csv"), check=True)
         chrome.wait(f"{tasks} >= {JOB_TASKS}", what=f"the job's {JOB_TASKS} tasks in the task stream")
         titles = chrome.evaluate(PLOT_TITLES)

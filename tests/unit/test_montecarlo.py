@@ -157,9 +157,36 @@ def test_run_on_local_cluster_equals_serial():
     calls = []
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            df = run(client, spec, progress=lambda done, total: calls.append((done, total)))
+            df = run(client, spec, progress=lambda done, total: calls.append((done, total)), batch_points=0)
             keys = [f.key for f in mc.submit(client, spec)]
     pd.testing.assert_frame_equal(df, run_serial(spec))
     assert calls == [(i, 20) for i in range(1, 21)]
     schedule = points_schedule(spec)
     assert keys == [task_key(11, i, int(schedule[i])) for i in range(20)]
+
+
+def test_batches_pack_consecutive_small_tasks_and_keep_big_ones_alone():
+    from clusterctl.jobs.montecarlo import batches
+
+    points = [10, 10, 10, 100, 5, 5]
+    assert batches(points, 0) == [[0], [1], [2], [3], [4], [5]]
+    assert batches(points, 30) == [[0, 1, 2], [3], [4, 5]]
+    assert batches(points, 1) == [[0], [1], [2], [3], [4], [5]]
+    groups = batches([int(n) for n in points_schedule(MonteCarloSpec())], 4_000_000)
+    assert sorted(i for g in groups for i in g) == list(range(1200))
+    assert len(groups) < 400  # far fewer Dask tasks than the 1,200 Monte Carlo tasks
+
+
+def test_batched_run_equals_serial_whatever_the_batch_size():
+    from distributed import Client, LocalCluster
+
+    from clusterctl.jobs.montecarlo import run
+
+    spec = MonteCarloSpec(tasks=30, min_points=1000, max_points=50_000, seed=9)
+    expected = run_serial(spec)
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as lc, Client(lc) as client:
+        seen = []
+        for batch in (0, 60_000, 10**9):
+            df = run(client, spec, progress=lambda done, total: seen.append((done, total)), batch_points=batch)
+            pd.testing.assert_frame_equal(df, expected, check_exact=True)
+    assert seen[-1] == (30, 30)

@@ -52,3 +52,10 @@ def test_usable_only_when_equivalent_to_exec(monkeypatch):
     assert not warm.usable(spec(base, remote=True), LAUNCHER)
     monkeypatch.setenv("CLUSTERCTL_WARM", "0")
     assert not warm.usable(spec(base), LAUNCHER)
+
+
+def test_cli_default_churn_schedule_matches_the_module():
+    from clusterctl.churn import DEFAULT_SCHEDULE
+    from clusterctl.cli.demo import DEFAULT_SCHEDULE as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_SCHEDULE

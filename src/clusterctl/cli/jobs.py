@@ -36,6 +36,9 @@ def montecarlo(
                      show_default=False),
     ] = None,
     rows: Annotated[int, typer.Option(help="Rows of the table's tail to print.")] = 5,
+    batch_points: Annotated[int, typer.Option(
+        help="Pack consecutive small tasks into one Dask task of up to this many points "
+             "(0: one Dask task per task, as the walkthrough). The table is the same either way.")] = 20_000_000,
     as_json: JsonOption = False,
 ) -> None:
     """Estimate pi by Monte Carlo across the cluster, print the table's tail and write CSV.
@@ -45,6 +48,8 @@ def montecarlo(
     from ..jobs.montecarlo import MonteCarloSpec, run
 
     cfg = config(file)
+    if batch_points < 0:
+        raise ClusterError(f"--batch-points must be 0 or more, not {batch_points}")
     spec = MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
     if plot:
         from ..jobs.plot import check_plot_path
@@ -64,9 +69,9 @@ def montecarlo(
 
             with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
                 job = bar.add_task("montecarlo", total=spec.tasks)
-                df = run(client, spec, progress=lambda done, total: bar.update(job, completed=done))
+                df = run(client, spec, progress=lambda done, total: bar.update(job, completed=done), batch_points=batch_points)
         else:
-            df = run(client, spec)
+            df = run(client, spec, batch_points=batch_points)
     took = time.monotonic() - t0
     points = int(df.iloc[:, 0].sum())
     if out_file:

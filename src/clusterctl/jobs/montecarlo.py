@@ -55,6 +55,9 @@ __all__ = [
     "run",
     "run_serial",
     "submit",
+    "submit_batched",
+    "batches",
+    "DEFAULT_BATCH_POINTS",
     "task_key",
     "walkthrough_kernel",
 ]
@@ -196,34 +199,99 @@ def _frame(rows: list) -> pd.DataFrame:
     return df.astype({COLUMNS[0]: "int64", COLUMNS[1]: "float64", COLUMNS[2]: "float64"})
 
 
+#: Small Monte Carlo tasks are packed into one Dask task until it holds this many
+#: points (~60 ms of kernel time; about 100 Dask tasks for the default job). Dask
+#: costs about 1 ms of CPU per task here, so 1,200 one-by-one tasks spent a third
+#: of a 2-core run on overhead (scripts/bench: efficiency 47% unbatched, 71% at 4e6,
+#: 75% at 2e7). Results do not change: each task keeps its own seed stream.
+DEFAULT_BATCH_POINTS = 20_000_000
+
+
+def batches(points: list[int], batch_points: int) -> list[list[int]]:
+    """Consecutive task indices packed until a batch holds batch_points (0: one per task)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i, n in enumerate(points):
+        if current and (batch_points <= 0 or total + n > batch_points):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+def estimate_batch(points: list[int], seed: int, indices: list[int]) -> list[list]:
+    """estimate_pi for several tasks in one Dask task; row i is task indices[i]'s result."""
+    return [estimate_pi(n, seed, i) for n, i in zip(points, indices)]
+
+
+@dataclass
+class Submission:
+    """Futures of a submitted job; each future holds the rows of ``groups[k]``'s tasks."""
+
+    futures: list
+    groups: list[list[int]]
+
+    def rows(self, client: Client) -> list:
+        out: list = [None] * sum(len(g) for g in self.groups)
+        for group, result in zip(self.groups, client.gather(self.futures)):
+            for i, row in zip(group, result):
+                out[i] = row
+        return out
+
+    def release(self) -> None:
+        for fut in self.futures:
+            fut.release()
+
+
+def submit_batched(client: Client, spec: MonteCarloSpec, batch_points: int = DEFAULT_BATCH_POINTS) -> Submission:
+    """Submit the job with small tasks packed together (see DEFAULT_BATCH_POINTS), one map call."""
+    points = [int(n) for n in points_schedule(spec)]
+    groups = batches(points, batch_points)
+    args = [[points[i] for i in g] for g in groups]
+    keys = [
+        task_key(spec.seed, g[0], points[g[0]]) if len(g) == 1 else f"montecarlo-{spec.seed}-{g[0]}..{g[-1]}"
+        for g in groups
+    ]
+    futures = client.map(estimate_batch, args, [spec.seed] * len(groups), groups, key=keys)
+    return Submission(futures, groups)
+
+
 def run(
     client: Client,
     spec: MonteCarloSpec,
     progress: Callable[[int, int], Any] | None = None,
+    batch_points: int = DEFAULT_BATCH_POINTS,
 ) -> pd.DataFrame:
     """Run ``spec`` on the cluster behind ``client`` and return the results table.
 
-    ``progress(done, total)`` is called as each task finishes. The DataFrame has
+    ``progress(done, total)`` is called as tasks finish. The DataFrame has
     ``COLUMNS`` (int64, float64, float64) and index ``0..tasks-1`` and equals
-    ``run_serial(spec)`` exactly. A failed task's exception propagates.
+    ``run_serial(spec)`` exactly, whatever ``batch_points`` (0 submits one Dask
+    task per Monte Carlo task, as the walkthrough does). A failed task's
+    exception propagates.
 
     Example::
 
         with Client("127.0.0.1:8786") as client:
             df = run(client, MonteCarloSpec(tasks=100, seed=7))
     """
-    futures = submit(client, spec)
+    job = submit_batched(client, spec, batch_points)
     try:
         if progress is not None:
             from distributed import as_completed
 
-            total = len(futures)
-            for done, _ in enumerate(as_completed(futures), start=1):
-                progress(done, total)
-        rows = client.gather(futures)
+            size = {f.key: len(g) for f, g in zip(job.futures, job.groups)}
+            done = 0
+            for fut in as_completed(job.futures):
+                done += size[fut.key]
+                progress(done, spec.tasks)
+        rows = job.rows(client)
     finally:
-        for fut in futures:
-            fut.release()
+        job.release()
     return _frame(rows)
 
 
