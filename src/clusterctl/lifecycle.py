@@ -119,8 +119,9 @@ def stop(cfg: ClusterConfig) -> dict[str, Any]:
         except ClusterError:
             pass  # not answering: stop_from_ledger forces it below
     stop_from_ledger(cfg)
-    if sup:
-        _reap_helpers(sup)
+    recorded = supervisor_id(data)
+    if recorded:  # also after a SIGKILLed supervisor: its fork server may linger in its group
+        _reap_helpers(recorded)
     return {"stopped": len(running), "seconds": round(time.monotonic() - t0, 3), "how": how}
 
 

@@ -138,7 +138,29 @@ def tree(pid: ProcessId) -> list[psutil.Process]:
                     found[other.pid] = other
             except (ProcessLookupError, PermissionError, psutil.NoSuchProcess, OSError):
                 continue
-    return list(found.values())
+    # A zombie has exited already; waiting for it would wait for whoever reaps it
+    # (a slow init made `down` take 2 s longer).
+    return [p for p in found.values() if _live(p)]
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """psutil.wait_procs, but a zombie counts as gone: psutil waits for a non-child until
+    it is reaped, which a slow init (PID 1 here) delays by seconds."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        alive = [p for p in alive if _live(p)]
+        if not alive or time.monotonic() >= deadline:
+            gone = [p for p in procs if p not in alive]
+            return gone, alive
+        time.sleep(0.02)
+
+
+def _live(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _reused(pid: ProcessId) -> bool:
@@ -158,7 +180,7 @@ def kill_tree(pid: ProcessId, timeout: float = 5.0) -> list[psutil.Process]:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    _, alive = wait_gone(procs, timeout=timeout)
     return alive
 
 
@@ -178,13 +200,13 @@ def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: f
             terminate(pid)
     tops = [top for pid, _ in targets if (top := pid.get()) is not None]
     start = time.monotonic()
-    _, stubborn = psutil.wait_procs(tops, timeout=grace) if tops else ([], [])
+    _, stubborn = wait_gone(tops, timeout=grace) if tops else ([], [])
     # Once a top (nanny, scheduler) has gone, the rest of its tree (a worker child,
     # multiprocessing's resource tracker) gets a short moment, then is forced: waiting
     # for them cost 1.5 s a worker and bought nothing.
     everyone = [p for procs in members for p in procs]
     rest = max(0.0, min(ORPHAN_GRACE, grace - (time.monotonic() - start)))
-    _, alive = psutil.wait_procs(everyone, timeout=rest) if everyone else ([], [])
+    _, alive = wait_gone(everyone, timeout=rest) if everyone else ([], [])
     alive_pids = {p.pid for p in alive}
     stubborn_pids = {p.pid for p in stubborn}
     results = []
@@ -197,7 +219,7 @@ def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: f
             except psutil.NoSuchProcess:
                 pass
         if left:
-            psutil.wait_procs(left, timeout=5)
+            wait_gone(left, timeout=5)
         _reap(popen)
         results.append("gone" if not procs else "killed" if pid.pid in stubborn_pids else "exited")
     return results
