@@ -81,11 +81,12 @@ def _context() -> Any:
 
 
 def preload_for(specs: list[ProcessSpec]) -> list[str]:
-    """What the fork server imports: distributed, plus Bokeh's dashboard modules for the
-    roles that serve pages (importing bokeh is ~1 s; paid once here, not per process)."""
+    """What the fork server imports: distributed, plus Bokeh's worker dashboard when
+    workers serve pages (importing bokeh is ~1 s; paid once here, not per worker)."""
     mods = list(PRELOAD)
-    if any(s.role == "scheduler" and "--no-dashboard" not in s.argv for s in specs):
-        mods.append("distributed.dashboard.scheduler")
+    # Not distributed.dashboard.scheduler: the first scheduler is exec'd, and importing
+    # bokeh here (+0.85 s) would make every worker of every `up` wait for it, to save
+    # that time only when a scheduler is restarted.
     if any(s.role == "worker" and "--no-dashboard" not in s.argv for s in specs):
         mods.append("distributed.dashboard.worker")
     return mods

@@ -59,3 +59,12 @@ def test_cli_default_churn_schedule_matches_the_module():
     from clusterctl.cli.demo import DEFAULT_SCHEDULE as CLI_DEFAULT
 
     assert CLI_DEFAULT == DEFAULT_SCHEDULE
+
+
+def test_fork_server_preloads_bokeh_only_for_worker_pages():
+    sched = ProcessSpec(name="scheduler", role="scheduler", group="scheduler", host="h", argv=(HERE, "scheduler"))
+    quiet = spec((HERE, "worker", "tcp://h:1", "--no-dashboard"))
+    pages = spec((HERE, "worker", "tcp://h:1", "--dashboard"))
+    base = warm.preload_for([sched, quiet])
+    assert "distributed" in base and not any("dashboard" in m for m in base)
+    assert "distributed.dashboard.worker" in warm.preload_for([sched, pages])
