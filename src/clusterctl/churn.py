@@ -200,10 +200,9 @@ def draw_chart(report: ChurnReport, path: Path) -> Path:
     verdict = "identical to the undisturbed run" if report.identical else f"{len(report.mismatched)} results differ"
     ax.set_title(f"{report.tasks} Monte Carlo tasks under churn: {verdict}; {report.recomputed} recomputed")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from .jobs.plot import save_figure
+
+    try:
+        return save_figure(fig, Path(path), "png")
+    finally:
+        plt.close(fig)

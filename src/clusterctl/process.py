@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +230,3 @@ def _reap(popen: subprocess.Popen | None) -> None:
             popen.poll()
         except Exception:  # noqa: BLE001 - reaping is best effort
             pass
-
-
-def python_argv(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]

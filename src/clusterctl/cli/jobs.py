@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import lifecycle
+from ..ledger import atomic_write
 from ..errors import ClusterError
 from . import app
 from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
@@ -75,10 +76,7 @@ def montecarlo(
     took = time.monotonic() - t0
     points = int(df.iloc[:, 0].sum())
     if out_file:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_file.with_name(out_file.name + ".tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(out_file)
+        atomic_write(out_file, df.to_csv(index=False))
     if plot:
         from ..jobs.plot import plot_convergence
 

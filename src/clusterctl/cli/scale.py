@@ -11,7 +11,7 @@ from .. import lifecycle
 from ..config import ClusterConfig
 from ..errors import ClusterError
 from . import app
-from .common import ConfigOption, JsonOption, config, err, out, user_errors
+from .common import ConfigOption, JsonOption, config, out, user_errors
 
 worker_app = typer.Typer(help="Add or remove individual workers.\n\nExample: clusterctl worker add --count 2", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")

@@ -16,15 +16,16 @@ canvas: no display, no pyplot state.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ClusterError
+from ..ledger import atomic_write
 from .montecarlo import COLUMNS
 
 __all__ = ["FORMATS", "check_plot_path", "expected_relative_error", "plot_convergence"]
@@ -95,7 +96,7 @@ def plot_convergence(df: pd.DataFrame, path: str | os.PathLike[str], *, title: s
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.12)
     ax.legend(loc="upper right", fontsize=9)
-    return _save_atomically(fig, Path(path), fmt)
+    return save_figure(fig, Path(path), fmt)
 
 
 def _rms_bands(n: np.ndarray, rel: np.ndarray, bands: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -113,19 +114,9 @@ def _rms_bands(n: np.ndarray, rel: np.ndarray, bands: int = 16) -> tuple[np.ndar
     return np.array(centres), np.array(rms)
 
 
-def _save_atomically(fig, path: Path, fmt: str) -> Path:
+def save_figure(fig, path: Path, fmt: str) -> Path:
     """Readers see the old file or the whole new one, never half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a picture is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)  # a failed draw raises here, before the file is touched
+    atomic_write(path, buf.getvalue(), mode=0o644)
     return path
