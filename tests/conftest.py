@@ -66,8 +66,8 @@ class Cluster:
         self.config.write_text(text)
         return self.config
 
-    def cli(self, *args: str, timeout: float = 90, check: bool | None = None) -> subprocess.CompletedProcess:
-        env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    def cli(self, *args: str, timeout: float = 90, check: bool | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
         env.pop("CLUSTERCTL_CONFIG", None)
         proc = subprocess.run(
             [*CLI, *args, "--file", str(self.config)],

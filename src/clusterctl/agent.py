@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 
+from .tuning import apply_defaults
+
 TAG_ENV = "CLUSTERCTL_TAG"  # on every process an agent starts: a later sweep finds orphans by it
 POSIX = os.name != "nt"
 
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(os.path.expanduser(args.cwd), exist_ok=True)
         os.chdir(os.path.expanduser(args.cwd))
     env = dict(os.environ)
+    apply_defaults(env)
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psutil
 from filelock import FileLock, Timeout
 
-from . import process, tls, warm
+from . import process, tls, tuning, warm
 from .config import ClusterConfig, load_config
 from .control import ControlServer
 from .errors import ClusterError
@@ -139,6 +139,7 @@ class Supervisor:
 
     def _run_locked(self) -> int:
         specs = build_plan(self.cfg, self.launcher)
+        tuning.apply_defaults()  # before the fork server starts: its children inherit them
         if any(warm.usable(spec, self.launcher) for spec in specs):
             # The fork server imports distributed (~0.6 s) while we set up the control
             # channel, check ports and prepare hosts; every local process then forks from it.

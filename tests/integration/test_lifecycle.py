@@ -149,3 +149,35 @@ def test_csv_is_written_atomically_and_readable(cluster, tmp_path):
         rows = list(csv.reader(f))
     assert len(rows) == 6
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_process_defaults_reach_workers_and_yield_to_user_settings(cluster):
+    """tuning.DEFAULTS reach forked (default group) and exec'd (own: non-DASK env) workers;
+    the environment clusterctl runs in wins over them, and a group's env wins over both."""
+    from distributed import Client
+
+    def _worker_settings(dask_worker) -> dict:  # nested: pickled by value
+        import os
+
+        import dask
+
+        return {
+            "tick_s": dask_worker._tick_interval,  # what the running server uses, not just the config
+            "profile": dask.config.get("distributed.worker.profile.interval"),
+            "monitor": dask.config.get("distributed.admin.system-monitor.interval"),
+            "mmap": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+        }
+
+    cluster.write(workers=(
+        "  - name: default\n    count: 1\n    nthreads: 1\n"
+        "  - name: own\n    count: 1\n    nthreads: 1\n"
+        "    env: {DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL: 30ms, OMP_NUM_THREADS: 2}\n"
+    ))
+    cluster.cli("up", check=True, env={"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "40ms"})
+    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout=30) as client:
+        by_addr = client.run(_worker_settings)
+        names = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
+    got = {name: by_addr[addr] for name, addr in names.items()}
+    assert got["default-0"] == {"tick_s": 0.04, "profile": "100ms", "monitor": "1s", "mmap": "1048576", "omp": "1"}
+    assert got["own-0"] == {"tick_s": 0.04, "profile": "30ms", "monitor": "1s", "mmap": "1048576", "omp": "2"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .. import lifecycle
+from .. import lifecycle, tuning
 from ..events import read_events
 from ..ledger import Ledger
 from ..lifecycle import format_bytes
@@ -169,12 +170,16 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         err.print(f"[yellow]warning:[/] {warning}")
     launcher = resolve(cfg.python, cfg.bin_dir)
     specs = build_plan(cfg, launcher)
+    defaults = tuning.apply_defaults(dict(os.environ))  # what every process gets, unless its env says otherwise
     if as_json:
-        out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "processes": [s.to_dict() for s in specs]}))
+        out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "env_defaults": defaults,
+                                   "processes": [s.to_dict() for s in specs]}))
         return
     out.print(f"{cfg.source}: valid; cluster {cfg.name!r}, {len(specs) - 1} workers")
     out.print(f"dask: {launcher.how}")
     out.print(f"state: {cfg.state_path}")
+    if defaults:
+        out.print("env defaults: " + " ".join(f"{k}={v}" for k, v in defaults.items()), markup=False)
     for s in specs:
         env = " ".join(f"{k}={v}" for k, v in s.env.items())
         out.print(f"  {s.name:<14} {(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
