@@ -181,3 +181,19 @@ def test_process_defaults_reach_workers_and_yield_to_user_settings(cluster):
     got = {name: by_addr[addr] for name, addr in names.items()}
     assert got["default-0"] == {"tick_s": 0.04, "profile": "100ms", "monitor": "1s", "mmap": "1048576", "omp": "1"}
     assert got["own-0"] == {"tick_s": 0.04, "profile": "30ms", "monitor": "1s", "mmap": "1048576", "omp": "2"}
+
+
+def test_supervisor_is_forked_by_default_and_execd_on_request(cluster):
+    """The forked supervisor (POSIX default) and the exec'd one (Windows, CLUSTERCTL_FORK=0)
+    both detach into their own session, log to supervisor.log and show their argv in ps."""
+    log = cluster.state / "logs" / "supervisor.log"
+    for env, header in (({}, "start (forked): "), ({"CLUSTERCTL_FORK": "0"}, "start: ")):
+        cluster.cli("up", check=True, env=env)
+        sup = psutil.Process(cluster.ledger()["supervisor"]["pid"])
+        assert "-m clusterctl.supervisor" in " ".join(sup.cmdline())
+        assert os.getsid(sup.pid) == sup.pid  # a session leader: Ctrl-C in the terminal does not reach it
+        last = [line for line in log.read_text().splitlines() if line.startswith("--- ")][-1]
+        assert header in last, last
+        assert cluster.status()["workers_registered"] == 2
+        cluster.cli("down", check=True)
+        wait_for(lambda: not sup.is_running() or sup.status() == psutil.STATUS_ZOMBIE, 10, what="supervisor gone")

@@ -45,8 +45,11 @@ def up(
     if as_json or not is_terminal():
         data = lifecycle.start_background(cfg)
     else:
-        with err.status("starting the scheduler") as spinner:
-            data = lifecycle.start_background(cfg, progress=lambda note: spinner.update(note))
+        spinner = _LazySpinner()
+        try:
+            data = lifecycle.start_background(cfg, progress=spinner)
+        finally:
+            spinner.stop()
     summary = lifecycle.cluster_summary(data, cfg)
     summary["already_running"] = already
     summary["seconds"] = round(time.monotonic() - t0, 3)
@@ -58,6 +61,25 @@ def up(
     else:
         out.print(f"cluster {cfg.name!r} is up in {summary['seconds']:.1f} s")
     _print_summary(summary)
+
+
+class _LazySpinner:
+    """A progress callback whose spinner (a thread) starts with the first note, i.e. after
+    start_background has forked the supervisor: forking is only safe with one thread."""
+
+    def __init__(self) -> None:
+        self.status: Any = None
+
+    def __call__(self, note: str) -> None:
+        if self.status is None:
+            self.status = err.status(note)
+            self.status.start()
+        else:
+            self.status.update(note)
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
 
 
 def _print_summary(s: dict[str, Any]) -> None:
