@@ -76,6 +76,9 @@ def scheduler_address(cfg: ClusterConfig) -> str:
 
 REMOTE_TLS_DIR = "tls"  # relative to a remote host's workdir (the agent's cwd)
 REQUIRE_ENCRYPTION = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+# The scheduler starts with --no-dashboard and its preload mounts the Bokeh pages once
+# imported, off the start-up path (scheduler_plugin.Dashboard).
+LAZY_DASHBOARD = {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True"}
 
 
 def remote_workdir(cfg: ClusterConfig, host_name: str) -> str:
@@ -144,8 +147,8 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
         "--dashboard-address", hostport(s.host, s.dashboard_port),
         "--scheduler-file", str(cfg.state_path / "scheduler.json"),
     ]
-    if not s.dashboard:
-        argv.append("--no-dashboard")  # /health and /json stay up on that port
+    # /health and /json stay up on that port; the preload mounts the pages (LAZY_DASHBOARD).
+    argv.append("--no-dashboard")
     # A read-only /clusterctl/workers.json for the health probe (see scheduler_plugin.py).
     argv += ["--preload", str(SCHEDULER_PLUGIN)]
     if s.idle_timeout:
@@ -157,7 +160,7 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
         group=SCHEDULER,
         host=s.host,
         argv=tuple(argv),
-        env=dict(REQUIRE_ENCRYPTION) if cfg.tls_enabled else {},
+        env={**(REQUIRE_ENCRYPTION if cfg.tls_enabled else {}), **(LAZY_DASHBOARD if s.dashboard else {})},
         cwd=cfg.state_path,
         log_path=cfg.log_path / "scheduler.log",
         restart=s.restart,
@@ -176,8 +179,7 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
         "--port", str(s.port),
         "--dashboard-address", hostport(s.host, s.dashboard_port),
     ]
-    if not s.dashboard:
-        args.append("--no-dashboard")
+    args.append("--no-dashboard")
     args += ["--preload", SCHEDULER_PLUGIN_MODULE]
     if s.idle_timeout:
         args += ["--idle-timeout", f"{_number(s.idle_timeout)}s"]
@@ -185,6 +187,8 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
     env = dict(cfg.host(at).env)
     if cfg.tls_enabled:
         env.update(REQUIRE_ENCRYPTION)
+    if s.dashboard:
+        env.update(LAZY_DASHBOARD)
     return ProcessSpec(
         name=SCHEDULER,
         role="scheduler",

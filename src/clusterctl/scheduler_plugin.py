@@ -7,10 +7,16 @@ what every Dask scheduler has (distributed, tornado), so it works from a file pa
 """
 
 import json
+import threading
 from collections import Counter
 
+import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
+
+#: Set (DASK_CLUSTERCTL__LAZY_DASHBOARD=True) when clusterctl starts the scheduler with
+#: --no-dashboard and wants the Bokeh pages mounted once they are imported (see below).
+LAZY_DASHBOARD = "clusterctl.lazy-dashboard"
 
 COUNTED_PREFIX = "montecarlo-"  # only clusterctl's job keys: the counter stays small
 MAX_COUNTED = 500_000
@@ -83,6 +89,60 @@ class WorkersJSON(web.RequestHandler):
         }))
 
 
+class DashboardStarting(web.RequestHandler):
+    """Every dashboard path while Bokeh is being imported: 503, and the page reloads itself."""
+
+    def get(self, *args):
+        self.set_status(503)
+        self.set_header("Retry-After", "1")
+        self.set_header("Cache-Control", "no-store")
+        self.write(
+            "<!doctype html><meta http-equiv='refresh' content='1'><title>Dask dashboard</title>"
+            "<p>The Dask dashboard is starting; this page reloads itself.</p>"
+        )
+
+
+class Dashboard:
+    """Mounts the scheduler's Bokeh dashboard after start-up rather than during it.
+
+    ``dask scheduler`` imports Bokeh before it listens (0.4 s of CPU here), so every
+    start, and every restart after a crash, waited for pages nobody was looking at
+    yet. Started with --no-dashboard, the scheduler answers at once (its /health and
+    /json routes are on that port either way); a thread imports
+    ``distributed.dashboard.scheduler`` meanwhile, and the event loop then mounts it
+    exactly as Dask's own ``Scheduler(dashboard=True)`` does. Until then the
+    dashboard's paths answer 503 with Retry-After."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.state = "starting"
+        self._placeholder = web.Application([(r"/.*", DashboardStarting)])
+
+    def start(self):
+        self.scheduler.http_application.add_application(self._placeholder)
+        threading.Thread(target=self._load, name="clusterctl-dashboard-import", daemon=True).start()
+
+    def _load(self):
+        try:
+            import distributed.dashboard.scheduler as module
+        except ImportError:  # no bokeh: Dask's own page says how to install it
+            module = None
+        self.scheduler.loop.add_callback(self._mount, module)
+
+    def _mount(self, module):
+        app = self.scheduler.http_application
+        app.applications.remove(self._placeholder)
+        if module is None:
+            from distributed.http.utils import get_handlers
+
+            app.add_handlers(r".*", get_handlers(
+                server=self.scheduler, modules=["distributed.http.scheduler.missing_bokeh"], prefix="/"))
+            self.state = "missing bokeh"
+        else:
+            module.connect(app, self.scheduler.http_server, self.scheduler, prefix="/")
+            self.state = "ready"
+
+
 def dask_setup(scheduler):
     counter = ComputeCounter()
     scheduler.add_plugin(counter, name=counter.name)
@@ -92,3 +152,5 @@ def dask_setup(scheduler):
             (r"/clusterctl/computed\.json", ComputedJSON, {"counter": counter}),
         ])
     )
+    if dask.config.get(LAZY_DASHBOARD, False):
+        Dashboard(scheduler).start()

@@ -337,3 +337,79 @@ def test_commands_say_when_the_cluster_is_not_running(cluster):
         assert res.stdout == ""
     bad = cluster.cli("run", "montecarlo", "--plot", "pi.jpg")
     assert bad.returncode == 1 and "ending in .png" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _get(url: str) -> tuple[int, dict, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode(errors="replace")
+
+
+def test_dashboard_is_mounted_after_the_scheduler_answers(cluster):
+    """The scheduler starts without Bokeh; its preload mounts the pages moments later."""
+    cluster.cli("up", check=True)
+    base = f"http://127.0.0.1:{cluster.dashboard_port}"
+    code, headers, body = _get(base + "/status")
+    if code == 503:  # still importing Bokeh: the placeholder says so and asks to come back
+        assert headers.get("Retry-After") == "1" and "reloads itself" in body
+    else:
+        assert code == 200
+    wait_for(lambda: _get(base + "/status")[0] == 200, 30, what="the Bokeh status page")
+    code, _, body = _get(base + "/status")
+    assert "bokeh" in body.lower() and "Dask" in body
+    assert _get(base + "/")[0] == 200  # Dask's redirect to /status came with the pages
+    assert _get(base + "/workers")[0] == 200
+    # The routes that were there from the start still answer.
+    assert _get(base + "/health")[0] == 200
+    assert json.loads(_get(base + "/clusterctl/workers.json")[2])["n_workers"] == 2
+    assert _get(base + "/nonexistent-page")[0] == 404  # the placeholder is gone
+
+
+def test_no_dashboard_means_no_pages_ever(cluster):
+    cluster.write(scheduler_extra="dashboard: false\n")
+    cluster.cli("up", check=True)
+    base = f"http://127.0.0.1:{cluster.dashboard_port}"
+    time.sleep(1.5)  # longer than the lazy mount takes: nothing may appear later either
+    assert _get(base + "/status")[0] == 404
+    assert _get(base + "/health")[0] == 200
+
+
+def test_placeholder_until_bokeh_is_imported_then_the_pages():
+    """scheduler_plugin.Dashboard on an in-process Scheduler, with the import held back."""
+    import asyncio
+    import threading
+
+    from distributed import Scheduler
+    from tornado.httpclient import AsyncHTTPClient
+
+    from clusterctl.scheduler_plugin import Dashboard
+
+    async def fetch(url: str):
+        return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=20)
+
+    async def main() -> None:
+        async with Scheduler(host="127.0.0.1", port=0, dashboard_address="127.0.0.1:0", dashboard=False) as s:
+            base = f"http://127.0.0.1:{s.http_server.port}"
+            gate = threading.Event()
+            dash = Dashboard(s)
+            load = dash._load
+            dash._load = lambda: (gate.wait(30), load())
+            dash.start()
+            r = await fetch(base + "/status")
+            assert r.code == 503 and r.headers["Retry-After"] == "1" and dash.state == "starting"
+            assert (await fetch(base + "/health")).code == 200
+            gate.set()
+            for _ in range(600):
+                if dash.state != "starting":
+                    break
+                await asyncio.sleep(0.05)
+            assert dash.state == "ready"
+            r = await fetch(base + "/status")
+            assert r.code == 200 and b"bokeh" in r.body.lower()
+
+    asyncio.run(main())

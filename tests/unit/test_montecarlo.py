@@ -155,7 +155,7 @@ def test_run_on_local_cluster_equals_serial():
     distributed = pytest.importorskip("distributed")
     spec = MonteCarloSpec(tasks=20, min_points=1000, max_points=100_000, seed=11)
     calls = []
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
         with distributed.Client(cluster) as client:
             df = run(client, spec, progress=lambda done, total: calls.append((done, total)), batch_points=0)
             keys = [f.key for f in mc.submit(client, spec)]
@@ -184,7 +184,7 @@ def test_batched_run_equals_serial_whatever_the_batch_size():
 
     spec = MonteCarloSpec(tasks=30, min_points=1000, max_points=50_000, seed=9)
     expected = run_serial(spec)
-    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as lc, Client(lc) as client:
+    with LocalCluster(n_workers=2, processes=False, dashboard_address="127.0.0.1:0") as lc, Client(lc) as client:
         seen = []
         for batch in (0, 60_000, 10**9):
             df = run(client, spec, progress=lambda done, total: seen.append((done, total)), batch_points=batch)

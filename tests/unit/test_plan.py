@@ -55,10 +55,11 @@ def test_scheduler_argv(tmp_path):
         "--port", "8786",
         "--dashboard-address", "127.0.0.1:8787",
         "--scheduler-file", str(state / "scheduler.json"),
+        "--no-dashboard",
         "--preload", str(SCHEDULER_PLUGIN),
     )
     assert SCHEDULER_PLUGIN.is_file()
-    assert sched.host == "127.0.0.1" and sched.env == {} and sched.cwd == state
+    assert sched.host == "127.0.0.1" and sched.env == {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True"} and sched.cwd == state
 
 
 def test_worker_argv(tmp_path):
@@ -170,7 +171,14 @@ def test_no_dashboard(tmp_path):
     # /health still answers on that port: keep it bound to the host explicitly.
     assert flag(sched.argv, "--dashboard-address") == "127.0.0.1:8787"
     assert dashboard_url(cfg) is None
-    assert "--no-dashboard" not in build_plan(parse_config("name: x\n"), DASK)[0].argv
+    assert "DASK_CLUSTERCTL__LAZY_DASHBOARD" not in sched.env
+
+
+def test_dashboard_is_mounted_by_the_preload_not_at_start():
+    sched = build_plan(parse_config("name: x\n"), DASK)[0]
+    assert "--no-dashboard" in sched.argv  # Bokeh is not imported before the scheduler listens
+    assert sched.env["DASK_CLUSTERCTL__LAZY_DASHBOARD"] == "True"  # scheduler_plugin.Dashboard mounts it
+    assert flag(sched.argv, "--preload").endswith("scheduler_plugin.py")
 
 
 def test_counts_override(tmp_path):
