@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -106,6 +105,8 @@ def forked_supervisor(argv: list[str], log: Path, cwd: Path) -> ForkedChild | No
 
     log.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (forked): {' '.join(argv)}\n".encode())
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the parent's pending output again
     pid = os.fork()
@@ -113,30 +114,8 @@ def forked_supervisor(argv: list[str], log: Path, cwd: Path) -> ForkedChild | No
         return ForkedChild(pid)
     code = 1
     try:
-        os.setsid()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(fd, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (forked): {' '.join(argv)}\n".encode())
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.reconfigure(line_buffering=True)
-            except (AttributeError, ValueError):
-                pass
-        os.chdir(cwd)
-        os.environ["PYTHONUNBUFFERED"] = "1"  # as process.spawn gives an exec'd supervisor
-        try:
-            from setproctitle import setproctitle
-
-            setproctitle(" ".join(argv))
-        except ImportError:
-            pass
+        # PYTHONUNBUFFERED: as process.spawn gives an exec'd supervisor (and so its children).
+        process.become_detached(argv, log, cwd, {"PYTHONUNBUFFERED": "1"})
         code = supervisor.main(argv[3:])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1

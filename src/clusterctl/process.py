@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,41 @@ def spawn(
     finally:
         if out is not subprocess.DEVNULL:
             out.close()
+
+
+def become_detached(argv: list[str] | tuple[str, ...], log: Path | str | None, cwd: Path | str | None,
+                    env: dict[str, str] | None = None) -> None:
+    """In a freshly forked child: what spawn() gives an exec'd process.
+
+    Its own session (stopped as a tree; the terminal's Ctrl-C does not reach it),
+    default signal handlers, stdin from /dev/null, stdout and stderr appended to
+    ``log``, ``env`` and ``cwd`` applied, and ``argv`` as its title in ``ps``.
+    SIGPIPE stays ignored, as in any Python process."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    os.environ.update(env or {})
+    if cwd:
+        os.chdir(cwd)
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(" ".join(argv))  # `ps` shows what runs, not the process it was forked from
+    except ImportError:
+        pass
 
 
 def identify(popen: subprocess.Popen) -> ProcessId:

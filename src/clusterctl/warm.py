@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
@@ -148,31 +147,9 @@ def spawn(spec: ProcessSpec) -> WarmProcess:
 
 def _child_main(argv: list[str], log: str | None, env: dict[str, str], cwd: str | None) -> None:
     """Runs in the forked child: become the planned process, then hand over to Dask's CLI."""
-    os.setsid()  # its own session and group, like exec'd children: stopped as a tree
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    if log:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(line_buffering=True)
-        except (AttributeError, ValueError):
-            pass
-    os.environ.update(env)
-    if cwd:
-        os.chdir(cwd)
-    try:
-        from setproctitle import setproctitle
+    from .process import become_detached
 
-        setproctitle(" ".join(argv))  # `ps` shows what runs, not the fork server
-    except ImportError:
-        pass
+    become_detached(argv, log, cwd, env)
     import dask.config
 
     dask.config.refresh()  # DASK_* from this process's env, not the server's

@@ -20,7 +20,7 @@ import pytest
 
 import sshd as sshd_helper
 from conftest import processes_under, wait_for
-from clusterctl import lifecycle, tls
+from clusterctl import lifecycle
 from clusterctl.config import load_config
 
 pytestmark = pytest.mark.integration

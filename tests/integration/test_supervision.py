@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pandas as pd
-import psutil
 import pytest
 
 from clusterctl.health import http_json

@@ -5,7 +5,6 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-import pytest
 
 from clusterctl.logs import first_cause, rotate_if_large, tail
 
