@@ -177,6 +177,23 @@ def test_batches_pack_consecutive_small_tasks_and_keep_big_ones_alone():
     assert len(groups) < 400  # far fewer Dask tasks than the 1,200 Monte Carlo tasks
 
 
+def test_guided_batches_cover_every_task_once_big_first_small_last():
+    from clusterctl.jobs.montecarlo import MIN_BATCH_POINTS, guided_batches
+
+    points = [int(n) for n in points_schedule(MonteCarloSpec())]
+    for slots in (1, 3, 16):
+        groups = guided_batches(points, slots)
+        assert sorted(i for g in groups for i in g) == list(range(1200))
+        assert all(g == list(range(g[0], g[-1] + 1)) for g in groups)  # consecutive indices
+        sizes = [sum(points[i] for i in g) for g in groups]
+        # Rounds shrink by half: the first round's batches are the largest, the last the smallest.
+        assert max(sizes[:slots]) == max(sizes) and max(sizes[-slots:]) <= max(MIN_BATCH_POINTS, max(points))
+        assert max(sizes[:slots]) <= sum(points) / (2 * slots)
+        assert len(groups) < 8 * slots + 10  # a few dozen Dask tasks, not 1,200
+    assert guided_batches(points, 0) == guided_batches(points, 1)  # no workers yet: one slot
+    assert guided_batches([5, 5], 4, floor=100) == [[0, 1]]
+
+
 def test_batched_run_equals_serial_whatever_the_batch_size():
     from distributed import Client, LocalCluster
 
@@ -186,7 +203,7 @@ def test_batched_run_equals_serial_whatever_the_batch_size():
     expected = run_serial(spec)
     with LocalCluster(n_workers=2, processes=False, dashboard_address="127.0.0.1:0") as lc, Client(lc) as client:
         seen = []
-        for batch in (0, 60_000, 10**9):
+        for batch in (None, 0, 60_000, 10**9):
             df = run(client, spec, progress=lambda done, total: seen.append((done, total)), batch_points=batch)
             pd.testing.assert_frame_equal(df, expected, check_exact=True)
     assert seen[-1] == (30, 30)

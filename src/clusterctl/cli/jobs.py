@@ -37,9 +37,10 @@ def montecarlo(
                      show_default=False),
     ] = None,
     rows: Annotated[int, typer.Option(help="Rows of the table's tail to print.")] = 5,
-    batch_points: Annotated[int, typer.Option(
-        help="Pack consecutive small tasks into one Dask task of up to this many points "
-             "(0: one Dask task per task, as the walkthrough). The table is the same either way.")] = 20_000_000,
+    batch_points: Annotated[Optional[int], typer.Option(
+        help="Pack consecutive tasks into Dask tasks of up to this many points "
+             "(0: one Dask task per task, as the walkthrough; default: sized for the cluster's threads, "
+             "big first and small last). The table is the same either way.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Estimate pi by Monte Carlo across the cluster, print the table's tail and write CSV.
@@ -49,7 +50,7 @@ def montecarlo(
     from ..jobs.montecarlo import MonteCarloSpec, run
 
     cfg = config(file)
-    if batch_points < 0:
+    if batch_points is not None and batch_points < 0:
         raise ClusterError(f"--batch-points must be 0 or more, not {batch_points}")
     spec = MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
     if plot:

@@ -57,7 +57,9 @@ __all__ = [
     "submit",
     "submit_batched",
     "batches",
+    "guided_batches",
     "DEFAULT_BATCH_POINTS",
+    "MIN_BATCH_POINTS",
     "task_key",
     "walkthrough_kernel",
 ]
@@ -204,12 +206,42 @@ def _frame(rows: list) -> pd.DataFrame:
     return df.astype({COLUMNS[0]: "int64", COLUMNS[1]: "float64", COLUMNS[2]: "float64"})
 
 
-#: Small Monte Carlo tasks are packed into one Dask task until it holds this many
-#: points (~60 ms of kernel time; about 100 Dask tasks for the default job). Dask
-#: costs about 1 ms of CPU per task here, so 1,200 one-by-one tasks spent a third
-#: of a 2-core run on overhead (scripts/bench: efficiency 47% unbatched, 71% at 4e6,
-#: 75% at 2e7). Results do not change: each task keeps its own seed stream.
-DEFAULT_BATCH_POINTS = 20_000_000
+#: Dask costs 1.5-3 ms of wall time per task on 2 cores (scheduler, worker and client
+#: together; scripts/bench "wall time per task"), so small Monte Carlo tasks are packed
+#: into fewer Dask tasks. By default (``batch_points=None``) the packing follows the
+#: cluster: see ``guided_batches``. Results never change: each task keeps its own seed.
+DEFAULT_BATCH_POINTS = None
+
+#: The smallest batch ``guided_batches`` makes: ~15 ms of kernel time, ten times Dask's
+#: per-task cost.
+MIN_BATCH_POINTS = 5_000_000
+
+
+def guided_batches(points: list[int], slots: int, floor: int = MIN_BATCH_POINTS) -> list[list[int]]:
+    """Batches of consecutive task indices for a cluster with ``slots`` threads, largest first.
+
+    Factoring (Hummel, Schonberg & Flynn, 1992): each round splits half of the points
+    not yet assigned into ``slots`` batches of equal size, never below ``floor``. The
+    job starts on a few big batches (little Dask overhead) and ends on small ones, so
+    every thread stays busy until the end. The default job on 3 threads makes ~22 Dask
+    tasks; a fixed 2e7-point packing made 74, one per task 1,200 (scripts/bench)."""
+    slots = max(1, int(slots))
+    remaining = sum(points)
+    groups: list[list[int]] = []
+    i = len(points) - 1  # the schedule grows with the index: pack from the big end
+    while i >= 0:
+        target = max(floor, remaining / (2 * slots))
+        for _ in range(slots):
+            if i < 0:
+                break
+            group, total = [], 0
+            while i >= 0 and (not group or total + points[i] <= target):
+                group.append(i)
+                total += points[i]
+                i -= 1
+            groups.append(group[::-1])
+            remaining -= total
+    return groups
 
 
 def batches(points: list[int], batch_points: int) -> list[list[int]]:
@@ -252,12 +284,16 @@ class Submission:
             fut.release()
 
 
-def submit_batched(client: Client, spec: MonteCarloSpec, batch_points: int = DEFAULT_BATCH_POINTS) -> Submission:
-    """Submit the job with small tasks packed together (see DEFAULT_BATCH_POINTS), one map call."""
+def submit_batched(client: Client, spec: MonteCarloSpec, batch_points: int | None = DEFAULT_BATCH_POINTS) -> Submission:
+    """Submit the job in one map call: ``guided_batches`` for the cluster's threads when
+    ``batch_points`` is None, else consecutive tasks packed up to ``batch_points`` (0: one each)."""
     points = [int(n) for n in points_schedule(spec)]
-    # Largest first: the schedule grows, so in index order the run ends on its biggest
-    # tasks and cores idle while the last ones finish; this way it ends on the smallest.
-    groups = sorted(batches(points, batch_points), key=lambda g: -sum(points[i] for i in g))
+    if batch_points is None:
+        groups = guided_batches(points, sum(client.nthreads().values()))
+    else:
+        # Largest first: the schedule grows, so in index order the run would end on its
+        # biggest tasks, with cores idle while the last ones finish.
+        groups = sorted(batches(points, batch_points), key=lambda g: -sum(points[i] for i in g))
     args = [[points[i] for i in g] for g in groups]
     keys = [
         task_key(spec.seed, g[0], points[g[0]]) if len(g) == 1 else f"montecarlo-{spec.seed}-{g[0]}..{g[-1]}"
@@ -271,13 +307,14 @@ def run(
     client: Client,
     spec: MonteCarloSpec,
     progress: Callable[[int, int], Any] | None = None,
-    batch_points: int = DEFAULT_BATCH_POINTS,
+    batch_points: int | None = DEFAULT_BATCH_POINTS,
 ) -> pd.DataFrame:
     """Run ``spec`` on the cluster behind ``client`` and return the results table.
 
     ``progress(done, total)`` is called as tasks finish. The DataFrame has
     ``COLUMNS`` (int64, float64, float64) and index ``0..tasks-1`` and equals
-    ``run_serial(spec)`` exactly, whatever ``batch_points`` (0 submits one Dask
+    ``run_serial(spec)`` exactly, whatever ``batch_points`` (None: packed for the
+    cluster by ``guided_batches``; N: up to N points per Dask task; 0: one Dask
     task per Monte Carlo task, as the walkthrough does). A failed task's
     exception propagates.
 
