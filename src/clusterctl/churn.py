@@ -103,7 +103,9 @@ def run_churn(
         try:
             if ev.action == "add":
                 res = lifecycle.ask_supervisor(cfg, "add", body)
-                detail = "added " + ", ".join(res.get("added", []))
+                # Done when they have joined, as `clusterctl worker add` reports it.
+                states = lifecycle.wait_ready(cfg, res.get("added", []), cfg.timeouts.startup)
+                detail = "added " + ", ".join(n if s == "running" else f"{n} ({s})" for n, s in states.items())
             else:
                 res = lifecycle.ask_supervisor(cfg, "remove", dict(body, kill=ev.action == "kill"))
                 detail = ("killed " if ev.action == "kill" else "retired ") + ", ".join(res.get("removing", []))

@@ -81,7 +81,10 @@ class ControlServer:
         self.httpd = ThreadingHTTPServer((host, 0), _Request)
         self.httpd.daemon_threads = True
         self.address = f"{host}:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="control", daemon=True)
+        # shutdown() waits for the loop's next poll: at the default 0.5 s that was most of
+        # the time between the cluster's last process stopping and `down` returning.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="control", daemon=True)
 
     def start(self) -> ControlServer:
         self._thread.start()
