@@ -272,11 +272,12 @@ def main() -> None:
 
     if "kernel" in parts:
         ours_all, theirs_all = [], []
-        for _ in range(args.repeat):  # interleaved: a noisy neighbour slows both alike
+        for _ in range(max(5, args.repeat)):  # interleaved: a noisy neighbour slows both alike
             ours_all.append(mc.kernel_ns_per_point(n=20_000_000, repeat=3))
             theirs_all.append(mc.kernel_ns_per_point(n=20_000_000, repeat=3, kernel=mc.walkthrough_kernel))
         ours, theirs = median(ours_all), median(theirs_all)
-        results["kernel"] = {"ns_per_point": ours, "walkthrough_ns_per_point": theirs, "ratio": theirs / ours}
+        results["kernel"] = {"ns_per_point": ours, "walkthrough_ns_per_point": theirs, "ratio": theirs / ours,
+                             "ns_per_point_all": ours_all, "walkthrough_ns_per_point_all": theirs_all}
         print(f"kernel: {ours:.2f} ns/point vs walkthrough {theirs:.2f}", file=sys.stderr)
 
     if "startup" in parts:
@@ -327,14 +328,16 @@ def markdown(r: dict) -> str:
         lines.append("")
     if "kernel" in r:
         k = r["kernel"]
-        lines += [f"Kernel: {k['ns_per_point']:.2f} ns/point (walkthrough's function {k['walkthrough_ns_per_point']:.2f}, {k['ratio']:.1f}x).", ""]
+        lines += [f"Kernel: {k['ns_per_point']:.2f} ns/point (walkthrough's function {k['walkthrough_ns_per_point']:.2f}, {k['ratio']:.1f}x), "
+                  f"medians of {len(k['ns_per_point_all'])} interleaved rounds; ours ranged "
+                  f"{min(k['ns_per_point_all']):.2f}-{max(k['ns_per_point_all']):.2f}.", ""]
     if "job" in r:
         j = r["job"]
         lines += ["| job | figure |", "|---|---|",
                   f"| {j['tasks']} tasks, {j['points']:.3g} points, clusterctl kernel (`run montecarlo`: Dask tasks sized for the cluster) | {j['job_s']:.2f} s |",
                   f"| same, one Dask task per Monte Carlo task | {j['unbatched_job_s']:.2f} s (efficiency {100 * j['unbatched_efficiency']:.0f}%) |",
                   f"| same, walkthrough's function | {j['walkthrough_job_s']:.2f} s ({j['speedup_vs_walkthrough']:.1f}x slower) |",
-                  f"| serial, one process | {j['serial_s']:.2f} s |",
+                  f"| serial, one process | {j['serial_s']:.2f} s ({j['serial_s'] / j['points'] * 1e9:.2f} ns/point) |",
                   f"| parallel efficiency (serial / ({j['cores']} cores x wall)) | {100 * j['parallel_efficiency']:.0f}% |",
                   f"| wall time per task, one Dask task each: {j['tasks']} tasks / {j['fine_tasks']} tasks of 10x fewer points | {j['per_task_ms']:.2f} ms / {j['fine_per_task_ms']:.2f} ms |",
                   f"| idle worker RSS | {j['idle_worker_rss_mb']:.0f} MB |", ""]
