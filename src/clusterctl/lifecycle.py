@@ -55,10 +55,10 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> di
     if problem:
         raise StartError(problem)
     log = cfg.log_path / "supervisor.log"
-    argv = [sys.executable, "-m", "clusterctl.supervisor", str(cfg.source or "cluster.yaml")]
-    popen = forked_supervisor(argv, log, cfg.base_dir)
+    source = str(cfg.source or "cluster.yaml")
+    popen = forked_supervisor(source, log, cfg.base_dir)
     if popen is None:
-        popen = process.spawn(argv, log_path=log, cwd=cfg.base_dir, detach=True)
+        popen = process.spawn(supervisor_argv(source), log_path=log, cwd=cfg.base_dir, detach=True)
     sup = process.identify(popen)
     deadline = time.monotonic() + cfg.timeouts.startup + 30
     last = ""
@@ -91,11 +91,16 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> di
         time.sleep(0.05)
 
 
-def forked_supervisor(argv: list[str], log: Path, cwd: Path) -> ForkedChild | None:
-    """POSIX: fork this process into the background supervisor ``argv`` describes.
+def supervisor_argv(source: str) -> list[str]:
+    """The background supervisor's command line for the topology file ``source``."""
+    return [sys.executable, "-m", "clusterctl.supervisor", source]
 
-    The same as exec'ing argv (own session, stdin from /dev/null, output appended to
-    ``log``, ``cwd``, ``ps`` shows argv) but without a second interpreter start and
+
+def forked_supervisor(source: str, log: Path, cwd: Path) -> ForkedChild | None:
+    """POSIX: fork this process into the background supervisor of ``source``.
+
+    The same as exec'ing supervisor_argv(source) (own session, stdin from /dev/null,
+    output appended to ``log``, ``cwd``, ``ps`` shows that argv) but without a second interpreter start and
     import of clusterctl: ~0.3 s of every ``up`` (scripts/bench). None where fork is
     unavailable or CLUSTERCTL_FORK=0; the caller then execs argv. Call it while this
     process has a single thread (before any spinner starts)."""
@@ -103,6 +108,7 @@ def forked_supervisor(argv: list[str], log: Path, cwd: Path) -> ForkedChild | No
         return None  # a fork copies only this thread: a lock another one holds would stay held
     from . import supervisor  # imported here, once, rather than after the fork
 
+    argv = supervisor_argv(source)
     log.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
@@ -116,7 +122,7 @@ def forked_supervisor(argv: list[str], log: Path, cwd: Path) -> ForkedChild | No
     try:
         # PYTHONUNBUFFERED: as process.spawn gives an exec'd supervisor (and so its children).
         process.become_detached(argv, log, cwd, {"PYTHONUNBUFFERED": "1"})
-        code = supervisor.main(argv[3:])
+        code = supervisor.main([source])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:  # noqa: BLE001 - the log is the only place left to say it

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import CLI, wait_for
+from conftest import CLI, kill_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -208,13 +208,7 @@ class Chromium:
                 os.killpg(self.popen.pid, signal.SIGKILL)  # renderers and zygotes stay in the group
             except ProcessLookupError:
                 pass
-            left = self.leftovers()
-            for p in left:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(left, timeout=5)
+            kill_all(self.leftovers())
             if self.popen.poll() is None:
                 self.popen.wait(timeout=5)
             for fd in (self._cmd, self._res):

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import sshd as sshd_helper
-from conftest import processes_under, wait_for
+from conftest import kill_all, processes_under, wait_for
 from clusterctl import lifecycle
 from clusterctl.config import load_config
 
@@ -174,15 +174,21 @@ def test_agent_stops_its_command_when_stdin_closes(tmp_path):
     """No ssh needed: the lifeline is stdin, whoever holds the other end."""
     agent = subprocess.Popen([PY, "-m", "clusterctl.agent", "--grace", "1", "--cwd", str(tmp_path / "wd"),
                               "--tag", "t", "--", "sleep", "300"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    sleeper = wait_for(lambda: next((c for c in psutil.Process(agent.pid).children() if c.name() == "sleep"), None),
-                       10, what="the agent's child")
-    assert sleeper.environ().get("CLUSTERCTL_TAG") == "t" and sleeper.cwd() == str(tmp_path / "wd")
-    t0 = time.monotonic()
-    agent.stdin.close()
-    assert agent.wait(timeout=10) == 128 + signal.SIGTERM
-    assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
-    assert time.monotonic() - t0 < 5
-    assert b"lifeline closed" in agent.stderr.read()
+    family = [psutil.Process(agent.pid)]
+    try:
+        sleeper = wait_for(lambda: next((c for c in family[0].children() if c.name() == "sleep"), None),
+                           10, what="the agent's child")
+        family.append(sleeper)
+        assert sleeper.environ().get("CLUSTERCTL_TAG") == "t" and sleeper.cwd() == str(tmp_path / "wd")
+        t0 = time.monotonic()
+        agent.stdin.close()
+        assert agent.wait(timeout=10) == 128 + signal.SIGTERM
+        assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
+        assert time.monotonic() - t0 < 5
+        assert b"lifeline closed" in agent.stderr.read()
+    finally:  # whatever failed above, neither the agent nor its sleep outlives the test
+        kill_all([p for p in family if p.is_running()])
+        agent.wait(timeout=10)
 
 
 # -- a scheduler on another host -------------------------------------------------------------

@@ -17,14 +17,30 @@ def _fork(fn) -> ForkedChild:
     return ForkedChild(pid)
 
 
-def test_poll_then_exit_code():
-    child = _fork(lambda: os._exit(3))
+@pytest.fixture
+def fork():
+    """Forks a copy of this test process running fn; any copy still running afterwards is killed."""
+    children: list[ForkedChild] = []
+
+    def start(fn) -> ForkedChild:
+        children.append(_fork(fn))
+        return children[-1]
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            os.kill(child.pid, 9)
+            child.wait(timeout=10)
+
+
+def test_poll_then_exit_code(fork):
+    child = fork(lambda: os._exit(3))
     assert child.wait(timeout=10) == 3
     assert child.poll() == 3 and child.returncode == 3
 
 
-def test_wait_times_out_then_reports_a_signal():
-    child = _fork(lambda: time.sleep(30))
+def test_wait_times_out_then_reports_a_signal(fork):
+    child = fork(lambda: time.sleep(30))
     assert child.poll() is None
     with pytest.raises(subprocess.TimeoutExpired):
         child.wait(timeout=0.2)

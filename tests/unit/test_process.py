@@ -15,7 +15,7 @@ import pytest
 from clusterctl import process
 from clusterctl.process import ProcessId
 
-from conftest import wait_for
+from conftest import kill_all, wait_for
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and sessions")
 
@@ -106,6 +106,16 @@ class Reaper:
         assert popen.poll() is None, (self.tmp_path / "child.log").read_text()
         return popen, process.identify(popen)
 
+    def tree(self, depth: str, *extra: str) -> tuple[subprocess.Popen, list[psutil.Process]]:
+        """TREE with ``depth`` levels below the top, once every member has reported ready."""
+        ready = self.ready_dir()
+        script = self.tmp_path / "tree.py"
+        script.write_text(TREE)
+        popen = self.spawn([PY, str(script), str(ready), depth, *extra])
+        members = int(depth) + 1
+        wait_for(lambda: len(list(ready.iterdir())) == members, 15, 0.02, f"{members} processes of the tree")
+        return popen, [psutil.Process(p) for p in pids_in(ready)]
+
     def leftovers(self) -> list[psutil.Process]:
         out = {}
         born_after = min((top.create_time() for _, top in self.started if top is not None), default=0.0)
@@ -129,13 +139,7 @@ class Reaper:
         return list(out.values())
 
     def cleanup(self) -> None:
-        left = self.leftovers()
-        for p in left:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(left, timeout=5)
+        kill_all(self.leftovers())
         for popen, _ in self.started:
             if popen.poll() is None:
                 popen.kill()
@@ -286,13 +290,8 @@ def test_stop_of_a_process_that_already_left(reaper):
 
 
 def test_stop_kills_the_whole_tree(reaper):
-    ready = reaper.ready_dir()
-    script = reaper.tmp_path / "tree.py"
-    script.write_text(TREE)
-    popen = reaper.spawn([PY, str(script), str(ready), "2"])
-    wait_for(lambda: len(list(ready.iterdir())) == 3, 15, 0.02, "parent, child and grandchild")
+    popen, family = reaper.tree("2")
     pid = process.identify(popen)
-    family = [psutil.Process(p) for p in pids_in(ready)]
     assert {p.pid for p in process.tree(pid)} == {p.pid for p in family}
     assert process.stop(pid, grace=0.5, popen=popen) == "killed"
     assert all(gone(p) for p in family)
@@ -300,13 +299,8 @@ def test_stop_kills_the_whole_tree(reaper):
 
 
 def test_descendants_in_their_own_session_are_found_through_parents(reaper):
-    ready = reaper.ready_dir()
-    script = reaper.tmp_path / "tree.py"
-    script.write_text(TREE)
-    popen = reaper.spawn([PY, str(script), str(ready), "2", "setsid"])
-    wait_for(lambda: len(list(ready.iterdir())) == 3, 15, 0.02, "parent, child and grandchild")
+    popen, family = reaper.tree("2", "setsid")
     pid = process.identify(popen)
-    family = [psutil.Process(p) for p in pids_in(ready)]
     assert len({os.getsid(p.pid) for p in family}) == 3  # three sessions, three groups
     assert {p.pid for p in process.tree(pid)} == {p.pid for p in family}
     assert process.stop(pid, grace=0.5, popen=popen) == "killed"
@@ -325,12 +319,7 @@ def test_child_started_during_the_grace_is_stopped_too(reaper):
 
 
 def test_kill_tree(reaper):
-    ready = reaper.ready_dir()
-    script = reaper.tmp_path / "tree.py"
-    script.write_text(TREE)
-    popen = reaper.spawn([PY, str(script), str(ready), "1"])
-    wait_for(lambda: len(list(ready.iterdir())) == 2, 15, 0.02, "parent and child")
-    family = [psutil.Process(p) for p in pids_in(ready)]
+    popen, family = reaper.tree("1")
     assert process.kill_tree(process.identify(popen), timeout=5) == []
     assert all(gone(p) for p in family)
 
