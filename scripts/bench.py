@@ -25,9 +25,9 @@ from pathlib import Path
 
 import psutil
 
-from clusterctl.health import SchedulerProbe
+from clusterctl.runtime.probes import SchedulerProbe
 from clusterctl.jobs import montecarlo as mc
-from clusterctl.process import ProcessId, kill_tree, spawn
+from clusterctl.runtime.process import ProcessId, kill_tree, spawn
 
 PY = sys.executable
 CLI = [PY, "-m", "clusterctl"]
@@ -122,7 +122,7 @@ def time_by_hand(n: int) -> float:
                                 "--dashboard-address", "127.0.0.1:0", "--local-directory", str(d)],
                                log_path=d / f"w{i}.log", cwd=d))
         url = f"http://127.0.0.1:{dash}/json/counts.json"
-        from clusterctl.health import http_json
+        from clusterctl.runtime.probes import http_json
         while (http_json(url, 0.5) or {}).get("workers", 0) < n:
             if time.perf_counter() - t0 > 120:
                 raise RuntimeError("hand-launched cluster did not come up")

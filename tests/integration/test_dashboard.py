@@ -381,7 +381,7 @@ def test_placeholder_until_bokeh_is_imported_then_the_pages():
     from distributed import Scheduler
     from tornado.httpclient import AsyncHTTPClient
 
-    from clusterctl.scheduler_plugin import Dashboard
+    from clusterctl.runtime.scheduler_plugin import Dashboard
 
     async def fetch(url: str):
         return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=20)

@@ -20,8 +20,8 @@ import pytest
 
 import sshd as sshd_helper
 from conftest import kill_all, processes_under, wait_for
-from clusterctl import lifecycle
-from clusterctl.config import load_config
+from clusterctl.client import lifecycle
+from clusterctl.topology import load_config
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
@@ -74,7 +74,7 @@ def test_three_hosts_over_tls_run_and_down(cluster, sshd):
     procs = {p["name"]: p for p in cluster.ledger()["processes"]}
     assert {n: p["address"].rsplit(":", 1)[0] for n, p in procs.items() if n != "scheduler"} == {
         "default-0": "tls://127.0.0.1", "default-1": "tls://127.0.0.2", "default-2": "tls://127.0.0.3"}
-    assert procs["default-1"]["argv"][0] == "ssh" and "clusterctl.agent" in procs["default-1"]["argv"][-1]
+    assert procs["default-1"]["argv"][0] == "ssh" and "clusterctl.remote.agent" in procs["default-1"]["argv"][-1]
     assert len(tagged(cluster.root)) >= 4, "an agent plus a nanny and its worker on each remote host"
 
     # keys are private, here and on each host; the remote hosts never get the CA's or the client's key
@@ -172,7 +172,7 @@ def test_doctor_catches_a_version_mismatch(cluster, sshd, tmp_path):
 
 def test_agent_stops_its_command_when_stdin_closes(tmp_path):
     """No ssh needed: the lifeline is stdin, whoever holds the other end."""
-    agent = subprocess.Popen([PY, "-m", "clusterctl.agent", "--grace", "1", "--cwd", str(tmp_path / "wd"),
+    agent = subprocess.Popen([PY, "-m", "clusterctl.remote.agent", "--grace", "1", "--cwd", str(tmp_path / "wd"),
                               "--tag", "t", "--", "sleep", "300"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     family = [psutil.Process(agent.pid)]
     try:
@@ -210,7 +210,7 @@ def remote_scheduler(root: Path, host: str = "ws2") -> psutil.Process | None:
     for agent in tagged(root):
         try:
             cmd = agent.cmdline()
-            if not (agent.info["cwd"] or "").endswith(f"/{host}") or "clusterctl.agent" not in cmd or "--tag" not in cmd \
+            if not (agent.info["cwd"] or "").endswith(f"/{host}") or "clusterctl.remote.agent" not in cmd or "--tag" not in cmd \
                     or cmd[cmd.index("--launch") + 1:][:1] != ["scheduler"]:
                 continue
             for child in agent.children():

@@ -12,10 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusterctl import control, lifecycle
-from clusterctl.config import load_config
+from clusterctl.runtime import control
+from clusterctl.client import lifecycle
+from clusterctl.topology import load_config
 from clusterctl.errors import ClusterError
-from clusterctl.health import http_json
+from clusterctl.runtime.probes import http_json
 from clusterctl.jobs import montecarlo as mc
 from conftest import wait_for
 

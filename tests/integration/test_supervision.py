@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from clusterctl.health import http_json
+from clusterctl.runtime.probes import http_json
 from conftest import CLI, processes_under, wait_for
 
 pytestmark = pytest.mark.integration

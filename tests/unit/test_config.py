@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl.config import (
+from clusterctl.topology import (
     MAX_FILE_BYTES,
     ClusterConfig,
     RestartPolicy,
@@ -115,7 +115,7 @@ def test_memory_limit_accepted_forms(limit, expected):
 def test_memory_limit_strings_mean_what_dask_reads():
     from dask.utils import parse_bytes
 
-    from clusterctl.config import _size_in_bytes, BYTES_RE
+    from clusterctl.topology.config import _size_in_bytes, BYTES_RE
 
     for text in ["4GiB", "4G", "4Gi", "4gb", "512MB", "512mb", "1.5GB", "4k", "4KiB", "2T", "4mi", "8b"]:
         m = BYTES_RE.match(text)
@@ -514,7 +514,7 @@ def test_models_are_frozen():
 
 def test_permission_denied_message(tmp_path, monkeypatch):
     """The same case as test_unreadable_file, runnable as root: the OS refusal is simulated."""
-    import clusterctl.config as config_module
+    import clusterctl.topology.config as config_module
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

@@ -12,11 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusterctl import ledger as ledger_mod
-from clusterctl.control import MAX_BODY, ControlServer, request
+from clusterctl.runtime import ledger as ledger_mod
+from clusterctl.runtime.control import MAX_BODY, ControlServer, request
 from clusterctl.errors import ClusterError
-from clusterctl.ledger import Ledger, atomic_write, process_ids, supervisor_id
-from clusterctl.process import ProcessId
+from clusterctl.runtime.ledger import Ledger, atomic_write, process_ids, supervisor_id
+from clusterctl.runtime.process import ProcessId
 
 TOKEN = "s3cret-token-ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
 

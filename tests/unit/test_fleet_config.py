@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl.config import parse_config
+from clusterctl.topology import parse_config
 from clusterctl.errors import ConfigError
-from clusterctl.plan import build_plan, cluster_tag, scheduler_address
-from clusterctl.remote.ssh import control_dir, ssh_argv
-from clusterctl.resolve import Launcher
+from clusterctl.plan.specs import build_plan, cluster_tag, scheduler_address
+from clusterctl.plan.ssh import control_dir, ssh_argv
+from clusterctl.plan.resolve import Launcher
 
 DASK = Launcher(("/venv/bin/dask", "scheduler"), ("/venv/bin/dask", "worker"), "test")
 HOSTS = (
@@ -65,7 +65,7 @@ def test_remote_argv_is_ssh_then_agent_then_dask(tmp_path):
         assert o in opts
     assert opts[opts.index("-p") + 1] == "2222" and opts[opts.index("-i") + 1] == "/k/id" and opts[opts.index("-l") + 1] == "me"
     remote = shlex.split(argv[-1])
-    assert remote[:3] == ["/opt/env/bin/python", "-m", "clusterctl.agent"]
+    assert remote[:3] == ["/opt/env/bin/python", "-m", "clusterctl.remote.agent"]
     assert remote[remote.index("--tag") + 1] == cluster_tag(cfg) and remote[remote.index("--launch") + 1] == "worker"
     envs = [remote[i + 1] for i, a in enumerate(remote) if a == "--env"]
     assert {"OMP_NUM_THREADS=1", "X=y", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= set(envs)
@@ -156,14 +156,14 @@ def test_remote_scheduler_binds_its_host_and_workers_connect_there(tmp_path):
     argv = list(sched.argv)
     assert argv[:2] == ["ssh", "-T"] and argv[argv.index("--") + 1] == "127.0.0.2"
     agent = shlex.split(argv[-1])
-    assert agent[:3] == ["/opt/env/bin/python", "-m", "clusterctl.agent"]
+    assert agent[:3] == ["/opt/env/bin/python", "-m", "clusterctl.remote.agent"]
     assert agent[agent.index("--launch") + 1] == "scheduler" and agent[agent.index("--tag") + 1] == cluster_tag(cfg)
     envs = {agent[i + 1] for i, a in enumerate(agent) if a == "--env"}
     assert {"OMP_NUM_THREADS=1", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= envs
     dask = agent[agent.index("--") + 1:]
     assert dask[:6] == ["--host", "127.0.0.2", "--port", "9786", "--dashboard-address", "127.0.0.2:9787"]
     # the head's file path means nothing there: the preload goes by module name; no scheduler file
-    assert dask[dask.index("--preload") + 1] == "clusterctl.scheduler_plugin"
+    assert dask[dask.index("--preload") + 1] == "clusterctl.runtime.scheduler_plugin"
     assert "--scheduler-file" not in dask and not any(str(tmp_path) in a for a in dask)
     assert dask[dask.index("--tls-cert") + 1] == "tls/node.pem"
     # every worker, on the head or elsewhere, connects to the scheduler's host

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from clusterctl.lifecycle import ForkedChild
+from clusterctl.client.lifecycle import ForkedChild
 
 
 def _fork(fn) -> ForkedChild:

@@ -6,7 +6,7 @@ import traceback
 from pathlib import Path
 
 
-from clusterctl.logs import first_cause, rotate_if_large, tail
+from clusterctl.runtime.logs import first_cause, rotate_if_large, tail
 
 
 def lines_of(text: str) -> list[str]:

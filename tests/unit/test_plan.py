@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl.config import load_config, parse_config
+from clusterctl.topology import load_config, parse_config
 from clusterctl.errors import ConfigError
-from clusterctl.plan import (
+from clusterctl.plan.specs import (
     SCHEDULER_PLUGIN,
     ProcessSpec,
     build_plan,
@@ -21,7 +21,7 @@ from clusterctl.plan import (
     worker_name,
     worker_spec,
 )
-from clusterctl.resolve import Launcher
+from clusterctl.plan.resolve import Launcher
 
 REPO = Path(__file__).resolve().parents[2]
 DASK = Launcher(("/venv/bin/dask", "scheduler"), ("/venv/bin/dask", "worker"), "test")

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusterctl import process
-from clusterctl.process import ProcessId
+from clusterctl.runtime import process
+from clusterctl.runtime.process import ProcessId
 
 from conftest import kill_all, wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path, PureWindowsPath
 import pytest
 
 from clusterctl.errors import ResolveError
-from clusterctl.resolve import Launcher, Platform, resolve
+from clusterctl.plan.resolve import Launcher, Platform, resolve
 
 # -- POSIX: real files under tmp_path -------------------------------------------------
 

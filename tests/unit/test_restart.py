@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from clusterctl.config import RestartPolicy
-from clusterctl.restart import Decision, RestartTracker
+from clusterctl.topology import RestartPolicy
+from clusterctl.supervisor.restart import Decision, RestartTracker
 
 
 def tracker(seed: int = 0, **policy) -> RestartTracker:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from clusterctl.cli import app
-from clusterctl.config import ClusterConfig, load_config
+from clusterctl.topology import ClusterConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "cluster.example.yaml"

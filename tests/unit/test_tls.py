@@ -8,8 +8,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from clusterctl import tls
-from clusterctl.config import parse_config
+from clusterctl.runtime import tls
+from clusterctl.topology import parse_config
 from clusterctl.errors import ClusterError
 
 FLEET = (

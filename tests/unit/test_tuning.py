@@ -1,4 +1,4 @@
-from clusterctl.tuning import DEFAULTS, apply_defaults
+from clusterctl.runtime.tuning import DEFAULTS, apply_defaults
 
 
 def test_apply_defaults_fills_only_what_is_missing():

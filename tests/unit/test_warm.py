@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl import warm
-from clusterctl.plan import ProcessSpec
-from clusterctl.resolve import Launcher
+from clusterctl.runtime import warm
+from clusterctl.plan.specs import ProcessSpec
+from clusterctl.plan.resolve import Launcher
 
 HERE = str(Path(sys.executable).with_name("dask"))
 LAUNCHER = Launcher((HERE, "scheduler"), (HERE, "worker"), "test")
@@ -37,7 +37,7 @@ def test_entry_point_maps_every_launcher_form(argv, module, args):
 
 
 def test_entry_point_refuses_other_programs():
-    assert warm.entry_point(("ssh", "host", "python", "-m", "clusterctl.agent")) is None
+    assert warm.entry_point(("ssh", "host", "python", "-m", "clusterctl.remote.agent")) is None
     assert warm.entry_point(("/bin/sleep", "1")) is None
 
 
@@ -55,7 +55,7 @@ def test_usable_only_when_equivalent_to_exec(monkeypatch):
 
 
 def test_cli_default_churn_schedule_matches_the_module():
-    from clusterctl.churn import DEFAULT_SCHEDULE
+    from clusterctl.client.churn import DEFAULT_SCHEDULE
     from clusterctl.cli.demo import DEFAULT_SCHEDULE as CLI_DEFAULT
 
     assert CLI_DEFAULT == DEFAULT_SCHEDULE

@@ -11,13 +11,14 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .. import lifecycle, tuning
-from ..events import read_events
-from ..ledger import Ledger
-from ..lifecycle import format_bytes
-from ..plan import build_plan
-from ..resolve import resolve
-from ..supervisor import Supervisor
+from ..client import lifecycle
+from ..runtime import tuning
+from ..runtime.events import read_events
+from ..runtime.ledger import Ledger
+from ..client.lifecycle import format_bytes
+from ..plan.specs import build_plan
+from ..plan.resolve import resolve
+from ..supervisor.loop import Supervisor
 from . import app
 from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, is_terminal, out, user_errors
 
@@ -221,7 +222,7 @@ def logs(
     """
     cfg = config(file)
     path = lifecycle.log_file(cfg, name)
-    from ..logs import tail
+    from ..runtime.logs import tail
 
     out.print(tail(path, lines), markup=False)
     if follow:

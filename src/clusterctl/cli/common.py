@@ -10,7 +10,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from ..config import ClusterConfig, load_config
+from ..topology import ClusterConfig, load_config
 from ..errors import ClusterError
 
 out = Console(highlight=False, soft_wrap=True)

@@ -36,7 +36,7 @@ def churn(
 
     Example: clusterctl demo churn --schedule "2:add 2,5:retire 1,8:kill 1" --chart churn.png
     """
-    from ..churn import parse_schedule, run_churn
+    from ..client.churn import parse_schedule, run_churn
     from ..jobs.montecarlo import MonteCarloSpec
 
     cfg = config(file)

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from .. import lifecycle
-from ..config import ClusterConfig
+from ..client import lifecycle
+from ..topology import ClusterConfig
 from ..errors import ClusterError
-from ..ledger import Ledger
+from ..runtime.ledger import Ledger
 from . import app
 from .common import ConfigOption, config, err, user_errors
 
@@ -72,7 +72,7 @@ def env(
     Example: eval $(clusterctl env) && python -c 'from distributed import Client; print(Client())'
     """
     cfg = config(file)
-    from .. import tls
+    from ..runtime import tls
 
     variables = {"DASK_SCHEDULER_ADDRESS": lifecycle.client_address(cfg)}
     variables.update(tls.client_env(cfg))

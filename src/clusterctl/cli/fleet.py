@@ -10,9 +10,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .. import lifecycle, tls
+from ..client import lifecycle
+from ..runtime import tls
 from ..errors import ClusterError
-from ..plan import scheduler_address
+from ..plan.specs import scheduler_address
 from ..remote import fleet
 from . import app
 from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors

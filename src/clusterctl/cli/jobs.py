@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import lifecycle
-from ..ledger import atomic_write
+from ..client import lifecycle
+from ..runtime.ledger import atomic_write
 from ..errors import ClusterError
 from . import app
 from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors

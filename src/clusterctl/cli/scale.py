@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import lifecycle
-from ..config import ClusterConfig
+from ..client import lifecycle
+from ..topology import ClusterConfig
 from ..errors import ClusterError
 from . import app
 from .common import ConfigOption, JsonOption, config, out, user_errors

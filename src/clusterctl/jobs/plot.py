@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ClusterError
-from ..ledger import atomic_write
+from ..runtime.ledger import atomic_write
 from .montecarlo import COLUMNS
 
 __all__ = ["FORMATS", "check_plot_path", "expected_relative_error", "plot_convergence"]

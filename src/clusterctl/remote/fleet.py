@@ -17,10 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .. import tls
-from ..config import LOCAL_HOST, ClusterConfig
+from ..runtime import tls
+from ..topology import LOCAL_HOST, ClusterConfig
 from ..errors import ClusterError
-from ..plan import REMOTE_TLS_DIR, cluster_tag, remote_workdir
+from ..plan.specs import REMOTE_TLS_DIR, cluster_tag, remote_workdir
 from . import probe, ssh
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")

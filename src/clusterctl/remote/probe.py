@@ -131,7 +131,7 @@ def sweep(tag: str, grace: float) -> dict:
         found = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmd = p.info["cmdline"] or []
-            if "clusterctl.agent" in cmd and tag in cmd and p.pid != os.getpid():
+            if "clusterctl.remote.agent" in cmd and tag in cmd and p.pid != os.getpid():
                 found.append(p)
         return found
 

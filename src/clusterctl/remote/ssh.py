@@ -1,67 +1,15 @@
-"""The system OpenSSH client, with one shared connection per host.
-
-OpenSSH rather than asyncssh: it reads the user's ``~/.ssh/config`` (aliases,
-ProxyJump, keys, agents) exactly as their own ``ssh`` does, needs no Python
-dependency, and its ControlMaster lets every process on a host share one TCP
-connection. Each remote process is one local ``ssh`` child, so the supervisor
-treats it like any other Popen::
-
-    >>> ssh_argv(HostConfig(address="ws1"), Path("/tmp/c"))      # doctest: +SKIP
-    ['ssh', '-T', '-o', 'BatchMode=yes', ..., '--', 'ws1']
-"""
+"""Running short commands on other hosts over the system ssh (argv from plan.ssh)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shlex
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..config import ClusterConfig, HostConfig
 from ..errors import ClusterError
+from ..plan.ssh import CONNECT_TIMEOUT, control_dir, remote_command, ssh_argv
+from ..topology import ClusterConfig
 
-CONTROL_PERSIST = 60  # seconds a shared connection outlives its last session
-CONNECT_TIMEOUT = 10
-ALIVE_INTERVAL = 5  # a dead link is noticed after ALIVE_INTERVAL * ALIVE_COUNT seconds
-ALIVE_COUNT = 3
-
-
-def control_dir(cfg: ClusterConfig) -> Path:
-    """Where this cluster's shared connections live: short, because a socket path is <104 bytes."""
-    digest = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:10]
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return Path(tempfile.gettempdir()) / f"clusterctl-ssh-{uid}" / digest
-
-
-def ssh_argv(host: HostConfig, control: Path, *, persist: int = CONTROL_PERSIST) -> list[str]:
-    """ssh options and destination; the remote command goes after it as one string."""
-    argv = [
-        "ssh", "-T",  # no terminal: stdin stays a plain pipe, the agent's lifeline
-        "-o", "BatchMode=yes",  # never wait on a password prompt nobody sees
-        "-o", "ControlMaster=auto",
-        "-o", f"ControlPath={control}/%C",
-        "-o", f"ControlPersist={persist}",
-        "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-        "-o", f"ServerAliveInterval={ALIVE_INTERVAL}",
-        "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
-    ]
-    for opt in host.ssh_options:
-        argv += ["-o", opt]
-    if host.port:
-        argv += ["-p", str(host.port)]
-    if host.identity_file:
-        argv += ["-i", os.path.expanduser(host.identity_file)]
-    if host.user:
-        argv += ["-l", host.user]
-    return argv + ["--", host.address]
-
-
-def remote_command(argv: list[str] | tuple[str, ...]) -> str:
-    """One string for the remote POSIX shell: ssh joins its arguments with spaces."""
-    return " ".join(shlex.quote(a) for a in argv)
+__all__ = ["CONNECT_TIMEOUT", "Result", "close", "control_dir", "run"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from .errors import ClusterError
+from ..errors import ClusterError
 
 Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
 MAX_BODY = 64 * 1024

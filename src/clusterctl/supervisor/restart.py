@@ -11,7 +11,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from .config import RestartPolicy
+from ..topology import RestartPolicy
 
 
 @dataclass(frozen=True)

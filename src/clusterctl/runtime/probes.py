@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .plan import connect_host, hostport
+from ..plan.specs import connect_host, hostport
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ClusterConfig
-from .errors import ClusterError
+from ..topology import ClusterConfig
+from ..errors import ClusterError
 from .ledger import atomic_write
 
 VALID_DAYS = 825  # what browsers accept for a leaf; the CA outlives it

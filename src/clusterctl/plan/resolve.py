@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Callable
 
-from .errors import ResolveError
+from ..errors import ResolveError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Started over SSH by the supervisor (see plan.py)::
 
-    python -m clusterctl.agent --grace 10 --cwd .cache/clusterctl/lab --launch worker -- tls://head:8786 --name a-0
+    python -m clusterctl.remote.agent --grace 10 --cwd .cache/clusterctl/lab --launch worker -- tls://head:8786 --name a-0
 
 SSH alone leaves a remote command running when the ``ssh`` client is killed.
 The agent closes that gap: it starts the command in its own session, forwards
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 
-from .tuning import apply_defaults
+from ..runtime.tuning import apply_defaults
 
 TAG_ENV = "CLUSTERCTL_TAG"  # on every process an agent starts: a later sweep finds orphans by it
 POSIX = os.name != "nt"
@@ -29,13 +29,13 @@ POSIX = os.name != "nt"
 
 def _say(msg: str) -> None:
     try:  # stderr is the ssh channel: it may be gone, and that must not stop the cleanup
-        print(f"clusterctl.agent[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+        print(f"clusterctl.remote.agent[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m clusterctl.agent", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m clusterctl.remote.agent", description=__doc__.splitlines()[0])
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     p.add_argument("--cwd", default=None, help="directory to create and run in")
     p.add_argument("--tag", default="", help="cluster tag, for `sweep` to find what is left")
@@ -54,7 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def command(args: argparse.Namespace) -> list[str]:
     if not args.launch:
         return list(args.command)
-    from .resolve import resolve  # resolution runs here, for this host's OS and layout
+    from ..plan.resolve import resolve  # resolution runs here, for this host's OS and layout
 
     launcher = resolve()
     return [*(launcher.scheduler if args.launch == "scheduler" else launcher.worker), *args.command]

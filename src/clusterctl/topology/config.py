@@ -31,14 +31,12 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_GROUP_WORKERS, MAX_NODES, MIN_MEMORY
 
-MAX_FILE_BYTES = 1 << 20  # a topology is a page of YAML, not a megabyte
-MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" documents
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 BYTES_RE = re.compile(r"^\s*(\d+(\.\d+)?)\s*([kKmMgGtTpP]i?[bB]?|[bB])?\s*$")
-MIN_MEMORY = 1 << 20  # a smaller nonzero limit is a unit slip ('512' meant '512MB')
 RESERVED_GROUPS = {"scheduler"}  # the scheduler's own group in plans, ledger and status
 MEMORY_HINT = (
     "use 'auto', a size such as '4GiB' or '512MB', a byte count, a fraction of RAM "
@@ -208,7 +206,7 @@ Placement = str | dict[str, Int]
 
 class WorkerGroup(Model):
     name: str = "default"
-    count: Int = Field(1, ge=1, le=1024)
+    count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS)
     at: Placement | None = Field(None, description="a host name, or {host: count}; default: this machine")
     nthreads: Int | None = Field(None, ge=1, le=1024, description="default: dask's choice")
     memory_limit: str | int | float = Field("auto", description="'auto', bytes, '4GiB' or 0.5")
@@ -266,8 +264,8 @@ class WorkerGroup(Model):
             if not v:
                 raise ValueError("an empty mapping places no worker; write `at: {host: count}`")
             for name, n in v.items():
-                if not 1 <= n <= 1024:
-                    raise ValueError(f"{name}: {n!r} workers; use a whole number from 1 to 1024")
+                if not 1 <= n <= MAX_GROUP_WORKERS:
+                    raise ValueError(f"{name}: {n!r} workers; use a whole number from 1 to {MAX_GROUP_WORKERS}")
         return v
 
     def placement(self, n: int | None = None) -> list[str]:
@@ -677,12 +675,11 @@ def _size_in_bytes(number: float, unit: str) -> float:
 
 STR_TAG = "tag:yaml.org,2002:str"
 MERGE_TAG = "tag:yaml.org,2002:merge"
-MAX_DEPTH = 64
 
 FIELD_HINTS = {
     "port": "use 1-65535, or 0 for any free port",
     "dashboard_port": "use 1-65535, or 0 for any free port",
-    "count": "use a whole number from 1 to 1024",
+    "count": f"use a whole number from 1 to {MAX_GROUP_WORKERS}",
     "nthreads": "use a whole number from 1 to 1024, or leave it out for dask's choice",
     "max_retries": "use a whole number from 0 to 1000",
 }

@@ -19,15 +19,15 @@ from typing import Any, Callable
 
 import psutil
 
-from . import control, process
-from .config import LOCAL_HOST, ClusterConfig
-from .errors import ClusterError
-from .health import SchedulerProbe
-from .ledger import Ledger, process_ids, supervisor_id
-from .logs import tail
-from .process import ProcessId
-from .resolve import resolve
-from .supervisor import leftovers
+from ..runtime import control, process
+from ..topology import LOCAL_HOST, ClusterConfig
+from ..errors import ClusterError
+from ..runtime.probes import SchedulerProbe
+from ..runtime.ledger import Ledger, process_ids, supervisor_id
+from ..runtime.logs import tail
+from ..runtime.process import ProcessId
+from ..plan.resolve import resolve
+from ..supervisor.loop import leftovers
 
 Progress = Callable[[str], None]
 
@@ -106,7 +106,7 @@ def forked_supervisor(source: str, log: Path, cwd: Path) -> ForkedChild | None:
     process has a single thread (before any spinner starts)."""
     if os.name != "posix" or os.environ.get("CLUSTERCTL_FORK", "1") == "0" or threading.active_count() > 1:
         return None  # a fork copies only this thread: a lock another one holds would stay held
-    from . import supervisor  # imported here, once, rather than after the fork
+    from ..supervisor import loop as supervisor  # imported here, once, rather than after the fork
 
     argv = supervisor_argv(source)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def stop_from_ledger(cfg: ClusterConfig) -> None:
             data["state"] = "stopped"
         ledger.write(data)
     if cfg.remote_hosts():  # a killed supervisor's remote processes: the agents' sweep (fleet issue)
-        from .remote import fleet
+        from ..remote import fleet
 
         fleet.shutdown(cfg)
 
@@ -399,7 +399,7 @@ def wait_ready(cfg: ClusterConfig, names: list[str], timeout: float) -> dict[str
 
 def client_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
     """Extra distributed.Client arguments this cluster needs (e.g. security=... under TLS)."""
-    from . import tls
+    from ..runtime import tls
 
     security = tls.client_security(cfg)
     return {"security": security} if security else {}

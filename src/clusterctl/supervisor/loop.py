@@ -22,20 +22,20 @@ from typing import Any, Callable
 import psutil
 from filelock import FileLock, Timeout
 
-from . import process, tls, tuning, warm
-from .config import ClusterConfig, load_config
-from .control import ControlServer
-from .errors import ClusterError
-from .events import EventLog
-from .health import HealthWatch, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
-from .ledger import Ledger, process_ids, supervisor_id
-from .logs import first_cause, rotate_if_large, tail
-from .plan import ProcessSpec, build_plan, worker_spec, dashboard_url, scheduler_address
-from .process import ProcessId
-from .remote import fleet
-from .resolve import Launcher, resolve
+from ..runtime import process, tls, tuning, warm
+from ..topology import ClusterConfig, load_config
+from ..runtime.control import ControlServer
+from ..errors import ClusterError
+from ..runtime.events import EventLog
+from ..runtime.probes import HealthWatch, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
+from ..runtime.ledger import Ledger, process_ids, supervisor_id
+from ..runtime.logs import first_cause, rotate_if_large, tail
+from ..plan.specs import ProcessSpec, build_plan, worker_spec, dashboard_url, scheduler_address
+from ..runtime.process import ProcessId
+from ..remote import fleet
+from ..plan.resolve import Launcher, resolve
 from .restart import RestartTracker
-from .scaling import DesiredSize, names_to_add, pick_to_remove
+from .desired import DesiredSize, names_to_add, pick_to_remove
 
 TICK = 0.2  # seconds between exit checks; Popen.poll is a cheap waitpid
 HEALTH_EVERY = 1.0  # seconds between scheduler probes while all is well

@@ -10,8 +10,8 @@ import json
 import re
 from pathlib import Path
 
-from .errors import ClusterError
-from .ledger import atomic_write
+from ..errors import ClusterError
+from ..runtime.ledger import atomic_write
 
 NOT_WORKING = ("fatal", "exited", "backoff", "pending")  # removed first: they do no work
 

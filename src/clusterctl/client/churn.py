@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import lifecycle
-from .config import ClusterConfig
-from .errors import ClusterError
-from .health import SchedulerProbe, http_json
-from .jobs import montecarlo as mc
+from ..topology import ClusterConfig
+from ..errors import ClusterError
+from ..runtime.probes import SchedulerProbe, http_json
+from ..jobs import montecarlo as mc
 
 ACTIONS = ("add", "retire", "kill")
 DEFAULT_SCHEDULE = "2:add 2,5:retire 1,8:kill 1,11:add 1"
@@ -202,7 +202,7 @@ def draw_chart(report: ChurnReport, path: Path) -> Path:
     verdict = "identical to the undisturbed run" if report.identical else f"{len(report.mismatched)} results differ"
     ax.set_title(f"{report.tasks} Monte Carlo tasks under churn: {verdict}; {report.recomputed} recomputed")
     fig.tight_layout()
-    from .jobs.plot import save_figure
+    from ..jobs.plot import save_figure
 
     try:
         return save_figure(fig, Path(path), "png")

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .plan import ProcessSpec
-from .resolve import Launcher
+from ..plan.specs import ProcessSpec
+from ..plan.resolve import Launcher
 
 PRELOAD = ["distributed", "distributed.cli.dask_scheduler", "distributed.cli.dask_worker"]
 ENTRY = {

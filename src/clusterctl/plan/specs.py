@@ -16,16 +16,16 @@ from typing import Literal
 import hashlib
 import os
 
-from .config import LOCAL_HOST, ClusterConfig, RestartPolicy, WorkerGroup
-from .errors import ConfigError
-from .remote.ssh import control_dir, remote_command, ssh_argv
+from ..topology import LOCAL_HOST, MAX_GROUP_WORKERS, ClusterConfig, RestartPolicy, WorkerGroup
+from ..errors import ConfigError
+from .ssh import control_dir, remote_command, ssh_argv
 from .resolve import Launcher
 
 Role = Literal["scheduler", "worker"]
 SCHEDULER = "scheduler"
-SCHEDULER_PLUGIN = Path(__file__).resolve().with_name("scheduler_plugin.py")
+SCHEDULER_PLUGIN = Path(__file__).resolve().parent.parent / "runtime" / "scheduler_plugin.py"
 # On another host the head's file path means nothing; clusterctl is installed there (the agent needs it).
-SCHEDULER_PLUGIN_MODULE = "clusterctl.scheduler_plugin"
+SCHEDULER_PLUGIN_MODULE = "clusterctl.runtime.scheduler_plugin"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ProcessSpec:
     log_path: Path | None = None
     restart: RestartPolicy = RestartPolicy()
     at: str = LOCAL_HOST  # the machine (a name from `hosts:`); `host` is the address it binds
-    remote: bool = False  # argv is `ssh ... clusterctl.agent`: keep its stdin open as a lifeline
+    remote: bool = False  # argv is `ssh ... clusterctl.remote.agent`: keep its stdin open as a lifeline
 
     def to_dict(self) -> dict:
         return {
@@ -105,10 +105,10 @@ def _tls_args(cfg: ClusterConfig, tls_dir: str) -> list[str]:
 
 
 def _over_ssh(cfg: ClusterConfig, host_name: str, role: str, args: list[str], env: dict[str, str]) -> tuple[str, ...]:
-    """ssh to the host, where `clusterctl.agent` resolves Dask for that host and owns the process."""
+    """ssh to the host, where `clusterctl.remote.agent` resolves Dask for that host and owns the process."""
     h = cfg.host(host_name)
     agent = [
-        h.python, "-m", "clusterctl.agent",
+        h.python, "-m", "clusterctl.remote.agent",
         "--grace", _number(cfg.timeouts.shutdown),
         "--cwd", remote_workdir(cfg, host_name),
         "--tag", cluster_tag(cfg),
@@ -266,8 +266,8 @@ def build_plan(cfg: ClusterConfig, launcher: Launcher, counts: dict[str, int] | 
                 f"scale: no worker group {name!r} in {cfg.source or 'the topology'}; "
                 f"groups: {', '.join(sorted(known)) or '(none)'}"
             )
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1024:
-            raise ConfigError(f"scale: {name}={n!r} is not a worker count; use 0 to 1024")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_GROUP_WORKERS:
+            raise ConfigError(f"scale: {name}={n!r} is not a worker count; use 0 to {MAX_GROUP_WORKERS}")
     specs = [scheduler_spec(cfg, launcher)]
     for group in cfg.workers:
         n = counts.get(group.name, group.count)

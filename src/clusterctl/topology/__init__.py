@@ -1,0 +1,27 @@
+"""The topology: typed models of cluster.yaml, loaded safely, with one-line error messages.
+
+>>> cfg = load_config("cluster.yaml")      # doctest: +SKIP
+>>> [g.name for g in cfg.workers]
+['default']
+"""
+
+from .config import (
+    LOCAL_HOST,
+    ClusterConfig,
+    HostConfig,
+    RestartPolicy,
+    SchedulerConfig,
+    TlsConfig,
+    Timeouts,
+    WorkerGroup,
+    default_config_path,
+    is_loopback,
+    load_config,
+    parse_config,
+)
+from .limits import MAX_FILE_BYTES, MAX_GROUP_WORKERS
+
+__all__ = [
+    "LOCAL_HOST", "MAX_FILE_BYTES", "ClusterConfig", "HostConfig", "MAX_GROUP_WORKERS", "RestartPolicy", "SchedulerConfig",
+    "TlsConfig", "Timeouts", "WorkerGroup", "default_config_path", "is_loopback", "load_config", "parse_config",
+]
