@@ -115,7 +115,7 @@ def test_memory_limit_accepted_forms(limit, expected):
 def test_memory_limit_strings_mean_what_dask_reads():
     from dask.utils import parse_bytes
 
-    from clusterctl.topology.config import _size_in_bytes, BYTES_RE
+    from clusterctl.topology.workers import _size_in_bytes, BYTES_RE
 
     for text in ["4GiB", "4G", "4Gi", "4gb", "512MB", "512mb", "1.5GB", "4k", "4KiB", "2T", "4mi", "8b"]:
         m = BYTES_RE.match(text)
@@ -514,13 +514,13 @@ def test_models_are_frozen():
 
 def test_permission_denied_message(tmp_path, monkeypatch):
     """The same case as test_unreadable_file, runnable as root: the OS refusal is simulated."""
-    import clusterctl.topology.config as config_module
+    import clusterctl.topology.loading as loading_module
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     p = tmp_path / "cluster.yaml"
     p.write_text("name: x\n")
-    monkeypatch.setattr(config_module, "open", refuse, raising=False)
+    monkeypatch.setattr(loading_module, "open", refuse, raising=False)
     msg = load_error(p)
     assert msg == f"{p}: permission denied; make it readable by this user"

@@ -18,7 +18,7 @@ from ..runtime.ledger import Ledger
 from ..client.lifecycle import format_bytes
 from ..plan.specs import build_plan
 from ..plan.resolve import resolve
-from ..supervisor.loop import Supervisor
+from ..supervisor import Supervisor
 from . import app
 from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, is_terminal, out, user_errors
 

@@ -27,7 +27,7 @@ from ..runtime.ledger import Ledger, process_ids, supervisor_id
 from ..runtime.logs import tail
 from ..runtime.process import ProcessId
 from ..plan.resolve import resolve
-from ..supervisor.loop import leftovers
+from ..supervisor import leftovers
 
 Progress = Callable[[str], None]
 
@@ -106,7 +106,7 @@ def forked_supervisor(source: str, log: Path, cwd: Path) -> ForkedChild | None:
     process has a single thread (before any spinner starts)."""
     if os.name != "posix" or os.environ.get("CLUSTERCTL_FORK", "1") == "0" or threading.active_count() > 1:
         return None  # a fork copies only this thread: a lock another one holds would stay held
-    from ..supervisor import loop as supervisor  # imported here, once, rather than after the fork
+    from .. import supervisor  # imported here, once, rather than after the fork
 
     argv = supervisor_argv(source)
     log.parent.mkdir(parents=True, exist_ok=True)

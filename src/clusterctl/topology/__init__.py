@@ -5,7 +5,9 @@
 ['default']
 """
 
-from .config import (
+from .limits import MAX_FILE_BYTES, MAX_GROUP_WORKERS
+from .loading import default_config_path, load_config, parse_config
+from .models import (
     LOCAL_HOST,
     ClusterConfig,
     HostConfig,
@@ -14,12 +16,8 @@ from .config import (
     TlsConfig,
     Timeouts,
     WorkerGroup,
-    default_config_path,
     is_loopback,
-    load_config,
-    parse_config,
 )
-from .limits import MAX_FILE_BYTES, MAX_GROUP_WORKERS
 
 __all__ = [
     "LOCAL_HOST", "MAX_FILE_BYTES", "ClusterConfig", "HostConfig", "MAX_GROUP_WORKERS", "RestartPolicy", "SchedulerConfig",

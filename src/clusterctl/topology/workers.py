@@ -1,0 +1,164 @@
+"""Worker groups: how many, where (`at:`), and a memory limit dask reads as the user meant."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy, _check_env
+from .hosts import LOCAL_HOST, _check_host
+from .limits import MAX_GROUP_WORKERS, MIN_MEMORY
+
+BYTES_RE = re.compile(r"^\s*(\d+(\.\d+)?)\s*([kKmMgGtTpP]i?[bB]?|[bB])?\s*$")
+RESERVED_GROUPS = {"scheduler"}  # the scheduler's own group in plans, ledger and status
+MEMORY_HINT = (
+    "use 'auto', a size such as '4GiB' or '512MB', a byte count, a fraction of RAM "
+    "such as 0.5, or 0 for no limit"
+)
+
+
+Placement = str | dict[str, Int]
+
+
+class WorkerGroup(Model):
+    name: str = "default"
+    count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS)
+    at: Placement | None = Field(None, description="a host name, or {host: count}; default: this machine")
+    nthreads: Int | None = Field(None, ge=1, le=1024, description="default: dask's choice")
+    memory_limit: str | int | float = Field("auto", description="'auto', bytes, '4GiB' or 0.5")
+    resources: dict[str, Num] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    # The supervisor restarts workers (and enforces memory_limit) itself; a nanny costs a
+    # process and ~0.5 s of start-up per worker, and defeats the warm start (scripts/bench).
+    nanny: Bool = False
+    # Per-worker Bokeh pages. /health and /metrics are served either way; the pages
+    # cost ~1 s of CPU (importing bokeh) and ~40 MB per worker. The scheduler's
+    # dashboard, the one users open, is unaffected.
+    dashboard: Bool = False
+    host: str | None = Field(None, description="bind address; default: the scheduler's host")
+    restart: RestartPolicy = RestartPolicy()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid group name; use letters, digits, '_', '.', '-' "
+                "(starting with a letter or digit, at most 63 characters)"
+            )
+        if v in RESERVED_GROUPS:
+            raise ValueError(f"{v!r} is reserved for the scheduler; name the group e.g. 'default'")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        return None if v is None else _check_host(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_placement(cls, data: Any) -> Any:
+        """`at: {a: 2, b: 1}` gives the group's size; a `count:` beside it must agree."""
+        if isinstance(data, dict) and isinstance(data.get("at"), dict):
+            counts = data["at"]
+            if counts and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts.values()):
+                total = sum(counts.values())
+                if "count" not in data:
+                    data = {**data, "count": total}
+                elif data["count"] != total:
+                    raise FieldError(
+                        f"{data['count']!r} differs from the {total} workers placed by `at:`; "
+                        "drop `count:` (the placement gives the size) or make them agree",
+                        ("count",),
+                    )
+        return data
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: Placement | None) -> Placement | None:
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError("an empty mapping places no worker; write `at: {host: count}`")
+            for name, n in v.items():
+                if not 1 <= n <= MAX_GROUP_WORKERS:
+                    raise ValueError(f"{name}: {n!r} workers; use a whole number from 1 to {MAX_GROUP_WORKERS}")
+        return v
+
+    def placement(self, n: int | None = None) -> list[str]:
+        """The host of each worker index: `at:` order first, then round-robin when scaled past it."""
+        n = self.count if n is None else n
+        if self.at is None:
+            return [LOCAL_HOST] * n
+        if isinstance(self.at, str):
+            return [self.at] * n
+        slots = [h for h, k in self.at.items() for _ in range(k)]
+        names = list(self.at)
+        return [slots[i] if i < len(slots) else names[(i - len(slots)) % len(names)] for i in range(n)]
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        """Accept only what `dask worker --memory-limit` reads the way the user meant."""
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"{v!r} is not a memory limit; {MEMORY_HINT}")
+        if isinstance(v, str):
+            text = v.strip()
+            if text.lower() == "auto":
+                return "auto"
+            m = BYTES_RE.match(text)
+            if not m:
+                raise ValueError(f"{v!r} is not a size; {MEMORY_HINT}")
+            if not m.group(3):  # a bare number written as text: same rules as a number
+                v = float(m.group(1)) if m.group(2) else int(m.group(1))
+            else:
+                size = _size_in_bytes(float(m.group(1)), m.group(3))
+                if 0 < size < MIN_MEMORY:
+                    raise ValueError(
+                        f"{v!r} is {int(size)} bytes, too small for a worker; "
+                        "did you mean MB or GB? (0 means no limit)"
+                    )
+                return text.replace(" ", "")
+        if not math.isfinite(v):
+            raise ValueError(f"{v!r} is not a memory limit; {MEMORY_HINT}")
+        if v < 0:
+            raise ValueError(f"{v!r} is negative; {MEMORY_HINT}")
+        if isinstance(v, float) and v > 1:
+            # dask reads a float above 1 as bytes and truncates it: 2.5 would mean 2 bytes.
+            if not v.is_integer():
+                raise ValueError(
+                    f"{v!r} is neither a fraction of RAM (0 to 1) nor a whole byte count; "
+                    f"{MEMORY_HINT}"
+                )
+            v = int(v)
+        if isinstance(v, int) and 1 < v < MIN_MEMORY:
+            raise ValueError(
+                f"{v!r} bytes is too small for a worker; did you mean '{v}MB'? (0 means no limit)"
+            )
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, amount in v.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"resource name {key!r} must be an identifier like GPU or MEM")
+            if amount < 0:
+                raise ValueError(f"resource {key}={amount!r} is negative; use 0 or more")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        return _check_env(v)
+
+
+def _size_in_bytes(number: float, unit: str) -> float:
+    """What dask.utils.parse_bytes makes of '<number><unit>' (k = 1000, Ki = 1024)."""
+    unit = unit.lower().rstrip("b")
+    if not unit:
+        return number
+    power = "kmgtp".index(unit[0]) + 1
+    return number * ((1024 if unit.endswith("i") else 1000) ** power)
