@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from clusterctl.runtime import control
-from clusterctl.client import lifecycle
+from clusterctl.client.connect import ask_supervisor
 from clusterctl.topology import load_config
 from clusterctl.errors import ClusterError
 from clusterctl.runtime.probes import http_json
@@ -67,7 +67,7 @@ def test_invalid_requests_change_nothing(cluster):
     ]
     for command, body, message in bad:
         with pytest.raises(ClusterError, match=message):
-            lifecycle.ask_supervisor(cfg, command, body)
+            ask_supervisor(cfg, command, body)
     for args, message in [(("worker", "remove", "nope"), "no supervised worker named 'nope'"),
                           (("worker", "add", "--group", "gpu"), "no worker group 'gpu'"),
                           (("worker", "remove"), "name the workers to remove")]:
@@ -180,7 +180,7 @@ def test_foreign_worker_is_external_and_left_alone(cluster):
         assert "by-hand" not in worker_names(st)
         assert "external" in cluster.cli("status").stdout
         with pytest.raises(ClusterError, match="no supervised worker named 'by-hand'"):
-            lifecycle.ask_supervisor(load_config(cluster.config), "remove", {"names": ["by-hand"]})
+            ask_supervisor(load_config(cluster.config), "remove", {"names": ["by-hand"]})
         cluster.cli("down", check=True)
         # never signalled by clusterctl: it leaves on its own once its scheduler is gone
         foreign.wait(timeout=30)

@@ -15,7 +15,7 @@ import pytest
 from clusterctl.runtime import ledger as ledger_mod
 from clusterctl.runtime.control import MAX_BODY, ControlServer, request
 from clusterctl.errors import ClusterError
-from clusterctl.runtime.ledger import Ledger, atomic_write, process_ids, supervisor_id
+from clusterctl.runtime.ledger import Ledger, LedgerRecord, ProcessRecord, atomic_write
 from clusterctl.runtime.process import ProcessId
 
 TOKEN = "s3cret-token-ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
@@ -289,19 +289,33 @@ def test_atomic_write_of_something_unwritable_keeps_old_content(tmp_path: Path):
 def test_ledger_round_trip(tmp_path: Path):
     led = Ledger(tmp_path)
     assert led.read() is None
-    data = {
+    record = LedgerRecord.model_validate({
         "state": "running",
         "supervisor": {"pid": 1234, "create_time": 1700000000.25},
-        "processes": [{"name": "default-0", "pid": 42, "create_time": 1700000001.5}, {"name": "gone", "pid": None}],
-    }
-    led.write(data)
+        "processes": [{"name": "default-0", "role": "worker", "pid": 42, "create_time": 1700000001.5},
+                      {"name": "gone", "role": "worker", "pid": None}],
+    })
+    led.write(record)
     got = led.read()
-    assert isinstance(got.pop("updated"), float)
-    assert got == data
-    assert "updated" not in data  # the caller's dict is not changed
-    assert supervisor_id(led.read()) == ProcessId(1234, 1700000000.25)
-    assert [(p["name"], pid) for p, pid in process_ids(led.read())] == [("default-0", ProcessId(42, 1700000001.5))]
-    assert supervisor_id(None) is None and process_ids(None) == []
+    assert isinstance(got.updated, float)
+    assert got.model_copy(update={"updated": None}) == record
+    assert record.updated is None  # the caller's record is not changed
+    assert got.supervisor_id == ProcessId(1234, 1700000000.25)
+    assert [(p.name, pid) for p, pid in got.process_ids()] == [("default-0", ProcessId(42, 1700000001.5))]
+    assert got.process("gone") == ProcessRecord(name="gone", role="worker") and got.process("nobody") is None
+    assert LedgerRecord().supervisor_id is None and LedgerRecord().process_ids() == []
+
+
+def test_ledger_json_keeps_its_keys_and_ignores_unknown_ones(tmp_path: Path):
+    led = Ledger(tmp_path)
+    led.path.write_text(json.dumps({"state": "degraded", "from_a_newer_version": 1,
+                                    "scheduler": {"address": "tcp://127.0.0.1:8786", "http_port": 8787}}))
+    got = led.read()
+    assert got.state == "degraded" and got.scheduler.http_port == 8787
+    led.write(got)
+    on_disk = json.loads(led.path.read_text())
+    assert on_disk["scheduler"]["address"] == "tcp://127.0.0.1:8786"
+    assert {"version", "name", "state", "supervisor", "scheduler", "processes", "updated"} <= set(on_disk)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +338,7 @@ def test_ledger_read_of_a_non_object_is_none(tmp_path: Path, content: str):
 
 def test_ledger_clear(tmp_path: Path):
     led = Ledger(tmp_path)
-    led.write({"state": "running"})
+    led.write(LedgerRecord(state="running"))
     led.new_token()
     led.clear()
     led.clear()  # twice is fine

@@ -175,3 +175,17 @@ def test_first_cause_reports_the_latest_run(tmp_path: Path):
         + chained_traceback()
     )
     assert first_cause(log) == "ModuleNotFoundError: No module named 'clusterctl_no_such_module'"
+
+
+def test_first_cause_reads_only_the_latest_run_whatever_started_it(tmp_path):
+    """Warm (forked) starts write 'start (warm):' headers: an earlier run's error is not this one's."""
+    log = tmp_path / "w.log"
+    log.write_text(
+        "--- 2026-11-28 10:00:00 start (warm): dask worker\n"
+        "ValueError: old failure\n"
+        "--- 2026-11-28 10:01:00 start (warm): dask worker\n"
+        "OSError: the new one\n"
+    )
+    assert first_cause(log) == "OSError: the new one"
+    log.write_text("--- 2026-11-28 10:00:00 start (forked): x\nValueError: old\n--- 2026-11-28 10:01:00 start (warm): x\nall fine\n")
+    assert first_cause(log) is None

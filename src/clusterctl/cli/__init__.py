@@ -1,4 +1,4 @@
-"""``clusterctl``: the command line. Thin: parsing and printing only; the work is in lifecycle."""
+"""``clusterctl``: the command line. Thin: parsing and printing only; the work is in clusterctl.client."""
 
 from __future__ import annotations
 

@@ -11,16 +11,20 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..client import lifecycle
+from ..client.connect import log_file, read_record, supervisor_alive
+from ..client.start import start_background
+from ..client.status import NOT_RUNNING, UNSUPERVISED, cluster_summary
+from ..client.status import status as cluster_status
+from ..client.stop import stop
 from ..runtime import tuning
 from ..runtime.events import read_events
 from ..runtime.ledger import Ledger
-from ..client.lifecycle import format_bytes
 from ..plan.specs import build_plan
 from ..plan.resolve import resolve
 from ..supervisor import Supervisor
+from ..supervisor.states import ChildState, ClusterState
 from . import app
-from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, is_terminal, out, user_errors
+from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
 
 
 @app.command()
@@ -40,18 +44,17 @@ def up(
     if foreground:
         _foreground(cfg)
         return
-    data = lifecycle.Ledger(cfg.state_path).read()
-    already = lifecycle.supervisor_alive(data) is not None
+    already = supervisor_alive(read_record(cfg)) is not None
     t0 = time.monotonic()
     if as_json or not is_terminal():
-        data = lifecycle.start_background(cfg)
+        record = start_background(cfg)
     else:
         spinner = _LazySpinner()
         try:
-            data = lifecycle.start_background(cfg, progress=spinner)
+            record = start_background(cfg, progress=spinner)
         finally:
             spinner.stop()
-    summary = lifecycle.cluster_summary(data, cfg)
+    summary = cluster_summary(record, cfg)
     summary["already_running"] = already
     summary["seconds"] = round(time.monotonic() - t0, 3)
     if as_json:
@@ -112,10 +115,10 @@ def down(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     """
     cfg = config(file)
     if as_json or not is_terminal():
-        result = lifecycle.stop(cfg)
+        result = stop(cfg)
     else:
         with err.status("stopping"):
-            result = lifecycle.stop(cfg)
+            result = stop(cfg)
     if as_json:
         out.print_json(json.dumps(result))
     elif result["stopped"]:
@@ -135,17 +138,17 @@ def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     Example: clusterctl status --json | jq .workers_registered
     """
     cfg = config(file)
-    st = lifecycle.status(cfg)
-    running = st["state"] in ("running", "degraded", "starting", "stopping")
+    st = cluster_status(cfg)
+    running = st["state"] in (ClusterState.RUNNING, ClusterState.DEGRADED, ClusterState.STARTING, ClusterState.STOPPING)
     if as_json:
         out.print_json(json.dumps(st))
         raise typer.Exit(0 if running else 3)
     colour = is_terminal()
     title = f"cluster {st['name']!r}: {st['state']}"
-    if st["state"] == "unsupervised":
+    if st["state"] == UNSUPERVISED:
         title += " (the supervisor is gone; `clusterctl down` stops what is left)"
     out.print(title if not colour else f"[bold]{title}[/]")
-    if st["state"] in ("not-running",) and not st["processes"]:
+    if st["state"] == NOT_RUNNING and not st["processes"]:
         raise typer.Exit(3)
     sched = st["scheduler"]
     out.print(f"  scheduler {sched['address']}  dashboard {st['dashboard'] or '-'}  "
@@ -174,7 +177,7 @@ def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         for r in [headers, *rows]:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for p in st["processes"]:
-        if p["state"] in ("fatal",) and p.get("reason"):
+        if p["state"] == ChildState.FATAL and p.get("reason"):
             out.print(f"  {p['name']}: {p['reason']} (see `clusterctl logs {p['name']}`)")
     if st.get("error"):
         out.print(f"  error: {st['error'].splitlines()[0]}")
@@ -221,7 +224,7 @@ def logs(
     Example: clusterctl logs default-0 -n 100 --follow
     """
     cfg = config(file)
-    path = lifecycle.log_file(cfg, name)
+    path = log_file(cfg, name)
     from ..runtime.logs import tail
 
     out.print(tail(path, lines), markup=False)

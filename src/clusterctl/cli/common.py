@@ -56,3 +56,14 @@ def config(path: Path | None) -> ClusterConfig:
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def format_bytes(n: float | None) -> str:
+    """1536 -> '1.50 KiB'; None -> '-'."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)

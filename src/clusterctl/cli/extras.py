@@ -11,10 +11,9 @@ from typing import Annotated
 
 import typer
 
-from ..client import lifecycle
+from ..client.connect import client_address, read_record
 from ..topology import ClusterConfig
 from ..errors import ClusterError
-from ..runtime.ledger import Ledger
 from . import app
 from .common import ConfigOption, config, err, user_errors
 
@@ -30,8 +29,8 @@ def dashboard(
     Example: clusterctl dashboard --open
     """
     cfg = config(file)
-    lifecycle.client_address(cfg)  # the cluster-is-not-running error, the same as `run`'s
-    url = ((Ledger(cfg.state_path).read() or {}).get("scheduler") or {}).get("dashboard")
+    client_address(cfg)  # the cluster-is-not-running error, the same as `run`'s
+    url = read_record(cfg).scheduler.dashboard
     if not url:
         raise ClusterError(
             f"cluster {cfg.name!r} runs without its dashboard (scheduler.dashboard: false in {cfg.source}); "
@@ -74,7 +73,7 @@ def env(
     cfg = config(file)
     from ..runtime import tls
 
-    variables = {"DASK_SCHEDULER_ADDRESS": lifecycle.client_address(cfg)}
+    variables = {"DASK_SCHEDULER_ADDRESS": client_address(cfg)}
     variables.update(tls.client_env(cfg))
     for name, value in variables.items():
         # The trailing ';' keeps an unquoted `eval $(clusterctl env)` right: it joins the lines into one.

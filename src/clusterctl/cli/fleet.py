@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..client import lifecycle
+from ..client.connect import client_address
 from ..runtime import tls
 from ..errors import ClusterError
 from ..plan.specs import scheduler_address
@@ -72,7 +72,7 @@ def client_config(
     """
     cfg = config(file)
     try:
-        address, running = lifecycle.client_address(cfg), True
+        address, running = client_address(cfg), True
     except ClusterError:
         address, running = scheduler_address(cfg), False  # the planned one: port 0 is chosen at `up`
     f = tls.files(cfg)

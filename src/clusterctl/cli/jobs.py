@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..client import lifecycle
+from ..client.connect import client_address, client_kwargs
 from ..runtime.ledger import atomic_write
 from ..errors import ClusterError
 from . import app
@@ -57,12 +57,12 @@ def montecarlo(
         from ..jobs.plot import check_plot_path
 
         check_plot_path(plot)  # a typo in the suffix fails now, not after the whole job
-    address = lifecycle.client_address(cfg)
+    address = client_address(cfg)
     from distributed import Client
 
     t0 = time.monotonic()
     try:
-        client = Client(address, timeout="10s", **lifecycle.client_kwargs(cfg))
+        client = Client(address, timeout="10s", **client_kwargs(cfg))
     except OSError as e:
         raise ClusterError(f"cannot connect to the scheduler at {address}: {e}") from e
     with client:

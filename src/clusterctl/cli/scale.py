@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..client import lifecycle
+from ..client.connect import ask_supervisor, wait_ready
 from ..topology import ClusterConfig
 from ..errors import ClusterError
 from . import app
@@ -20,7 +20,7 @@ GroupOption = Annotated[Optional[str], typer.Option("--group", "-g", help="Worke
 
 
 def _report(cfg: ClusterConfig, result: dict, as_json: bool) -> None:
-    states = lifecycle.wait_ready(cfg, result.get("added", []), cfg.timeouts.startup) if result.get("added") else {}
+    states = wait_ready(cfg, result.get("added", []), cfg.timeouts.startup) if result.get("added") else {}
     result["added_states"] = states
     if as_json:
         out.print_json(json.dumps(result))
@@ -52,7 +52,7 @@ def scale(
     cfg = config(file)
     if count < 0:
         raise ClusterError(f"count must be 0 or more, not {count}")
-    _report(cfg, lifecycle.ask_supervisor(cfg, "scale", {"count": count, "group": group}), as_json)
+    _report(cfg, ask_supervisor(cfg, "scale", {"count": count, "group": group}), as_json)
 
 
 @worker_app.command("add")
@@ -70,7 +70,7 @@ def worker_add(
     cfg = config(file)
     if count < 1:
         raise ClusterError(f"--count must be 1 or more, not {count}")
-    _report(cfg, lifecycle.ask_supervisor(cfg, "add", {"count": count, "group": group}), as_json)
+    _report(cfg, ask_supervisor(cfg, "add", {"count": count, "group": group}), as_json)
 
 
 @worker_app.command("remove")
@@ -91,4 +91,4 @@ def worker_remove(
     if not names and count is None:
         raise ClusterError("name the workers to remove, or give --count")
     body = {"names": names or [], "count": count, "group": group, "kill": kill}
-    _report(cfg, lifecycle.ask_supervisor(cfg, "remove", body), as_json)
+    _report(cfg, ask_supervisor(cfg, "remove", body), as_json)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import lifecycle
+from .connect import ask_supervisor, client_address, client_kwargs, scheduler_probe, wait_ready
 from ..topology import ClusterConfig
 from ..errors import ClusterError
-from ..runtime.probes import SchedulerProbe, http_json
+from ..runtime.probes import http_json
+from ..supervisor.states import ChildState
 from ..jobs import montecarlo as mc
 
 ACTIONS = ("add", "retire", "kill")
@@ -81,16 +82,14 @@ def run_churn(
     spec: mc.MonteCarloSpec,
     schedule: list[ChurnEvent],
     chart: Path | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = lambda line: None,  # the CLI passes its printer
     group: str | None = None,
     interval: float = 0.5,
 ) -> ChurnReport:
     from distributed import Client, wait
 
-    address = lifecycle.client_address(cfg)
-    data = lifecycle.Ledger(cfg.state_path).read() or {}
-    http_port = (data.get("scheduler") or {}).get("http_port") or cfg.scheduler.dashboard_port
-    probe = SchedulerProbe(cfg.scheduler.host, http_port)
+    address = client_address(cfg)
+    probe = scheduler_probe(cfg)
     events: list[dict[str, Any]] = []
     pending = list(schedule)
     firing: list[threading.Thread] = []
@@ -102,12 +101,12 @@ def run_churn(
         body: dict[str, Any] = {"count": ev.count, "group": group}
         try:
             if ev.action == "add":
-                res = lifecycle.ask_supervisor(cfg, "add", body)
+                res = ask_supervisor(cfg, "add", body)
                 # Done when they have joined, as `clusterctl worker add` reports it.
-                states = lifecycle.wait_ready(cfg, res.get("added", []), cfg.timeouts.startup)
-                detail = "added " + ", ".join(n if s == "running" else f"{n} ({s})" for n, s in states.items())
+                states = wait_ready(cfg, res.get("added", []), cfg.timeouts.startup)
+                detail = "added " + ", ".join(n if s == ChildState.RUNNING else f"{n} ({s})" for n, s in states.items())
             else:
-                res = lifecycle.ask_supervisor(cfg, "remove", dict(body, kill=ev.action == "kill"))
+                res = ask_supervisor(cfg, "remove", dict(body, kill=ev.action == "kill"))
                 detail = ("killed " if ev.action == "kill" else "retired ") + ", ".join(res.get("removing", []))
         except ClusterError as e:
             detail = f"failed: {e}"
@@ -115,7 +114,7 @@ def run_churn(
         events.append({"t": round(t, 2), "done": round(done_at, 2), "action": ev.action, "count": ev.count, "detail": detail})
         echo(f"{done_at:6.1f}s  {'':>7}  {'':>13}  <- {ev.label}: {detail}")
 
-    with Client(address, timeout="10s", **lifecycle.client_kwargs(cfg)) as client:
+    with Client(address, timeout="10s", **client_kwargs(cfg)) as client:
         echo(f"{'time':>7}  {'workers':>7}  {'tasks done':>13}  event")
         futures = mc.submit(client, spec)
         t0 = time.monotonic()

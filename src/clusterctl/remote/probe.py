@@ -64,7 +64,7 @@ def facts(bind: str | None, ports: list[int]) -> dict:
         "ports": {},
     }
     try:
-        from clusterctl.resolve import resolve  # the same search as on the head, run here
+        from clusterctl.plan.resolve import resolve  # the same search as on the head, run here
 
         launcher = resolve()
         out["launcher"] = {"scheduler": list(launcher.scheduler), "worker": list(launcher.worker), "how": launcher.how}

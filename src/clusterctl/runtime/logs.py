@@ -5,10 +5,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
+
+
+def write_header(path: Path | str, argv: list[str] | tuple[str, ...], how: str = "") -> None:
+    """Append the line that opens every run in a log: ``--- <time> start[ (how)]: <argv>``.
+
+    ``how`` says how it started when not by exec: "warm" (forked from the fork server)
+    or "forked" (a fork of the CLI: the background supervisor)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = f"start ({how})" if how else "start"
+    with open(path, "ab") as f:  # append: a restarted process keeps its earlier runs above
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {start}: {' '.join(argv)}\n".encode())
 
 
 def tail(path: Path | None, lines: int = 20) -> str:
@@ -47,6 +60,7 @@ def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = B
     return True
 
 
+_HEADER = re.compile(r"^\s*--- .* start(?: \([a-z]+\))?: ")
 _EXC_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)):\s*(.*)$")
 
 
@@ -58,8 +72,8 @@ def first_cause(path: Path | None, scan_lines: int = 400) -> str | None:
     if path is None:
         return None
     text = tail(path, scan_lines).splitlines()
-    # Only the latest run: every start appends a '--- <time> start: ...' header.
-    starts = [i for i, line in enumerate(text) if line.lstrip().startswith("--- ") and " start: " in line]
+    # Only the latest run: every start appends a '--- <time> start[ (warm)| (forked)]: ...' header.
+    starts = [i for i, line in enumerate(text) if _HEADER.match(line)]
     if starts:
         text = text[starts[-1]:]
     for line in text:

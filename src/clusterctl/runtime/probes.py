@@ -88,6 +88,7 @@ class HealthWatch:
         self.interval = interval
         self.timeout = timeout
         self.workers: dict[str, dict] | None = None
+        self.identity: dict | None = None  # the last whole answer (address, totals, workers)
         self.answered_at = 0.0  # monotonic time of the last answer
         self.asked_at = 0.0
         self._stop = threading.Event()
@@ -105,10 +106,11 @@ class HealthWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             asked = time.monotonic()
-            seen = self.probe.workers_by_name(timeout=self.timeout)
+            ident = self.probe.identity(timeout=self.timeout)
             self.asked_at = asked
-            if seen is not None:
-                self.workers, self.answered_at = seen, asked
+            if ident is not None:
+                self.identity = ident
+                self.workers, self.answered_at = dict(ident.get("workers") or {}), asked
             self._wake.wait(self.interval)
             self._wake.clear()
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from .logs import write_header
+
 WINDOWS = os.name == "nt"
 CREATE_TIME_SLACK = 0.05  # psutil rounds create times; allow a little
 ORPHAN_GRACE = 0.5  # seconds a stopped tree's leftovers get before SIGKILL
@@ -62,9 +64,8 @@ def spawn(
     if cwd:
         Path(cwd).mkdir(parents=True, exist_ok=True)
     if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        write_header(log_path, argv)
         out = open(log_path, "ab", buffering=0)  # O_APPEND: rotation may truncate under us
-        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(argv)}\n".encode())
     else:
         out = subprocess.DEVNULL
     kwargs: dict = {}

@@ -195,7 +195,7 @@ def _write_cert(path: Path, cert) -> None:
 def client_security(cfg: ClusterConfig):
     """A ``distributed.Security`` for a Client of this cluster, or None when it runs plain TCP.
 
-    >>> Client(lifecycle.client_address(cfg), security=client_security(cfg))   # doctest: +SKIP
+    >>> Client(client.client_address(cfg), security=client_security(cfg))   # doctest: +SKIP
     """
     if not cfg.tls_enabled:
         return None

@@ -19,12 +19,13 @@ import multiprocessing
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from ..plan.specs import ProcessSpec
 from ..plan.resolve import Launcher
+from .handles import WarmChild
+from .logs import write_header
 
 PRELOAD = ["distributed", "distributed.cli.dask_scheduler", "distributed.cli.dask_worker"]
 ENTRY = {
@@ -102,37 +103,11 @@ def warm_up(preload: list[str] | None = None) -> None:
     forkserver.ensure_running()
 
 
-class WarmProcess:
-    """The parts of subprocess.Popen the supervisor uses, for a forked child."""
-
-    def __init__(self, proc: Any):
-        self._proc = proc
-        self.pid = proc.pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            code = self._proc.exitcode  # negative signal number, as Popen reports it
-            if code is not None:
-                self.returncode = code
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        self._proc.join(timeout)
-        return self.poll()
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-
-def spawn(spec: ProcessSpec) -> WarmProcess:
+def spawn(spec: ProcessSpec) -> WarmChild:
     """Fork spec.argv from the warm server; same log, env, cwd and session rules as exec."""
     log = Path(spec.log_path) if spec.log_path else None
     if log:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (warm): {' '.join(spec.argv)}\n".encode())
+        write_header(log, spec.argv, "warm")
     if spec.cwd:
         Path(spec.cwd).mkdir(parents=True, exist_ok=True)
     proc = _context().Process(
@@ -142,7 +117,7 @@ def spawn(spec: ProcessSpec) -> WarmProcess:
         daemon=False,
     )
     proc.start()
-    return WarmProcess(proc)
+    return WarmChild(proc)
 
 
 def _child_main(argv: list[str], log: str | None, env: dict[str, str], cwd: str | None) -> None:

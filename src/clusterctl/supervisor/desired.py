@@ -1,7 +1,7 @@
-"""Pure decisions for scaling, and the desired size that survives a supervisor restart.
-
-Scaling edits the desired set of workers; the supervisor converges reality to
-it with the same start and stop paths `up` and `down` use.
+"""The desired set: which processes should run. Scaling and removal edit it; the
+reconcile loop converges the running children to it (start what is missing,
+retire what is no longer wanted). The size set with `scale` survives a
+supervisor restart in desired.json.
 """
 
 from __future__ import annotations
@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Callable, Iterable
 
 from ..errors import ClusterError
+from ..plan.specs import ProcessSpec
 from ..runtime.ledger import atomic_write
+from .states import ChildState
 
-NOT_WORKING = ("fatal", "exited", "backoff", "pending")  # removed first: they do no work
+NOT_WORKING = frozenset({ChildState.FATAL, ChildState.EXITED, ChildState.BACKOFF, ChildState.PENDING,
+                         ChildState.WAITING})  # removed first: they do no work
 
 
 def index_of(name: str) -> int:
@@ -63,3 +67,41 @@ class DesiredSize:
     def save(self, counts: dict[str, int], config_counts: dict[str, int]) -> None:
         groups = {g: {"count": n, "config_count": config_counts[g]} for g, n in counts.items() if g in config_counts}
         atomic_write(self.path, json.dumps({"groups": groups}, indent=2))
+
+
+class DesiredSet:
+    """name -> ProcessSpec of everything that should run, scheduler first.
+
+    ``make_worker(group, index)`` plans one more worker of a group (plan.worker_spec)."""
+
+    def __init__(self, specs: Iterable[ProcessSpec], make_worker: Callable[[str, int], ProcessSpec]):
+        self.specs: dict[str, ProcessSpec] = {s.name: s for s in specs}
+        self.make_worker = make_worker
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.specs
+
+    def workers(self, group: str | None = None) -> list[str]:
+        return [n for n, s in self.specs.items() if s.role == "worker" and (group is None or s.group == group)]
+
+    def counts(self, groups: Iterable[str]) -> dict[str, int]:
+        return {g: len(self.workers(g)) for g in groups}
+
+    def add(self, group: str, count: int, taken: set[str]) -> list[str]:
+        """Plan ``count`` more workers with the lowest free names (``taken``: names still in use)."""
+        names = names_to_add(group, set(self.specs) | taken, count)
+        for name in names:
+            self.specs[name] = self.make_worker(group, index_of(name))
+        return names
+
+    def remove(self, names: Iterable[str]) -> list[str]:
+        gone = [n for n in names if self.specs.get(n) is not None and self.specs[n].role == "worker"]
+        for n in gone:
+            del self.specs[n]
+        return gone
+
+    def replace(self, specs: Iterable[ProcessSpec]) -> None:
+        """New specs for names already desired (ports pinned after a port-0 start)."""
+        for s in specs:
+            if s.name in self.specs:
+                self.specs[s.name] = s

@@ -35,7 +35,7 @@ DOWN = frozenset({ChildState.STOPPED, ChildState.EXITED, ChildState.FATAL})
 
 _S = ChildState
 TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
-    _S.PENDING: frozenset({_S.STARTING, _S.BACKOFF, _S.FATAL, _S.WAITING, _S.STOPPED, _S.RETIRING}),
+    _S.PENDING: frozenset({_S.STARTING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.STOPPED, _S.RETIRING}),
     _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED}),
     _S.RUNNING: frozenset({_S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED}),
     _S.BACKOFF: frozenset({_S.PENDING, _S.WAITING, _S.EXITED, _S.RETIRING, _S.STOPPED}),

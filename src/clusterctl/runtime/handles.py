@@ -1,0 +1,124 @@
+"""Handles for children started by fork, with the parts of subprocess.Popen in use.
+
+Two kinds of child skip exec: `up` forks the CLI into the background supervisor
+(ForkedChild: a child of this process), and the supervisor forks Dask processes
+from the warm fork server (WarmChild: a child of that server, whose exit code
+comes back through multiprocessing). Both answer ``pid``, ``returncode``,
+``poll()``, ``wait(timeout)`` and ``send_signal(sig)`` as Popen does, so
+process.stop and the supervisor treat every child alike.
+
+>>> child = fork_detached(lambda: 0, ["python", "-c", "pass"], log, cwd)   # doctest: +SKIP
+>>> child.wait(timeout=10)
+0
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .logs import write_header
+from .process import become_detached
+
+POLL_INTERVAL = 0.02
+
+
+class ChildHandle:
+    """What every forked child shares: Popen's returncode, poll, wait and send_signal."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None  # negative signal number when killed, as Popen
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._exit_code()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; raises subprocess.TimeoutExpired after ``timeout`` seconds, as Popen."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            self._pause(left)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # once reaped, the pid may belong to someone else
+            os.kill(self.pid, sig)
+
+    def _exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def _pause(self, most: float | None) -> None:
+        time.sleep(POLL_INTERVAL if most is None else min(POLL_INTERVAL, most))
+
+
+class ForkedChild(ChildHandle):
+    """A child of this very process (os.fork), reaped with waitpid."""
+
+    def _exit_code(self) -> int | None:
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: it has gone, its code is lost
+            return -1
+        return os.waitstatus_to_exitcode(status) if done else None
+
+
+class WarmChild(ChildHandle):
+    """A child of the warm fork server (a multiprocessing.Process), which reports its exit."""
+
+    def __init__(self, proc: Any):
+        super().__init__(proc.pid)
+        self._proc = proc
+
+    def _exit_code(self) -> int | None:
+        return self._proc.exitcode  # negative signal number, as Popen reports it
+
+    def _pause(self, most: float | None) -> None:
+        self._proc.join(most)  # wakes as soon as it exits
+
+
+def can_fork() -> bool:
+    """POSIX with a single thread: a fork copies only the calling thread, so a lock another
+    thread holds would stay held in the child forever."""
+    return os.name == "posix" and threading.active_count() == 1
+
+
+def fork_detached(target: Callable[[], int], argv: list[str], log: Path, cwd: Path,
+                  env: dict[str, str] | None = None) -> ForkedChild:
+    """Run ``target()`` in a fork of this process, set up as process.spawn would start ``argv``.
+
+    Own session, stdin from /dev/null, output appended to ``log`` (after a header),
+    ``env`` and ``cwd`` applied, ``ps`` showing ``argv``; its exit code is what
+    ``target`` returns. Only when can_fork()."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    write_header(log, argv, "forked")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write the parent's pending output again
+    pid = os.fork()
+    if pid:
+        return ForkedChild(pid)
+    code = 1
+    try:
+        become_detached(argv, log, cwd, env)
+        code = target() or 0  # None: as sys.exit(None)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the log is the only place left to say it
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 1)

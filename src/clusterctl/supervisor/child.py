@@ -1,0 +1,83 @@
+"""One supervised child: its spec, its state, and the facts the verdicts read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..plan.specs import ProcessSpec
+from ..runtime.ledger import ProcessRecord
+from ..runtime.process import ProcessId
+from .restart import RestartTracker
+from .states import ChildState, check
+
+
+class Handle(Protocol):
+    """What the supervisor needs of a started process (subprocess.Popen has it)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    tracker: RestartTracker
+    state: ChildState = ChildState.PENDING
+    handle: Handle | None = None
+    pid: ProcessId | None = None
+    restarts: int = 0
+    started_at: float = 0.0  # supervisor clock
+    started_wall: float = 0.0  # time.time(), for people
+    ready_at: float | None = None
+    unhealthy_since: float | None = None
+    retry_at: float = 0.0  # BACKOFF: when it may start again
+    exit_code: int | None = None
+    reason: str = ""
+    address: str | None = None
+    spawns: int = 0  # how many times it was started; the first is not a restart
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_worker(self) -> bool:
+        return self.spec.role == "worker"
+
+    def move(self, new: ChildState, reason: str | None = None) -> None:
+        """Change state through the one table of allowed moves (states.TRANSITIONS)."""
+        check(self.state, new)
+        self.state = new
+        if reason is not None:
+            self.reason = reason
+
+    def record(self) -> ProcessRecord:
+        return ProcessRecord(
+            name=self.name, role=self.spec.role, group=self.spec.group, host=self.spec.host, at=self.spec.at,
+            pid=self.pid.pid if self.pid else None, create_time=self.pid.create_time if self.pid else None,
+            state=self.state.value, restarts=self.restarts, exit_code=self.exit_code, reason=self.reason,
+            address=self.address, started=self.started_wall or None,
+            log=str(self.spec.log_path) if self.spec.log_path else None, argv=list(self.spec.argv),
+        )
+
+    def __repr__(self) -> str:  # short, for test failures
+        return f"Child({self.name} {self.state.value})"
+
+
+def describe_exit(code: int | None) -> str:
+    import signal
+
+    if code is None:
+        return "unknown exit"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def as_dict(child: Child) -> dict[str, Any]:
+    return child.record().model_dump()

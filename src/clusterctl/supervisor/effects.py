@@ -1,0 +1,127 @@
+"""The reconcile loop's effects on the real world: runtime and Dask behind the core's protocols."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from ..errors import ClusterError
+from ..plan.resolve import Launcher
+from ..plan.specs import ProcessSpec
+from ..runtime import process, warm
+from ..runtime.events import EventLog
+from ..runtime.logs import first_cause, rotate_if_large, tail
+from ..runtime.probes import HealthWatch, SchedulerInfo, SchedulerProbe
+from ..runtime.process import ProcessId
+from .child import Handle
+
+
+class StartFailed(ClusterError):
+    pass
+
+
+class RealEffects:
+    """Spawn through the warm fork server or exec, stop trees by pid + create time, retire through Dask."""
+
+    def __init__(self, launcher: Launcher, events: EventLog, address: Callable[[], str | None],
+                 client_kwargs: Callable[[], dict[str, Any]]):
+        self.launcher, self.events = launcher, events
+        self.address, self.client_kwargs = address, client_kwargs
+
+    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle:
+        if spec.log_path:
+            rotate_if_large(spec.log_path)
+        try:
+            if warm_ok and warm.usable(spec, self.launcher):
+                return warm.spawn(spec)
+            return process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd,
+                                 stdin=subprocess.PIPE if spec.remote else subprocess.DEVNULL)
+        except OSError as e:
+            raise StartFailed(f"{spec.name}: cannot start {spec.argv[0]!r}: {e.strerror or e}") from e
+
+    def identify(self, handle: Handle) -> ProcessId:
+        return process.identify(handle)  # type: ignore[arg-type]
+
+    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]:
+        live = [(pid, h) for pid, h in targets if pid is not None]
+        results = iter(process.stop_many(live, grace) if live else [])  # type: ignore[arg-type]
+        return [next(results) if pid is not None else "gone" for pid, _ in targets]
+
+    def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
+        if pid is not None:
+            process.kill_tree(pid)
+            process.stop(pid, 0, handle)  # type: ignore[arg-type] - reap
+
+    def retire(self, names: list[str]) -> list[str]:
+        """Ask the scheduler to retire workers: their unique results move elsewhere first."""
+        from distributed import Client  # only here: the idle supervisor stays small
+
+        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+            info = client.retire_workers(names=names, close_workers=False, remove=True)
+        return sorted(str(w.get("name")) for w in (info or {}).values())
+
+    def rss(self, pid: ProcessId) -> int | None:
+        proc = pid.get()
+        try:
+            return proc.memory_info().rss if proc is not None else None
+        except psutil.Error:
+            return None
+
+    def emit(self, process_name: str, event: str, detail: str = "", **extra: Any) -> None:
+        self.events.emit(process_name, event, detail, **extra)
+
+    def log_tail(self, spec: ProcessSpec) -> tuple[str, str]:
+        return first_cause(spec.log_path) or "", tail(spec.log_path, 12)
+
+
+class SchedulerWatch:
+    """The Probe of the real scheduler: found through its scheduler file (local) or its fixed
+    HTTP port (another host), then asked by a HealthWatch thread who is registered."""
+
+    def __init__(self, host: str, http_port: int, info_file: Path | None, address: str):
+        self.host, self.http_port, self.info_file = host, http_port, info_file
+        self.address: str | None = address
+        self.watch: HealthWatch | None = None
+        self.interval = 1.0
+        if info_file is None:  # another host: the port is fixed, ask it from the start
+            self._start_watch(http_port)
+
+    @property
+    def answered_at(self) -> float:
+        return self.watch.answered_at if self.watch else 0.0
+
+    @property
+    def workers(self) -> dict[str, dict] | None:
+        return self.watch.workers if self.watch else None
+
+    def refresh(self) -> None:
+        if self.watch is not None:
+            self.watch.interval = self.interval
+            if self.watch.identity and self.watch.identity.get("address"):
+                self.address = self.watch.identity["address"]
+            return
+        info = SchedulerInfo.read(self.info_file) if self.info_file else None
+        if info and info.address:
+            self.address = info.address
+            self._start_watch(info.dashboard_port or self.http_port)
+
+    def _start_watch(self, port: int) -> None:
+        self.http_port = port
+        self.watch = HealthWatch(SchedulerProbe(self.host, port), interval=self.interval).start()
+
+    def poke(self) -> None:
+        if self.watch:
+            self.watch.poke()
+
+    def close(self) -> None:
+        if self.watch:
+            self.watch.close()
+
+
+class SystemClock:
+    def __call__(self) -> float:
+        return time.monotonic()

@@ -1,0 +1,386 @@
+"""The reconcile loop's core: children converge to the desired set, one tick at a time.
+
+Every tick observes exits, judges health, then converges by set difference, as
+``distributed.deploy.SpecCluster._correct_state`` does: what is desired and
+missing is started, what runs and is no longer desired is retired, what exited
+is restarted by its policy. Start-up, scaling, restarts and scheduler recovery
+are all edits of the desired set or of a child's state, then this same loop.
+
+Effects (spawning, stopping, retiring, events), the scheduler probe and the clock
+come from outside, so tests replay scripted histories against fakes::
+
+    >>> core = Reconciler(desired, effects, probe, clock, Timing(60, 10, True))  # doctest: +SKIP
+    >>> core.tick()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..errors import ClusterError
+from ..plan.specs import SCHEDULER, ProcessSpec
+from ..runtime.process import ProcessId
+from .child import Child, Handle, describe_exit
+from .desired import DesiredSet
+from .restart import RestartTracker
+from .states import ChildState as S
+from .states import ClusterState
+from .verdicts import memory_verdict, scheduler_verdict, worker_verdict
+
+PROBE_FAST = 0.05  # seconds between scheduler probes while someone starts: `ready` is seen at once
+PROBE_SLOW = 1.0  # ... and while all is well
+MEMORY_EVERY = 1.0
+SCHEDULER_LOST_GRACE = 0.5  # workers' data died with the scheduler: no point in a polite stop
+UNHEALTHY_GRACE = 2.0  # stop grace for a process found unhealthy
+
+
+class Effects(Protocol):
+    """Everything the core does to the world (runtime.* in production, fakes in tests)."""
+
+    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle: ...
+    def identify(self, handle: Handle) -> ProcessId: ...
+    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]: ...
+    def kill(self, pid: ProcessId | None, handle: Handle | None) -> None: ...
+    def retire(self, names: list[str]) -> list[str]: ...
+    def rss(self, pid: ProcessId) -> int | None: ...
+    def emit(self, process: str, event: str, detail: str = "", **extra: Any) -> None: ...
+    def log_tail(self, spec: ProcessSpec) -> tuple[str, str]: ...  # (first cause, last lines)
+
+
+class Probe(Protocol):
+    """The scheduler's last answer: when, its address, and the workers registered by name."""
+
+    answered_at: float
+    address: str | None
+    workers: dict[str, dict] | None
+    interval: float
+
+    def refresh(self) -> None: ...
+    def poke(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    startup: float  # seconds a process has to become ready
+    shutdown: float  # graceful stop before force
+    early_workers: bool  # workers may start while the scheduler starts (its address is fixed)
+
+
+@dataclass
+class Retirement:
+    """Workers leaving: retired through the scheduler (results move first) and stopped, on a thread."""
+
+    children: list[Child]
+    kill: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    retired: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(self, desired: DesiredSet, fx: Effects, probe: Probe, clock: Callable[[], float], timing: Timing,
+                 tracker: Callable[[Any], RestartTracker] = RestartTracker):
+        self.desired, self.fx, self.probe, self.clock, self.timing = desired, fx, probe, clock, timing
+        self.tracker = tracker
+        self.children: dict[str, Child] = {}
+        self.state = ClusterState.STARTING
+        self.failure: str | None = None  # why start-up failed
+        self.dirty = True  # the ledger needs writing
+        self.kill_names: set[str] = set()  # removals asked as abrupt kills
+        self.retirements: list[Retirement] = []
+        self.retired: dict[str, bool] = {}  # name -> the scheduler confirmed its retirement
+        self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
+        self.background: Callable[..., None] = _thread  # tests run retirements inline
+        self._next_memory = 0.0
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- one tick ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock()
+        self._guard(None, "probe", self.probe.refresh)
+        for child in list(self.children.values()):
+            self._guard(child, "watch", self._observe, child, now)
+        self._guard(self.children.get(SCHEDULER), "health", self._judge, now)
+        self._guard(None, "reconcile", self._reconcile, now)
+        self._guard(None, "retire", self._finish_retirements)
+        self._settle()
+        starting = any(c.state in (S.STARTING, S.PENDING) for c in self.children.values())
+        self.probe.interval = PROBE_FAST if starting else PROBE_SLOW
+
+    def _guard(self, child: Child | None, step: str, fn: Callable, *args: Any) -> None:
+        """One step for one child, isolated: its exception is that child's failure, never the loop's."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the loop never dies
+            self.log_exception(f"{step} {child.name if child else ''}".strip(), e)
+            if child is not None and child.state in (S.STARTING, S.RUNNING, S.PENDING):
+                self._failed(child, self.clock(), None, f"{step} failed: {type(e).__name__}: {e}")
+
+    def log_exception(self, where: str, e: BaseException) -> None:
+        """The traceback once per place and kind (stderr is supervisor.log), an event every time."""
+        key = (where, type(e).__name__)
+        if key not in self._logged:
+            self._logged.add(key)
+            traceback.print_exception(e)
+        try:
+            self.fx.emit("supervisor", "error", f"{where}: {type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001 - the event log itself may be what fails
+            pass
+
+    # -- observing ---------------------------------------------------------------------------
+    def _observe(self, c: Child, now: float) -> None:
+        if c.state in (S.STARTING, S.RUNNING) and c.handle is not None:
+            code = c.handle.poll()
+            if code is not None:
+                c.exit_code = code
+                self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
+                self._failed(c, now, code, describe_exit(code), exited=True)
+
+    def _judge(self, now: float) -> None:
+        sched = self.children.get(SCHEDULER)
+        if sched is None or sched.state not in (S.STARTING, S.RUNNING):
+            return
+        v = scheduler_verdict(now=now, starting=sched.state == S.STARTING, started_at=sched.started_at,
+                              ready_at=sched.ready_at, answered_at=self.probe.answered_at,
+                              startup=self.timing.startup, grace=sched.spec.restart.unhealthy_grace)
+        if v.kind == "ready":
+            self._ready(sched, self.probe.address, now)
+            self.on_scheduler_ready(self.probe.address)
+        elif v.kind == "unhealthy":
+            return self._unhealthy(sched, v.why, now)
+        if sched.state != S.RUNNING:
+            return  # workers register only with a running scheduler
+        memory = now >= self._next_memory
+        if memory:
+            self._next_memory = now + MEMORY_EVERY
+        for c in [c for c in self.children.values() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]:
+            self._guard(c, "health", self._judge_worker, c, now, memory)
+
+    def _judge_worker(self, c: Child, now: float, memory: bool) -> None:
+        seen = self.probe.workers or {}
+        v = worker_verdict(now=now, name=c.name, starting=c.state == S.STARTING, started_at=c.started_at,
+                           ready_at=c.ready_at, unhealthy_since=c.unhealthy_since, answered_at=self.probe.answered_at,
+                           seen=seen, startup=self.timing.startup, grace=c.spec.restart.unhealthy_grace)
+        if v.kind == "ready":
+            self._ready(c, v.address, now)
+        elif v.kind == "ok":
+            c.unhealthy_since = None
+        elif v.kind == "wait":
+            c.unhealthy_since = v.since
+        else:
+            return self._unhealthy(c, v.why, now)
+        if memory and c.state == S.RUNNING and "--no-nanny" in c.spec.argv and c.pid is not None:
+            v = memory_verdict(rss=self.fx.rss(c.pid), limit=(seen.get(c.name) or {}).get("memory_limit"))
+            if v.kind == "unhealthy":
+                self._unhealthy(c, v.why, now)
+
+    def _ready(self, c: Child, address: str | None, now: float) -> None:
+        c.move(S.RUNNING, "")
+        c.ready_at, c.address, c.unhealthy_since = now, address, None
+        took = now - c.started_at
+        self.dirty = True
+        self.fx.emit(c.name, "ready", f"{address} after {took:.2f} s", address=address, seconds=round(took, 3))
+
+    def _unhealthy(self, c: Child, why: str, now: float) -> None:
+        self.fx.emit(c.name, "unhealthy", why)
+        self.fx.stop([(c.pid, c.handle)], UNHEALTHY_GRACE)
+        self._failed(c, now, None, why)
+
+    # -- failures ----------------------------------------------------------------------------
+    def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False) -> None:
+        """An exit, an unhealthy verdict or a failed spawn: fail start-up, or ask the restart policy."""
+        self.dirty = True
+        if self.state == ClusterState.STARTING:
+            c.move(S.EXITED, why)
+            cause, last = self.fx.log_tail(c.spec)
+            log = c.spec.log_path
+            if exited:
+                head = f"{c.name} exited while starting ({why})" + (f": {cause}" if cause else "")
+            else:
+                head = f"{c.name} {why} (timeouts.startup)"
+            self.failure = self.failure or f"{head}; last lines of {log}:\n{last}"
+            return
+        was_live = c.state in (S.STARTING, S.RUNNING)
+        decision = c.tracker.decide(now, now - c.started_at if was_live else 0.0, code)
+        if decision.action == "restart":
+            c.move(S.BACKOFF, f"restarting in {decision.delay:.1f} s")
+            c.retry_at = now + decision.delay
+            self.fx.emit(c.name, "restarting", f"in {decision.delay:.1f} s", delay=round(decision.delay, 3))
+        elif decision.action == "fatal":
+            cause, _ = self.fx.log_tail(c.spec)
+            c.move(S.FATAL, f"{decision.reason}; last: {why}" + (f": {cause}" if cause else ""))
+            self.fx.emit(c.name, "fatal", c.reason)
+        else:
+            c.move(S.EXITED, decision.reason)
+            self.fx.emit(c.name, "stays-down", decision.reason)
+        if c.spec.role == "scheduler":
+            self._scheduler_lost(fatal=c.state != S.BACKOFF)
+
+    def _scheduler_lost(self, fatal: bool) -> None:
+        """Workers never reconnect to a restarted scheduler: stop them now, start them with the next."""
+        live = [c for c in self.children.values() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]
+        self.fx.stop([(c.pid, c.handle) for c in live], SCHEDULER_LOST_GRACE)
+        for c in live:
+            self.fx.emit(c.name, "stopped", "scheduler lost; will rejoin the new one")
+        for c in self.children.values():
+            if c.is_worker and c.state in (S.STARTING, S.RUNNING, S.BACKOFF, S.PENDING):
+                c.move(S.WAITING, "waiting for the scheduler")
+            if fatal and c.is_worker and c.state == S.WAITING:
+                c.move(S.EXITED, "the scheduler is fatal")  # nothing to rejoin: say so instead of waiting
+        self.dirty = True
+
+    # -- converging --------------------------------------------------------------------------
+    def _reconcile(self, now: float) -> None:
+        for name, spec in self.desired.specs.items():
+            if name not in self.children:
+                self.children[name] = Child(spec=spec, tracker=self.tracker(spec.restart))
+                self.dirty = True
+        leaving = [c for c in self.children.values() if c.name not in self.desired and c.state != S.RETIRING]
+        for c in leaving:
+            if c.state in (S.STARTING, S.RUNNING):
+                kill = c.name in self.kill_names
+                c.move(S.RETIRING, "removed by operator" + (" (--kill)" if kill else ""))
+                self.fx.emit(c.name, "retiring", "abrupt kill" if kill else "graceful: results move first")
+            else:  # nothing runs: nothing to retire
+                del self.children[c.name]
+                self.fx.emit(c.name, "removed", f"was {c.state.value}")
+            self.dirty = True
+        self._start_retiring([c for c in leaving if c.state == S.RETIRING])
+        sched = self.children.get(SCHEDULER)
+        for c in list(self.children.values()):
+            if c.state == S.BACKOFF and now >= c.retry_at:
+                c.move(S.WAITING if c.is_worker and not _up(sched) else S.PENDING)
+            if c.state == S.WAITING and _up(sched):
+                c.move(S.PENDING)
+            if c.state == S.PENDING and self._may_start(c, sched):
+                self._guard(c, "spawn", self._spawn, c, now)
+
+    def _may_start(self, c: Child, sched: Child | None) -> bool:
+        if not c.is_worker:
+            return True
+        if sched is None or not _up(sched):
+            return False
+        # A fixed address lets workers start (interpreter, imports) while the scheduler does.
+        return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
+
+    def _spawn(self, c: Child, now: float) -> None:
+        first = c.spawns == 0
+        try:
+            # The first scheduler is exec'd: it imports on one core while the warm fork server
+            # imports on the other; workers and any later scheduler fork from that server.
+            handle = self.fx.spawn(c.spec, warm_ok=not (first and c.spec.role == "scheduler"))
+        except Exception as e:  # noqa: BLE001 - a spawn that raises is this child's failure
+            why = str(e) if isinstance(e, ClusterError) else f"cannot start: {type(e).__name__}: {e}"
+            self.fx.emit(c.name, "spawn-failed", why)
+            c.started_at = now
+            if self.state == ClusterState.STARTING:
+                c.move(S.EXITED, why)
+                self.failure = self.failure or why
+            else:
+                self._failed(c, now, None, why)
+            return
+        c.spawns += 1
+        c.restarts += 0 if first else 1
+        c.handle, c.pid = handle, self.fx.identify(handle)
+        c.started_at, c.started_wall = now, time.time()
+        c.ready_at = c.unhealthy_since = c.exit_code = c.address = None
+        c.move(S.STARTING, "")
+        self.dirty = True
+        self.fx.emit(c.name, "started", f"pid {c.pid.pid}", pid=c.pid.pid)
+        self.probe.poke()
+
+    # -- retiring ----------------------------------------------------------------------------
+    def _start_retiring(self, leaving: list[Child]) -> None:
+        for kill in (True, False):
+            batch = [c for c in leaving if (c.name in self.kill_names) == kill]
+            if not batch:
+                continue
+            r = Retirement(children=batch, kill=kill)
+            self.retirements.append(r)
+            if kill:
+                for c in batch:
+                    self.fx.kill(c.pid, c.handle)
+                r.done.set()
+            else:
+                self.background(self._retire, r)
+
+    def _retire(self, r: Retirement) -> None:
+        """On its own thread: moving results may take seconds; the loop keeps watching meanwhile."""
+        try:
+            r.retired = self.fx.retire([c.name for c in r.children])
+        except Exception as e:  # noqa: BLE001 - a failed retire still removes the process
+            self.fx.emit("cluster", "retire-failed", f"{type(e).__name__}: {e}")
+        try:
+            self.fx.stop([(c.pid, c.handle) for c in r.children], self.timing.shutdown)
+        finally:
+            r.done.set()
+
+    def _finish_retirements(self) -> None:
+        for r in [r for r in self.retirements if r.done.is_set()]:
+            self.retirements.remove(r)
+            for c in r.children:
+                c.move(S.STOPPED)
+                self.children.pop(c.name, None)
+                self.kill_names.discard(c.name)
+                self.retired[c.name] = c.name in r.retired
+                self.fx.emit(c.name, "removed", "killed" if r.kill else "retired and stopped")
+            self.dirty = True
+
+    # -- the cluster as a whole ----------------------------------------------------------------
+    def _settle(self) -> None:
+        if self.state == ClusterState.STARTING:
+            if self.failure is None and self.children and all(
+                    c.state == S.RUNNING for n, c in self.children.items() if n in self.desired):
+                self.state = ClusterState.RUNNING
+                workers = sum(c.is_worker for c in self.children.values())
+                self.fx.emit("cluster", "ready", f"{workers} workers at {self.probe.address}")
+                self.dirty = True
+        elif self.state in (ClusterState.RUNNING, ClusterState.DEGRADED):
+            fatal = any(c.state == S.FATAL for c in self.children.values())
+            state = ClusterState.DEGRADED if fatal else ClusterState.RUNNING
+            if state != self.state:
+                self.state, self.dirty = state, True
+
+    def stop_all(self) -> None:
+        """Workers first (all at once), then the scheduler; polite, then firm. A stop is final."""
+        for r in list(self.retirements):
+            r.done.wait(self.timing.shutdown + 15)
+        self._finish_retirements()
+        grace = self.timing.shutdown
+        workers = [c for c in self.children.values() if c.is_worker]
+        results = self.fx.stop([(c.pid, c.handle) for c in workers if c.pid], grace)
+        for c, result in zip([c for c in workers if c.pid], results):
+            self._stopped(c, result)
+        for c in workers:
+            if c.state != S.STOPPED:
+                self._stopped(c, "gone")
+        sched = self.children.get(SCHEDULER)
+        if sched is not None:
+            result = self.fx.stop([(sched.pid, sched.handle)], grace)[0] if sched.pid else "gone"
+            self._stopped(sched, result)
+        self.dirty = True
+
+    def _stopped(self, c: Child, result: str) -> None:
+        if c.state in (S.EXITED, S.FATAL) and result == "gone":
+            return  # keep why it is down
+        c.move(S.STOPPED, "killed after the shutdown grace" if result == "killed" else "stopped by operator")
+        if result != "gone":
+            self.fx.emit(c.name, "stopped", result)
+
+    def replace_specs(self, specs: list[ProcessSpec]) -> None:
+        """New specs for the same names (ports pinned after a port-0 start): used from the next spawn."""
+        self.desired.replace(specs)
+        for c in self.children.values():
+            if c.name in self.desired:
+                c.spec = self.desired.specs[c.name]
+
+
+def _thread(fn: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=fn, args=args, name="retire", daemon=True).start()
+
+
+def _up(sched: Child | None) -> bool:
+    return sched is not None and sched.state in (S.STARTING, S.RUNNING)

@@ -1,0 +1,70 @@
+"""Health verdicts: small pure decisions, facts in, a verdict out.
+
+Each answers one question about one child from what the scheduler last said
+(``answered_at``: when, ``seen``: the workers registered then) and the child's
+own timestamps, so a unit test drives them with numbers alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MEMORY_TERMINATE = 0.95  # as distributed.worker.memory.terminate, which only a nanny enforces
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # "ok" | "ready" | "unhealthy" | "wait"
+    why: str = ""
+    address: str | None = None
+    since: float | None = None  # for "wait": when the doubt began (kept by the caller)
+
+
+OK = Verdict("ok")
+WAIT = Verdict("wait")
+
+
+def scheduler_verdict(*, now: float, starting: bool, started_at: float, ready_at: float | None,
+                      answered_at: float, startup: float, grace: float) -> Verdict:
+    """A scheduler is ready once it answers after its start, unhealthy when silent past its grace."""
+    fresh = answered_at >= started_at  # an answer from this incarnation
+    if starting:
+        if fresh:
+            return Verdict("ready")
+        if now - started_at > startup:
+            return Verdict("unhealthy", f"did not answer within {startup:g} s of its start")
+        return WAIT
+    silent = now - max(answered_at, ready_at or started_at)
+    if silent > grace:
+        return Verdict("unhealthy", f"not answering for {silent:.0f} s")
+    return OK
+
+
+def worker_verdict(*, now: float, name: str, starting: bool, started_at: float, ready_at: float | None,
+                   unhealthy_since: float | None, answered_at: float, seen: dict[str, dict],
+                   startup: float, grace: float) -> Verdict:
+    """A worker is ready once an answer newer than its start lists it under its name; a running
+    one that newer answers keep lacking for ``grace`` seconds is unhealthy."""
+    if name in seen and answered_at >= started_at:
+        info = seen[name]
+        return Verdict("ready" if starting else "ok", address=info.get("address"))
+    if starting:
+        if now - started_at > startup:
+            return Verdict("unhealthy", f"did not register within {startup:g} s")
+        return WAIT
+    if answered_at > (ready_at or 0):  # an answer newer than its readiness lacks it
+        since = unhealthy_since or answered_at
+        if now - since > grace:
+            return Verdict("unhealthy", f"alive but not registered for {grace:g} s")
+        return Verdict("wait", since=since)
+    return OK
+
+
+def memory_verdict(*, rss: int | None, limit: float | None) -> Verdict:
+    """Do a nanny's one protective job for a worker run without one: past 95% of its limit, restart."""
+    if not rss or not limit:
+        return OK
+    if rss > MEMORY_TERMINATE * limit:
+        return Verdict("unhealthy", f"memory {rss / 2**20:.0f} MiB is over {MEMORY_TERMINATE:.0%} "
+                                    f"of its {limit / 2**20:.0f} MiB limit")
+    return OK

@@ -1,0 +1,505 @@
+"""Scripted histories replayed against the reconcile loop, with fake effects, probe and clock.
+
+In the manner of honcho's tests/test_manager.py: events in (exits, scheduler answers,
+commands, time passing), then the actions taken and the states reached are checked.
+No process is started; each history runs in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from clusterctl.errors import ClusterError
+from clusterctl.plan.specs import ProcessSpec
+from clusterctl.runtime.process import ProcessId
+from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
+from clusterctl.supervisor.reconcile import SCHEDULER_LOST_GRACE, Reconciler, Timing
+from clusterctl.supervisor.restart import RestartTracker
+from clusterctl.supervisor.states import ChildState as S
+from clusterctl.supervisor.states import ClusterState, IllegalTransition, check
+from clusterctl.topology import RestartPolicy
+
+STEP = 0.1  # seconds the fake clock moves per tick
+
+
+@dataclass
+class FakeHandle:
+    pid: int
+    code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+@dataclass
+class FakeEffects:
+    """Records every action; a spawn raises whatever `fail[name]` holds."""
+
+    actions: list[tuple] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    handles: dict[str, FakeHandle] = field(default_factory=dict)
+    fail: dict[str, BaseException] = field(default_factory=dict)
+    rss_of: dict[int, int] = field(default_factory=dict)
+    retire_error: BaseException | None = None
+    stop_error: BaseException | None = None
+    next_pid: int = 1000
+
+    def spawn(self, spec, warm_ok):
+        if spec.name in self.fail:
+            raise self.fail[spec.name]
+        self.next_pid += 1
+        self.handles[spec.name] = FakeHandle(self.next_pid)
+        self.actions.append(("spawn", spec.name, warm_ok))
+        return self.handles[spec.name]
+
+    def identify(self, handle):
+        return ProcessId(handle.pid, 1.0)
+
+    def stop(self, targets, grace):
+        if self.stop_error:
+            raise self.stop_error
+        names = sorted(n for n, h in self.handles.items() for _, t in targets if t is h)
+        self.actions.append(("stop", tuple(names), grace))
+        for _, h in targets:
+            if h is not None and h.code is None:
+                h.code = -15
+        return ["exited" for _ in targets]
+
+    def kill(self, pid, handle):
+        self.actions.append(("kill", next(n for n, h in self.handles.items() if h is handle)))
+        handle.code = -9
+
+    def retire(self, names):
+        if self.retire_error:
+            raise self.retire_error
+        self.actions.append(("retire", tuple(names)))
+        return list(names)
+
+    def rss(self, pid):
+        return self.rss_of.get(pid.pid)
+
+    def emit(self, process, event, detail="", **extra):
+        self.events.append((process, event, detail))
+
+    def log_tail(self, spec):
+        return "ValueError: boom", "line 1\nValueError: boom"
+
+
+@dataclass
+class FakeProbe:
+    answered_at: float = 0.0
+    address: str | None = "tcp://127.0.0.1:9999"
+    workers: dict | None = None
+    interval: float = 1.0
+    error: BaseException | None = None
+
+    def refresh(self):
+        if self.error:
+            raise self.error
+
+    def poke(self):
+        pass
+
+
+def spec(name: str, role: str = "worker", group: str = "default", policy: RestartPolicy | None = None,
+         argv: tuple[str, ...] = ("dask", "worker")) -> ProcessSpec:
+    return ProcessSpec(name=name, role=role, group=group, host="127.0.0.1", argv=argv,
+                       log_path=Path(f"/logs/{name}.log"), restart=policy or RestartPolicy())
+
+
+class History:
+    """A reconciler wired to fakes, with verbs for what happens to it."""
+
+    def __init__(self, workers: int = 2, policy: RestartPolicy | None = None, early: bool = True,
+                 startup: float = 60.0, argv: tuple[str, ...] = ("dask", "worker")):
+        self.now = 0.0
+        self.fx, self.probe = FakeEffects(), FakeProbe()
+        self.policy = policy or RestartPolicy()
+        specs = [spec("scheduler", "scheduler", "scheduler", self.policy, ("dask", "scheduler"))]
+        specs += [spec(f"default-{i}", policy=self.policy, argv=argv) for i in range(workers)]
+        desired = DesiredSet(specs, lambda g, i: spec(f"{g}-{i}", group=g, policy=self.policy, argv=argv))
+        self.core = Reconciler(desired, self.fx, self.probe, lambda: self.now,
+                               Timing(startup=startup, shutdown=10.0, early_workers=early),
+                               tracker=lambda p: RestartTracker(p, rng=random.Random(0)))
+        self.core.background = lambda fn, *args: fn(*args)
+
+    # verbs
+    def tick(self, n: int = 1) -> History:
+        for _ in range(n):
+            self.now += STEP
+            self.core.tick()
+        return self
+
+    def wait(self, seconds: float) -> History:
+        self.now += seconds
+        return self
+
+    def answer(self, *workers: str, **info: dict) -> History:
+        """The scheduler answers now, listing these workers."""
+        self.probe.answered_at = self.now
+        self.probe.workers = {w: dict({"address": f"tcp://w/{w}", "memory_limit": 2**30}, **info.get(w, {}))
+                              for w in workers}
+        return self
+
+    def exit(self, name: str, code: int = -9) -> History:
+        self.fx.handles[name].code = code
+        return self
+
+    def up(self) -> History:
+        """The happy start: scheduler answers, then every worker registers."""
+        self.tick()
+        self.answer().tick()
+        self.answer(*self.workers()).tick()
+        assert self.core.state == ClusterState.RUNNING, self.states()
+        self.fx.actions.clear()
+        self.fx.events.clear()
+        return self
+
+    # facts
+    def workers(self) -> list[str]:
+        return [n for n, c in self.core.children.items() if c.is_worker]
+
+    def state(self, name: str) -> S:
+        return self.core.children[name].state
+
+    def states(self) -> dict[str, str]:
+        return {n: c.state.value for n, c in self.core.children.items()}
+
+    def events(self, name: str) -> list[str]:
+        return [e for p, e, _ in self.fx.events if p == name]
+
+    def spawned(self) -> list[str]:
+        return [a[1] for a in self.fx.actions if a[0] == "spawn"]
+
+
+def test_start_up_scheduler_first_then_workers_proven_by_name():
+    h = History(workers=2)
+    h.tick()
+    assert h.spawned() == ["scheduler", "default-0", "default-1"]
+    assert h.fx.actions[0] == ("spawn", "scheduler", False)  # the first scheduler is exec'd, not forked
+    assert h.core.state == ClusterState.STARTING
+    h.answer().tick()
+    assert h.state("scheduler") == S.RUNNING and h.state("default-0") == S.STARTING
+    h.answer("default-0").tick()
+    assert h.state("default-0") == S.RUNNING and h.state("default-1") == S.STARTING
+    assert h.core.state == ClusterState.STARTING
+    h.answer("default-0", "default-1").tick()
+    assert h.core.state == ClusterState.RUNNING
+    assert ("cluster", "ready", "2 workers at tcp://127.0.0.1:9999") in h.fx.events
+
+
+def test_sequential_launch_starts_workers_only_once_the_scheduler_answers():
+    h = History(workers=2, early=False)
+    h.tick(3)
+    assert h.spawned() == ["scheduler"]
+    h.answer().tick()
+    assert h.spawned() == ["scheduler", "default-0", "default-1"]
+
+
+def test_a_worker_answer_older_than_its_start_does_not_count():
+    h = History(workers=1)
+    h.answer("default-0")  # before anything started
+    h.tick()
+    h.answer().tick()  # the scheduler answers, without the worker
+    h.tick()
+    assert h.state("default-0") == S.STARTING
+
+
+def test_crash_restarts_at_once_and_counts():
+    h = History().up()
+    h.exit("default-1").tick()
+    assert h.events("default-1") == ["exited", "restarting", "started"]
+    assert h.state("default-1") == S.STARTING and h.core.children["default-1"].restarts == 1
+    h.answer("default-0", "default-1").tick()
+    assert h.state("default-1") == S.RUNNING
+    assert h.events("default-1")[-1] == "ready"
+
+
+def test_crash_loop_becomes_fatal_and_the_cluster_degraded():
+    h = History(policy=RestartPolicy(max_retries=2, window=60, backoff_initial=0.5, backoff_max=1)).up()
+    for _ in range(3):
+        h.exit("default-1").tick()
+        h.wait(2).tick()  # past any backoff
+    assert h.state("default-1") == S.FATAL
+    assert "2 restarts within 60 s" in h.core.children["default-1"].reason
+    assert "ValueError: boom" in h.core.children["default-1"].reason  # the log's first cause
+    assert h.core.state == ClusterState.DEGRADED
+    h.wait(100).tick(5)
+    assert h.state("default-1") == S.FATAL  # a fatal child stays down
+
+
+def test_backoff_delays_the_second_quick_failure():
+    h = History(policy=RestartPolicy(backoff_initial=4, backoff_max=8)).up()
+    h.exit("default-0").tick()  # first failure after a good run: at once
+    assert h.state("default-0") == S.STARTING
+    h.exit("default-0").tick()  # failed again within min_uptime: backoff 2-4 s
+    assert h.state("default-0") == S.BACKOFF
+    h.tick(5)
+    assert h.state("default-0") == S.BACKOFF
+    h.wait(4).tick()
+    assert h.state("default-0") == S.STARTING
+
+
+def test_a_good_run_resets_the_backoff():
+    h = History(policy=RestartPolicy(backoff_initial=4, min_uptime=5)).up()
+    h.exit("default-0").tick()
+    h.exit("default-0").tick()
+    assert h.state("default-0") == S.BACKOFF
+    h.wait(5).tick()
+    h.answer("default-0", "default-1").tick()
+    h.wait(6).answer("default-0", "default-1").tick()  # a good run: longer than min_uptime
+    h.exit("default-0").tick()
+    assert h.state("default-0") == S.STARTING  # restarted at once again
+
+
+def test_scheduler_loss_brings_every_worker_back_with_the_new_scheduler():
+    h = History().up()
+    h.exit("scheduler").tick()
+    assert ("stop", ("default-0", "default-1"), SCHEDULER_LOST_GRACE) in h.fx.actions
+    assert h.events("default-0")[:1] == ["stopped"]
+    # the scheduler restarts at once (delay 0) and the workers with it: its address is fixed
+    assert h.spawned() == ["scheduler", "default-0", "default-1"]
+    assert h.fx.actions[-3] == ("spawn", "scheduler", True)  # a restart forks from the warm server
+    h.answer().tick()
+    h.answer("default-0", "default-1").tick()
+    assert set(h.states().values()) == {"running"}
+    assert h.core.children["default-0"].restarts == 1
+
+
+def test_workers_wait_while_the_scheduler_backs_off():
+    h = History(policy=RestartPolicy(backoff_initial=5, backoff_max=5)).up()
+    h.exit("scheduler").tick()
+    h.tick()
+    h.exit("scheduler").tick()  # a quick second failure: backoff
+    assert h.state("scheduler") == S.BACKOFF
+    assert h.state("default-0") == S.WAITING
+    assert h.core.children["default-0"].reason == "waiting for the scheduler"
+    h.wait(5).tick()
+    assert h.state("scheduler") == S.STARTING and h.state("default-0") == S.STARTING
+
+
+def test_a_fatal_scheduler_leaves_workers_exited_with_the_reason():
+    h = History(policy=RestartPolicy(max_retries=0)).up()
+    h.exit("scheduler").tick()
+    assert h.state("scheduler") == S.FATAL
+    assert h.state("default-0") == S.EXITED
+    assert h.core.children["default-0"].reason == "the scheduler is fatal"
+    assert h.core.state == ClusterState.DEGRADED
+
+
+def test_scale_up_while_a_restart_is_pending():
+    h = History(policy=RestartPolicy(backoff_initial=5, backoff_max=5)).up()
+    h.exit("default-1").tick()
+    h.exit("default-1").tick()
+    assert h.state("default-1") == S.BACKOFF
+    added = h.core.desired.add("default", 2, taken=set(h.core.children))
+    h.tick()
+    assert added == ["default-2", "default-3"]
+    assert h.spawned()[-2:] == ["default-2", "default-3"]
+    assert h.state("default-1") == S.BACKOFF  # its own restart keeps its schedule
+    h.wait(5).tick()
+    assert h.state("default-1") == S.STARTING
+
+
+def test_scale_down_removes_the_idle_failure_first_without_retiring_it():
+    h = History(workers=3, policy=RestartPolicy(backoff_initial=5, backoff_max=5)).up()
+    h.exit("default-0").tick()
+    h.exit("default-0").tick()
+    members = [(n, h.state(n)) for n in h.core.desired.workers()]
+    gone = pick_to_remove(members, 1)
+    assert gone == ["default-0"]
+    h.core.desired.remove(gone)
+    h.tick()
+    assert "default-0" not in h.core.children
+    assert not [a for a in h.fx.actions if a[0] == "retire"]
+    assert h.events("default-0")[-1] == "removed"
+
+
+def test_remove_during_start_up_retires_then_stops():
+    h = History(workers=2)
+    h.tick()
+    h.core.desired.remove(["default-1"])
+    h.tick()
+    assert ("retire", ("default-1",)) in h.fx.actions
+    assert ("stop", ("default-1",), 10.0) in h.fx.actions
+    assert "default-1" not in h.core.children
+    assert h.events("default-1") == ["started", "retiring", "removed"]
+    h.answer().tick()
+    h.answer("default-0").tick()
+    assert h.core.state == ClusterState.RUNNING  # ready without the removed one
+
+
+def test_remove_with_kill_does_not_retire():
+    h = History().up()
+    h.core.desired.remove(["default-0"])
+    h.core.kill_names.add("default-0")
+    h.tick()
+    assert h.fx.actions == [("kill", "default-0")]
+    assert h.core.retired == {"default-0": False}
+
+
+def test_a_failed_retirement_still_stops_and_removes():
+    h = History().up()
+    h.fx.retire_error = OSError("scheduler gone")
+    h.core.desired.remove(["default-1"])
+    h.tick()
+    assert "default-1" not in h.core.children
+    assert ("cluster", "retire-failed", "OSError: scheduler gone") in h.fx.events
+
+
+def test_memory_over_the_limit_restarts_a_nannyless_worker():
+    h = History(argv=("dask", "worker", "--no-nanny")).up()
+    pid = h.core.children["default-0"].pid.pid
+    h.fx.rss_of[pid] = int(0.97 * 2**30)
+    h.wait(1).answer("default-0", "default-1").tick()
+    assert h.events("default-0")[:2] == ["unhealthy", "restarting"]
+    assert "over 95% of its 1024 MiB limit" in h.fx.events[0][2]
+    assert ("stop", ("default-0",), 2.0) in h.fx.actions
+
+
+def test_memory_is_the_nannys_job_when_there_is_one():
+    h = History(argv=("dask", "worker", "--nanny")).up()
+    h.fx.rss_of[h.core.children["default-0"].pid.pid] = 2**31
+    h.wait(1).answer("default-0", "default-1").tick()
+    assert h.state("default-0") == S.RUNNING
+
+
+def test_a_spawn_that_raises_is_that_childs_failure_not_the_loops():
+    h = History().up()
+    h.fx.fail["default-1"] = OSError(12, "Cannot allocate memory")
+    h.exit("default-1").tick()
+    assert h.events("default-1")[-2:] == ["spawn-failed", "restarting"]
+    assert h.state("default-1") == S.BACKOFF
+    assert h.state("default-0") == S.RUNNING
+    del h.fx.fail["default-1"]
+    h.wait(5).tick()
+    assert h.state("default-1") == S.STARTING
+
+
+def test_a_spawn_that_raises_during_start_up_fails_it():
+    h = History()
+    h.fx.fail["default-0"] = ClusterError("default-0: cannot start 'dask': No such file or directory")
+    h.tick()
+    assert h.core.failure == "default-0: cannot start 'dask': No such file or directory"
+
+
+def test_an_exit_during_start_up_fails_it_with_the_log_tail():
+    h = History()
+    h.tick()
+    h.exit("default-0", 1).tick()
+    assert h.core.failure.startswith("default-0 exited while starting (exit code 1): ValueError: boom")
+    assert "last lines of /logs/default-0.log:\nline 1" in h.core.failure
+
+
+def test_a_worker_unregistered_past_its_grace_is_replaced():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(1).answer("default-0").tick()  # default-1 missing from a newer answer
+    h.wait(5).answer("default-0").tick()
+    assert h.state("default-1") == S.RUNNING  # within its grace
+    h.wait(6).answer("default-0").tick()
+    assert h.events("default-1")[:2] == ["unhealthy", "restarting"]
+    assert "alive but not registered for 10 s" in h.fx.events[0][2]
+
+
+def test_a_worker_that_reappears_within_its_grace_is_left_alone():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(1).answer("default-0").tick()
+    h.wait(8).answer("default-0", "default-1").tick()
+    h.wait(8).answer("default-0", "default-1").tick()
+    assert h.state("default-1") == S.RUNNING and h.events("default-1") == []
+
+
+def test_a_silent_scheduler_is_replaced_after_its_grace():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(11).tick()
+    assert h.events("scheduler")[:2] == ["unhealthy", "restarting"]
+    assert h.state("default-0") in (S.WAITING, S.STARTING)
+    assert ("stop", ("default-0", "default-1"), SCHEDULER_LOST_GRACE) in h.fx.actions
+
+
+def test_a_worker_that_never_registers_fails_start_up():
+    h = History(startup=5)
+    h.tick()
+    h.answer().tick()
+    h.wait(6).answer().tick()
+    assert h.core.failure.startswith("default-0 did not register within 5 s (timeouts.startup)")
+
+
+def test_stop_during_start_up_is_final():
+    h = History()
+    h.tick()
+    h.core.stop_all()
+    assert set(h.states().values()) == {"stopped"}
+    h.wait(100).tick(3)
+    assert h.spawned() == ["scheduler", "default-0", "default-1"]  # nothing started again
+
+
+def test_restart_policies_never_and_on_failure():
+    h = History(policy=RestartPolicy(policy="on-failure")).up()
+    h.exit("default-0", 0).tick()
+    assert h.state("default-0") == S.EXITED
+    assert h.events("default-0") == ["exited", "stays-down"]
+    h.exit("default-1", 3).tick()
+    assert h.state("default-1") == S.STARTING
+    h = History(policy=RestartPolicy(policy="never")).up()
+    h.exit("default-0", 1).tick()
+    assert h.state("default-0") == S.EXITED
+    assert h.core.state == ClusterState.RUNNING  # stays down by policy: not degraded
+
+
+def test_a_probe_that_raises_is_logged_and_supervision_goes_on(capsys):
+    h = History().up()
+    h.probe.error = RuntimeError("probe bug")
+    h.exit("default-0").tick()
+    h.tick()
+    assert h.state("default-0") == S.STARTING  # the exit was still handled
+    assert ("supervisor", "error", "probe: RuntimeError: probe bug") in h.fx.events
+    assert capsys.readouterr().err.count("Traceback") == 1  # once, not every tick
+
+
+def test_a_stop_that_raises_fails_that_child_only():
+    h = History(policy=RestartPolicy(unhealthy_grace=1)).up()
+    h.fx.stop_error = PermissionError(1, "Operation not permitted")
+    h.wait(1).answer("default-0").tick()
+    h.wait(2).answer("default-0").tick()
+    assert h.state("default-0") == S.RUNNING
+    assert h.state("default-1") in (S.BACKOFF, S.STARTING)
+
+
+def test_removing_a_fatal_worker_clears_the_degraded_state():
+    h = History(policy=RestartPolicy(max_retries=0)).up()
+    h.exit("default-1").tick()
+    assert h.core.state == ClusterState.DEGRADED
+    h.core.desired.remove(["default-1"])
+    h.tick()
+    assert h.core.state == ClusterState.RUNNING and "default-1" not in h.core.children
+
+
+def test_new_specs_apply_from_the_next_spawn():
+    h = History(workers=1, early=False)
+    h.tick()
+    pinned = spec("default-0", argv=("dask", "worker", "tcp://127.0.0.1:4242"))
+    h.core.replace_specs([pinned])
+    h.answer().tick()
+    assert h.core.children["default-0"].spec is pinned
+
+
+def test_names_are_reused_only_when_free():
+    h = History(workers=3).up()
+    h.core.desired.remove(["default-1"])
+    assert h.core.desired.add("default", 1, taken=set(h.core.children)) == ["default-3"]  # still retiring
+    h.tick()
+    assert h.core.desired.add("default", 1, taken=set(h.core.children)) == ["default-1"]
+
+
+def test_transitions_are_written_once():
+    check(S.PENDING, S.STARTING)
+    check(S.RUNNING, S.RUNNING)
+    with pytest.raises(IllegalTransition):
+        check(S.STOPPED, S.STARTING)  # a stop asked for is final
+    with pytest.raises(IllegalTransition):
+        check(S.RETIRING, S.RUNNING)

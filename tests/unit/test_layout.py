@@ -1,0 +1,91 @@
+"""The package's shape, checked: folders are layers and nothing imports upward.
+
+errors < topology < plan < runtime < remote < supervisor, jobs < client < cli
+(a module may import its own layer and any lower one; nothing imports cli/).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "src" / "clusterctl"
+LAYERS = {
+    "errors": 0, "topology": 1, "plan": 2, "runtime": 3, "remote": 4,
+    "supervisor": 5, "jobs": 5, "client": 6, "cli": 7, "__init__": 8, "__main__": 8,
+}
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 300
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py"))
+
+
+def top(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0].removesuffix(".py")
+
+
+def imported_tops(path: Path) -> set[str]:
+    """The first package folder below clusterctl of every clusterctl import in the module."""
+    tree = ast.parse(path.read_text())
+    own = list(path.relative_to(PKG).parent.parts)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = own[: len(own) - (node.level - 1)] if node.level > 1 else own
+                parts = base + (node.module.split(".") if node.module else [])
+                if not parts:  # `from . import x` at the package root
+                    parts = [node.names[0].name]
+            elif node.module and node.module.startswith("clusterctl"):
+                parts = node.module.split(".")[1:] or [node.names[0].name]
+            else:
+                continue
+            found.add(parts[0] if parts else "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("clusterctl."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_no_import_runs_up_a_layer(path):
+    mine = top(path)
+    for other in imported_tops(path):
+        assert other in LAYERS, f"{other!r} is not a known layer"
+        assert other != "cli" or mine in ("cli", "__main__"), f"{path.name}: nothing outside cli/ imports cli/"
+        assert LAYERS[other] <= LAYERS[mine], f"{path.relative_to(PKG)} imports {other}/, a higher layer"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_modules_and_classes_stay_short(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path.name} has {len(text.splitlines())} lines"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= MAX_CLASS_LINES, f"class {node.name} has {size} lines"
+
+
+def test_the_checker_sees_a_real_upward_import(tmp_path):
+    """The layering test can fail: a plan module importing the supervisor is caught."""
+    bad = PKG / "plan" / "specs.py"
+    assert "supervisor" not in imported_tops(bad)
+    fake = tmp_path / "x.py"
+    fake.write_text("from ..supervisor import loop\n")
+    assert imported_tops_at(fake, ["plan"]) == {"supervisor"}
+
+
+def imported_tops_at(path: Path, own: list[str]) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = own[: len(own) - (node.level - 1)]
+            out.add((base + node.module.split("."))[0])
+    return out
