@@ -18,6 +18,15 @@ import psutil
 import pytest
 
 CLI = [sys.executable, "-m", "clusterctl"]
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_tool(reason: str) -> None:
+    """Skip a test whose tool (Chromium, sshd, ip) is missing here; under CI (CI=true) fail instead:
+    .ci/run installs those tools, so their absence there is a broken install, not a pass."""
+    if UNDER_CI:
+        pytest.fail(f"CI=true and a required tool is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

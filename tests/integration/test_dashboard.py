@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import CLI, kill_all, wait_for
+from conftest import CLI, kill_all, missing_tool, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +233,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_dashboard_in_chromium(cluster, tmp_path, monkeypatch):
     exe = find_chromium()
     if exe is None:
-        pytest.skip("Chromium not found: install Debian's `chromium` package (apt-get install chromium)")
+        missing_tool("Chromium not found: install Debian's `chromium` package (apt-get install chromium)")
     cluster.cli("up", check=True)
 
     res = cluster.cli("dashboard", check=True)

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 import sshd as sshd_helper
-from conftest import kill_all, processes_under, wait_for
-from clusterctl.client import lifecycle
+from conftest import kill_all, missing_tool, processes_under, wait_for
+from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.topology import load_config
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def sshd(tmp_path_factory):
     try:
         daemon = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
     except sshd_helper.SshdUnavailable as e:
-        pytest.skip(f"no sshd for the fleet tests: {e}")
+        missing_tool(f"no sshd for the fleet tests: {e}")
     yield daemon
     daemon.stop()
 
@@ -91,7 +91,7 @@ def test_three_hosts_over_tls_run_and_down(cluster, sshd):
     with pytest.raises((OSError, TypeError, ValueError)):
         Client(f"tcp://127.0.0.1:{cluster.port}", timeout="2s")
     cfg = load_config(cluster.config)
-    with Client(lifecycle.client_address(cfg), timeout="10s", **lifecycle.client_kwargs(cfg)) as c:
+    with Client(client_address(cfg), timeout="10s", **client_kwargs(cfg)) as c:
         assert c.submit(lambda x: x + 1, 1).result(timeout=20) == 2
 
     env_lines = cluster.cli("client-config", "--env", check=True).stdout

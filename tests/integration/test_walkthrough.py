@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import processes_under
+from conftest import missing_tool, processes_under
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).resolve().parent.parent / "data" / "walkthrough_full_source.py"
@@ -35,7 +35,7 @@ def _netns_works() -> str | None:
 def test_walkthrough_script_runs_unmodified_against_default_cluster(tmp_path):
     reason = _netns_works()
     if reason:
-        pytest.skip(reason)
+        missing_tool(reason)
     shutil.copy(REPO / "cluster.yaml", tmp_path / "cluster.yaml")
     shutil.copy(SCRIPT, tmp_path / "walkthrough.py")
     py = sys.executable
