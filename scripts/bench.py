@@ -4,12 +4,20 @@ A benchmark, not a test: it prints a markdown table and writes JSON. The
 machine is shared and noisy, so every figure is a median of interleaved
 repeats measured in this one run, and comparisons are ratios.
 
-    scripts/bench [--repeat 3] [--counts 3,16] [--quick] [--json artifacts/bench.json]
+    scripts/bench [--repeat 3] [--counts 3,16] [--big-counts 64 --big-repeat 2] [--quick] [--json artifacts/bench.json]
+    scripts/bench --compare BEFORE_TREE [--after TREE] [--repeat 3] [--pairs 3]   # writes artifacts/bench-compare.json
+
+--compare times two clusterctl trees side by side, interleaved (before, after; then after,
+before; ...), each through its own venv: `<tree>/.venv/bin/python -m clusterctl up/down`, and
+the job in a `<tree>/.venv/bin/python` subprocess. This process imports neither tree.
+Everything runs in one temp dir, on 127.0.0.1 and ports in 20000-32000; whatever a run
+leaves behind there is killed by pid (with its tree) and reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -21,17 +29,120 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 
-from clusterctl.runtime.probes import SchedulerProbe
-from clusterctl.jobs import montecarlo as mc
-from clusterctl.runtime.process import ProcessId, kill_tree, spawn
-
 PY = sys.executable
-CLI = [PY, "-m", "clusterctl"]
 DASK = str(Path(PY).with_name("dask"))
+ROOT = Path(__file__).resolve().parents[1]
+
+# This venv's clusterctl, for the single-tree mode only (see use_this_tree): --compare must
+# not import either tree's modules, and works while this tree's are mid-refactor.
+SchedulerProbe = mc = ProcessId = kill_tree = spawn = None
+
+
+def use_this_tree() -> None:
+    global SchedulerProbe, mc, ProcessId, kill_tree, spawn
+    from clusterctl.jobs import montecarlo as mc
+    from clusterctl.runtime.probes import SchedulerProbe
+    from clusterctl.runtime.process import ProcessId, kill_tree, spawn
+
+
+# -- temp dirs, ports, processes ---------------------------------------------------------------
+
+_RUN_TMP: Path | None = None
+LEFTOVERS: list[dict] = []  # processes a step left behind, killed by the bench (a bug worth a look)
+
+
+def run_tmp() -> Path:
+    """One temp dir per run: every process the bench starts runs in (a subdir of) it."""
+    global _RUN_TMP
+    if _RUN_TMP is None:
+        _RUN_TMP = Path(tempfile.mkdtemp(prefix="clusterctl-bench-"))
+    return _RUN_TMP
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=run_tmp()))
+
+
+def processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes whose cwd or argv lies under ``root`` (the bench starts everything in a temp dir)."""
+    root_s, me = str(root), os.getpid()
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
+        if p.pid == me or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cwd, cmd = p.info["cwd"] or "", " ".join(p.info["cmdline"] or [])
+        if cwd == root_s or cwd.startswith(root_s + os.sep) or root_s in cmd:
+            found.append(p)
+    return found
+
+
+def kill_trees(procs: list[psutil.Process]) -> list[str]:
+    """SIGKILL each process and its descendants, by pid (psutil checks the create time, so a
+    reused pid is never hit); wait for them; return what was killed, for the report."""
+    everything: dict[int, psutil.Process] = {}
+    for p in procs:
+        try:
+            for q in [p, *p.children(recursive=True)]:
+                everything[q.pid] = q
+        except psutil.NoSuchProcess:
+            pass
+    killed = []
+    for q in everything.values():
+        try:
+            killed.append(f"{q.pid} {' '.join(q.cmdline())[:160]}")
+            q.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(everything.values()), timeout=5)
+    return killed
+
+
+def sweep(root: Path, where: str) -> None:
+    """After a step: anything still running under ``root`` gets 3 s to leave, then is killed and reported."""
+    procs = processes_under(root)
+    if not procs:
+        return
+    _, alive = psutil.wait_procs(procs, timeout=3)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if alive:
+        killed = kill_trees(alive)
+        LEFTOVERS.append({"where": where, "killed": killed})
+        print(f"warning: {where} left {len(killed)} process(es) running; killed:\n  " + "\n  ".join(killed), file=sys.stderr)
+
+
+def popen_json(argv: list[str], cwd: Path, timeout: float, what: str) -> dict | list:
+    """Run a helper in its own session; its last stdout line is JSON. On timeout its whole tree is killed."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_trees([q for q in [_process(proc.pid)] if q])
+        proc.communicate()
+        raise RuntimeError(f"{what}: no answer within {timeout:.0f} s")
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback traffic never goes via a proxy
+
+
+def http_json(url: str, timeout: float) -> dict | None:
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as r:
+            return json.loads(r.read())
+    except Exception:  # noqa: BLE001 - not answering (yet)
+        return None
+
+
+def startup_timeout(workers: int) -> int:
+    """timeouts.startup for the generated topology: 64 workers on 2 cores take ~30 s; leave room."""
+    return max(120, 5 * workers)
 
 
 def free_port() -> int:
@@ -54,11 +165,18 @@ def median(xs: list[float]) -> float:
 
 
 class Topology:
-    """A clusterctl topology in a temp dir, on free ports."""
+    """A clusterctl topology in a temp dir, on free ports, run by ``python -m clusterctl`` with that dir as cwd."""
 
-    def __init__(self, workers: int, nthreads: int | None = 1, nanny: bool | None = None, launch: str = "concurrent"):
-        self.dir = Path(tempfile.mkdtemp(prefix="clusterctl-bench-"))
-        self.port, self.dash = free_port(), free_port()
+    def __init__(self, workers: int, nthreads: int | None = 1, nanny: bool | None = None, launch: str = "concurrent",
+                 python: str = PY, label: str = "clusterctl"):
+        self.dir = tmpdir("topology-")
+        self.workers, self.python, self.label = workers, python, label
+        self.port = free_port()
+        self.dash = free_port()
+        while self.dash == self.port:
+            self.dash = free_port()
+        self.startup = startup_timeout(workers)
+        self.running = False  # `up` was tried and no `down` succeeded since
         group = f"  - name: w\n    count: {workers}\n"
         if nthreads:
             group += f"    nthreads: {nthreads}\n"
@@ -66,14 +184,19 @@ class Topology:
             group += f"    nanny: {str(nanny).lower()}\n"
         (self.dir / "cluster.yaml").write_text(
             f"name: bench\nlaunch: {launch}\nscheduler: {{port: {self.port}, dashboard_port: {self.dash}}}\n"
-            f"workers:\n{group}timeouts: {{startup: 120, shutdown: 10}}\n"
+            f"workers:\n{group}timeouts: {{startup: {self.startup}, shutdown: 10}}\n"
         )
 
     def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        res = subprocess.run([*CLI, *args, "--file", str(self.dir / "cluster.yaml")], capture_output=True, text=True,
-                             timeout=600, env={**os.environ, **(env or {})})
+        if args[0] == "up":
+            self.running = True
+        res = subprocess.run([self.python, "-m", "clusterctl", *args, "--file", str(self.dir / "cluster.yaml")],
+                             check=False, capture_output=True, text=True, cwd=self.dir, timeout=self.startup + 120,
+                             env={**os.environ, **(env or {})})
         if check and res.returncode != 0:
-            raise RuntimeError(f"clusterctl {' '.join(args)} failed: {res.stderr}")
+            raise RuntimeError(f"{self.label}: clusterctl {' '.join(args)} ({self.workers} workers) failed: {res.stderr[-3000:]}")
+        if args[0] == "down" and res.returncode == 0:
+            self.running = False
         return res
 
     def ledger(self) -> dict:
@@ -86,8 +209,22 @@ class Topology:
     def workers_seen(self) -> dict:
         return SchedulerProbe("127.0.0.1", self.dash).workers_by_name(timeout=2) or {}
 
+    def workers_registered(self, want: int, wait: float = 5.0) -> int:
+        """Workers the scheduler counts (Dask's own /json/counts.json: no clusterctl code involved)."""
+        deadline = time.monotonic() + wait
+        while True:
+            got = (http_json(f"http://127.0.0.1:{self.dash}/json/counts.json", 2) or {}).get("workers", 0)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
     def close(self) -> None:
-        self.cli("down", check=False)
+        if self.running:
+            try:
+                self.cli("down", check=False)
+            except subprocess.TimeoutExpired:
+                pass
+        sweep(self.dir, f"{self.label} with {self.workers} workers")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -95,12 +232,15 @@ class Topology:
 
 
 def time_clusterctl(n: int, warm: bool = True, **kw) -> tuple[float, float]:
+    """Seconds for `clusterctl up` (returns once healthy) and `down`; kw go to Topology (python=, label=, nanny=...)."""
     topo = Topology(n, **kw)
     try:
         t0 = time.perf_counter()
         topo.cli("up", env={"CLUSTERCTL_WARM": "1" if warm else "0"})
         up = time.perf_counter() - t0
-        assert len(topo.workers_seen()) == n
+        seen = topo.workers_registered(n)
+        if seen != n:
+            raise RuntimeError(f"{topo.label}: `up` returned with {seen} of {n} workers registered")
         t0 = time.perf_counter()
         topo.cli("down")
         return up, time.perf_counter() - t0
@@ -110,7 +250,7 @@ def time_clusterctl(n: int, warm: bool = True, **kw) -> tuple[float, float]:
 
 def time_by_hand(n: int) -> float:
     """The walkthrough's sequence: `dask scheduler`, then N `dask worker ADDRESS`, all at once."""
-    d = Path(tempfile.mkdtemp(prefix="clusterctl-bench-hand-"))
+    d = tmpdir("hand-")
     port, dash = free_port(), free_port()
     procs = []
     try:
@@ -122,9 +262,8 @@ def time_by_hand(n: int) -> float:
                                 "--dashboard-address", "127.0.0.1:0", "--local-directory", str(d)],
                                log_path=d / f"w{i}.log", cwd=d))
         url = f"http://127.0.0.1:{dash}/json/counts.json"
-        from clusterctl.runtime.probes import http_json
         while (http_json(url, 0.5) or {}).get("workers", 0) < n:
-            if time.perf_counter() - t0 > 120:
+            if time.perf_counter() - t0 > startup_timeout(n):
                 raise RuntimeError("hand-launched cluster did not come up")
             time.sleep(0.02)
         return time.perf_counter() - t0
@@ -136,20 +275,45 @@ def time_by_hand(n: int) -> float:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 kill_tree(ProcessId(p.pid, psutil.Process(p.pid).create_time()))
+        sweep(d, f"hand-launched dask with {n} workers")
         shutil.rmtree(d, ignore_errors=True)
 
 
-def time_localcluster(n: int) -> tuple[float, float]:
+def time_localcluster(n: int, python: str = PY) -> tuple[float, float]:
+    """LocalCluster(n_workers=n, processes=True) start and close, in a fresh ``python`` with a temp dir as cwd."""
+    d = tmpdir("localcluster-")
+    port, dash = free_port(), free_port()
     code = (
-        "import time, tempfile\n"
+        "import time\n"
         "from distributed import LocalCluster\n"
         "t=time.perf_counter()\n"
-        f"c=LocalCluster(n_workers={n}, threads_per_worker=1, processes=True, dashboard_address='127.0.0.1:0', "
-        "host='127.0.0.1', local_directory=tempfile.mkdtemp())\n"
+        f"c=LocalCluster(n_workers={n}, threads_per_worker=1, processes=True, host='127.0.0.1', scheduler_port={port}, "
+        f"dashboard_address='127.0.0.1:{dash}', local_directory={str(d)!r})\n"
         "up=time.perf_counter()-t; t=time.perf_counter(); c.close(); print(up, time.perf_counter()-t)\n"
     )
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout.split()
-    return float(out[0]), float(out[1])
+    try:
+        proc = subprocess.Popen([python, "-c", code], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=2 * startup_timeout(n) + 60)
+        except subprocess.TimeoutExpired:
+            kill_trees([q for q in [_process(proc.pid)] if q])
+            proc.communicate()
+            raise RuntimeError(f"LocalCluster({n}) did not start and close in time")
+        if proc.returncode != 0:
+            raise RuntimeError(f"LocalCluster({n}) failed: {err[-3000:]}")
+        up, close = out.split()[-2:]
+        return float(up), float(close)
+    finally:
+        sweep(d, f"LocalCluster with {n} workers")
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 # -- the job -----------------------------------------------------------------------------
@@ -259,19 +423,249 @@ def recover(topo: Topology, name: str, kill_scheduler: bool) -> float:
         time.sleep(0.02)
 
 
+# -- two trees side by side (--compare) --------------------------------------------------------
+
+
+class Tree:
+    """A clusterctl checkout with its own venv (``<tree>/.venv/bin/python``), used only through subprocesses."""
+
+    def __init__(self, path: str | Path, label: str):
+        self.path, self.label = Path(path).resolve(), label
+        self.python = str(self.path / ".venv" / "bin" / "python")
+        if not os.access(self.python, os.X_OK):
+            raise SystemExit(f"{label} tree {self.path}: no venv python at {self.python}")
+        probe = subprocess.run(
+            [self.python, "-c", ("import clusterctl, distributed, sys; print(clusterctl.__file__); "
+                                "print(distributed.__version__); print(sys.version.split()[0])")],
+            check=False, cwd=run_tmp(), capture_output=True, text=True, timeout=120)
+        if probe.returncode != 0:
+            raise SystemExit(f"{label} tree {self.path}: its venv cannot import clusterctl:\n{probe.stderr[-2000:]}")
+        module, self.distributed, self.python_version = probe.stdout.split()
+        if not Path(module).resolve().is_relative_to(self.path):
+            raise SystemExit(f"{label} tree {self.path}: its venv imports clusterctl from {module}, not from the tree")
+        cli = subprocess.run([self.python, "-m", "clusterctl", "--help"], check=False, cwd=run_tmp(), capture_output=True, text=True, timeout=120)
+        if cli.returncode != 0:
+            raise SystemExit(f"{label} tree {self.path}: `{self.python} -m clusterctl --help` fails (mid-refactor?):\n"
+                             f"{cli.stderr[-2000:]}")
+        self.commit = self._git("rev-parse", "--short", "HEAD")
+        # --no-optional-locks: `git status` must not refresh (write) the tree's index.
+        self.changed = [line for line in self._git("--no-optional-locks", "status", "--porcelain", "--", "src").splitlines() if line]
+        self.digest = self.src_digest()
+
+    def _git(self, *args: str) -> str:
+        res = subprocess.run(["git", "-C", str(self.path), *args], check=False, capture_output=True, text=True, timeout=60)
+        return res.stdout.strip() if res.returncode == 0 else "?"
+
+    def src_digest(self) -> str:
+        """Of every .py file under src/: tells whether the code changed while the bench ran."""
+        h = hashlib.sha256()
+        for f in sorted((self.path / "src").rglob("*.py")):
+            if "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(self.path)).encode() + b"\0" + f.read_bytes() + b"\0")
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "python": self.python, "commit": self.commit, "src_changes": self.changed,
+                "src_digest": self.digest, "distributed": self.distributed, "python_version": self.python_version}
+
+    def summary(self) -> str:
+        dirty = f" + {len(self.changed)} uncommitted change(s) under src/" if self.changed else " (src/ clean)"
+        return f"{self.label}: `{self.path}` at {self.commit}{dirty}"
+
+
+# Runs under a tree's own venv python with the cluster's address: that tree's job code, client side.
+JOB_HELPER = r"""
+import json, sys, time
+from distributed import Client
+from clusterctl.jobs import montecarlo as mc
+address = sys.argv[1]
+pairs, tasks, min_points, max_points, seed = map(int, sys.argv[2:7])
+spec = mc.MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
+warm = mc.MonteCarloSpec(tasks=max(1, tasks // 10), min_points=min_points, max_points=max(min_points, max_points // 10), seed=seed + 1)
+serial, job = [], []
+with Client(address, timeout=60) as client:
+    mc.run_serial(warm)  # untimed: imports, buffers, and the job's module unpickled on every worker
+    mc.run(client, warm)
+    for _ in range(pairs):  # interleaved: the serial baseline sees the same drift as the cluster
+        t = time.perf_counter(); mc.run_serial(spec); serial.append(time.perf_counter() - t)
+        t = time.perf_counter(); mc.run(client, spec); job.append(time.perf_counter() - t)
+print(json.dumps({"serial_s": serial, "job_s": job, "points": int(mc.points_schedule(spec).sum()), "module": mc.__file__}))
+"""
+
+
+def job_spec(quick: bool) -> dict:
+    """The single-tree job's spec, spelled out so both trees run exactly the same job."""
+    if quick:
+        return {"tasks": 300, "min_points": 1000, "max_points": 2_000_000, "seed": 42}
+    return {"tasks": 1200, "min_points": 1000, "max_points": 10_000_000, "seed": 42}
+
+
+def compare_job_round(tree: Tree, pairs: int, spec: dict) -> dict:
+    """`up` the default 3-worker cluster with ``tree``, run ``pairs`` serial/cluster pairs with its code, `down`."""
+    topo = Topology(3, nthreads=1, python=tree.python, label=tree.label)  # the default cluster.yaml's shape
+    try:
+        topo.cli("up")
+        seen = topo.workers_registered(3)
+        if seen != 3:
+            raise RuntimeError(f"{tree.label}: `up` returned with {seen} of 3 workers registered")
+        argv = [tree.python, "-c", JOB_HELPER, topo.address, str(pairs),
+                *(str(spec[k]) for k in ("tasks", "min_points", "max_points", "seed"))]
+        return popen_json(argv, topo.dir, timeout=120 + 120 * pairs, what=f"{tree.label}: the job")
+    finally:
+        topo.close()
+
+
+def efficiency(serial: list[float], job: list[float], cores: int) -> dict:
+    return {"job_s": median(job), "serial_s": median(serial), "parallel_efficiency": median(serial) / (cores * median(job)),
+            "pair_efficiencies": [s_ / (cores * j) for s_, j in zip(serial, job)], "job_all_s": job, "serial_all_s": serial}
+
+
+def compare(args: argparse.Namespace, parts: set[str], counts: list[int], big: list[int]) -> dict:
+    before, after = Tree(args.compare, "before"), Tree(args.after, "after")
+    trees = [before, after]
+    results: dict = {"mode": "compare", "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "trees": {t.label: t.describe() for t in trees}, "repeat": args.repeat, "big_repeat": args.big_repeat}
+    print("\n".join(t.summary() for t in trees), file=sys.stderr)
+    if before.distributed != after.distributed:
+        print(f"warning: the venvs differ: distributed {before.distributed} vs {after.distributed}", file=sys.stderr)
+
+    def order(i: int) -> list[Tree]:  # before, after; after, before; ...: neither always goes first
+        return trees if i % 2 == 0 else trees[::-1]
+
+    if "startup" in parts:
+        rows: dict = {}
+        for n, reps in [*((n, args.repeat) for n in counts), *((n, args.big_repeat) for n in big)]:
+            samples: dict[str, list[float]] = {k: [] for k in ("before_up", "before_down", "after_up", "after_down", "local_up", "local_close")}
+            for i in range(reps):
+                for t in order(i):
+                    up, down = time_clusterctl(n, nanny=False, python=t.python, label=t.label)
+                    samples[f"{t.label}_up"].append(up); samples[f"{t.label}_down"].append(down)
+                if args.local:
+                    lu, lc = time_localcluster(n, python=after.python)
+                    samples["local_up"].append(lu); samples["local_close"].append(lc)
+                print(f"startup {n} #{i + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items() if v), file=sys.stderr)
+            rows[n] = {"repeat": reps, **{k: median(v) for k, v in samples.items() if v}, "all": samples}
+        results["startup"] = rows
+
+    if "job" in parts:
+        spec = job_spec(args.quick)
+        cores = psutil.cpu_count(logical=True)
+        raw = {t.label: {"serial": [], "job": []} for t in trees}
+        points = modules = None
+        for i in range(args.repeat):
+            for t in order(i):
+                r = compare_job_round(t, args.pairs, spec)
+                raw[t.label]["serial"] += r["serial_s"]; raw[t.label]["job"] += r["job_s"]
+                points = r["points"]
+                modules = {**(modules or {}), t.label: r["module"]}
+                print(f"job #{i + 1}/{args.repeat} {t.label}: serial {r['serial_s']}, cluster {r['job_s']}", file=sys.stderr)
+        results["job"] = {"spec": spec, "points": points, "cores": cores, "pairs_per_cluster": args.pairs, "modules": modules,
+                          **{t.label: efficiency(raw[t.label]["serial"], raw[t.label]["job"], cores) for t in trees}}
+
+    moved = [t.label for t in trees if t.src_digest() != t.digest]
+    if moved:
+        print(f"warning: src/ of {', '.join(moved)} changed while the bench ran: its figures may mix versions", file=sys.stderr)
+    results["src_changed_during_run"] = moved
+    return results
+
+
+def compare_markdown(r: dict) -> str:
+    m, trees = r["machine"], r["trees"]
+    lines = [(f"Measured {r['started']} on {m['cores']} cores, {m['memory_gib']} GiB, {m['system']}, Python {m['python']}: "
+             "two clusterctl trees in one run, interleaved (before, after; then after, before; ...), medians."), ""]
+    for label in ("before", "after"):
+        t = trees[label]
+        dirty = f" + {len(t['src_changes'])} uncommitted change(s) under src/" if t["src_changes"] else ""
+        lines.append(f"- {label}: `{t['path']}` at {t['commit']}{dirty} (distributed {t['distributed']})")
+    if r.get("src_changed_during_run"):
+        lines.append(f"- **src/ of {', '.join(r['src_changed_during_run'])} changed during the run**: figures may mix versions")
+    lines.append("")
+    if "startup" in r:
+        lines += [("| workers | up, before | up, after | after / before | down, before | down, after | after / before "
+                  "| LocalCluster start / close | up / LocalCluster, before / after | repetitions |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for n, s in r["startup"].items():
+            local = (f"{s['local_up']:.2f} s / {s['local_close']:.2f} s | "
+                     f"{s['before_up'] / s['local_up']:.2f}x / {s['after_up'] / s['local_up']:.2f}x") if "local_up" in s else "— | —"
+            lines.append(f"| {n} | {s['before_up']:.2f} s | {s['after_up']:.2f} s | {s['after_up'] / s['before_up']:.2f}x "
+                         f"| {s['before_down']:.2f} s | {s['after_down']:.2f} s | {s['after_down'] / s['before_down']:.2f}x "
+                         f"| {local} | {s['repeat']} |")
+        lines += ["", ("`up` is `clusterctl up` until it returns (every worker registered), default topology (warm start, "
+                  "no nanny, one thread per worker); after / before below 1.00x is faster."), ""]
+    if "job" in r:
+        j = r["job"]
+        b, a = j["before"], j["after"]
+        pairs = len(a["job_all_s"])
+
+        def eff(x: dict) -> str:
+            return (f"{100 * x['parallel_efficiency']:.0f}% ({100 * min(x['pair_efficiencies']):.0f}%-"
+                    f"{100 * max(x['pair_efficiencies']):.0f}%)")
+
+        lines += [f"| job: {j['spec']['tasks']} tasks, {j['points']:.3g} points, 3 workers x 1 thread | before | after | after / before |",
+                  "|---|---|---|---|",
+                  f"| `run montecarlo` on the cluster | {b['job_s']:.2f} s | {a['job_s']:.2f} s | {a['job_s'] / b['job_s']:.2f}x |",
+                  f"| serial, one process | {b['serial_s']:.2f} s | {a['serial_s']:.2f} s | {a['serial_s'] / b['serial_s']:.2f}x |",
+                  (f"| parallel efficiency, serial / ({j['cores']} cores x wall), medians of {pairs} interleaved pairs "
+                  f"(single pairs) | {eff(b)} | {eff(a)} | {a['parallel_efficiency'] / b['parallel_efficiency']:.2f}x |"),
+                  "", (f"Each tree's job ran with its own code, {j['pairs_per_cluster']} pairs per fresh cluster after one "
+                  "untimed warm-up run; efficiency after / before above 1.00x is better."), ""]
+    return "\n".join(lines)
+
+
 # -- main -----------------------------------------------------------------------------------
+
+
+def ints(text: str) -> list[int]:
+    return [int(c) for c in text.split(",") if c.strip()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--counts", default="3,16")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (the job takes 3x as many pairs)")
+    ap.add_argument("--counts", default="3,16", help="worker counts timed with every contender")
+    ap.add_argument("--big-counts", default="64", help="worker counts timed as clusterctl `up`/`down` against LocalCluster only "
+                                                      "('' for none)")
+    ap.add_argument("--big-repeat", type=int, default=2, help="repetitions for --big-counts (64 workers take ~30 s each)")
     ap.add_argument("--quick", action="store_true", help="smaller job, for a fast look")
-    ap.add_argument("--json", default="artifacts/bench.json")
-    ap.add_argument("--only", default="startup,job,kernel,supervision")
+    ap.add_argument("--json", default=None, help="default: artifacts/bench.json, or artifacts/bench-compare.json with --compare")
+    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision "
+                                                 "(with --compare: startup,job; default all)")
+    ap.add_argument("--compare", metavar="BEFORE_TREE", help="time this other clusterctl checkout (with its .venv) "
+                                                              "side by side with --after")
+    ap.add_argument("--after", metavar="TREE", default=str(ROOT), help="with --compare: the tree after the change "
+                                                                        "(default: this checkout)")
+    ap.add_argument("--pairs", type=int, default=3, help="with --compare: serial/cluster job pairs per fresh cluster, "
+                                                         "per tree and repetition")
+    ap.add_argument("--no-local", dest="local", action="store_false", help="with --compare: skip LocalCluster")
     args = ap.parse_args()
-    parts = set(args.only.split(","))
-    counts = [int(c) for c in args.counts.split(",")]
+    parts = set((args.only or ("startup,job" if args.compare else "startup,job,kernel,supervision")).split(","))
+    counts, big = ints(args.counts), ints(args.big_counts)
+    json_path = Path(args.json) if args.json else ROOT / "artifacts" / ("bench-compare.json" if args.compare else "bench.json")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
+    t_start = time.perf_counter()
+    try:
+        if args.compare:
+            results = compare(args, parts, counts, big)
+            text = compare_markdown
+        else:
+            use_this_tree()
+            results = single_tree(args, parts, counts, big)
+            text = markdown
+        sweep(run_tmp(), "the run")
+        results["leftovers"] = LEFTOVERS
+        results["seconds"] = round(time.perf_counter() - t_start, 1)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2))
+        print(text(results))
+        print(f"{results['seconds']:.0f} s; wrote {json_path}; "
+              + (f"{sum(len(x['killed']) for x in LEFTOVERS)} leftover process(es) killed, see 'leftovers'" if LEFTOVERS
+                 else "no process left behind"), file=sys.stderr)
+    finally:
+        sweep(run_tmp(), "the run")
+        shutil.rmtree(run_tmp(), ignore_errors=True)
+
+
+def single_tree(args: argparse.Namespace, parts: set[str], counts: list[int], big: list[int]) -> dict:
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     if "kernel" in parts:
@@ -298,8 +692,17 @@ def main() -> None:
                 samples["hand"].append(time_by_hand(n))
                 lu, lc = time_localcluster(n)
                 samples["local_up"].append(lu); samples["local_close"].append(lc)
-            rows[n] = {k: median(v) for k, v in samples.items()}
+            rows[n] = {"repeat": args.repeat, **{k: median(v) for k, v in samples.items()}}
             print(f"startup {n}: {rows[n]}", file=sys.stderr)
+        for n in big:  # many workers: clusterctl's default against LocalCluster only, few repetitions
+            samples = {k: [] for k in ("up", "down", "local_up", "local_close")}
+            for i in range(args.big_repeat):
+                up, down = time_clusterctl(n, nanny=False)
+                samples["up"].append(up); samples["down"].append(down)
+                lu, lc = time_localcluster(n)
+                samples["local_up"].append(lu); samples["local_close"].append(lc)
+                print(f"startup {n} #{i + 1}/{args.big_repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items()), file=sys.stderr)
+            rows[n] = {"repeat": args.big_repeat, **{k: median(v) for k, v in samples.items()}, "all": samples}
         results["startup"] = rows
 
     if "job" in parts:
@@ -309,10 +712,7 @@ def main() -> None:
     if "supervision" in parts:
         results["supervision"] = supervision_figures(args.repeat)
         print(f"supervision: {results['supervision']}", file=sys.stderr)
-
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(markdown(results))
+    return results
 
 
 def machine() -> dict:
@@ -324,17 +724,23 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"Measured {r['started']} on {m['cores']} cores, {m['memory_gib']} GiB, {m['system']}, Python {m['python']} (medians).", ""]
     if "startup" in r:
-        lines += ["| workers | clusterctl up (default: warm, no nanny) | up, exec per process | up, with nannies | by hand (walkthrough) | LocalCluster | up / LocalCluster | up / by hand | clusterctl down | LocalCluster close |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        def sec(s: dict, k: str) -> str:
+            return f"{s[k]:.2f} s" if k in s else "—"
+
+        def ratio(s: dict, a: str, b: str) -> str:
+            return f"{s[a] / s[b]:.2f}x" if a in s and b in s else "—"
+
+        lines += ["| workers | clusterctl up (default: warm, no nanny) | up, exec per process | up, with nannies | by hand (walkthrough) | LocalCluster | up / LocalCluster | up / by hand | clusterctl down | LocalCluster close | repetitions |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, s in r["startup"].items():
-            lines.append(f"| {n} | {s['up']:.2f} s | {s['up_exec']:.2f} s | {s['up_nanny']:.2f} s | {s['hand']:.2f} s | {s['local_up']:.2f} s | "
-                         f"{s['up'] / s['local_up']:.2f}x | {s['up'] / s['hand']:.2f}x | {s['down']:.2f} s | {s['local_close']:.2f} s |")
+            lines.append(f"| {n} | {sec(s, 'up')} | {sec(s, 'up_exec')} | {sec(s, 'up_nanny')} | {sec(s, 'hand')} | {sec(s, 'local_up')} | "
+                         f"{ratio(s, 'up', 'local_up')} | {ratio(s, 'up', 'hand')} | {sec(s, 'down')} | {sec(s, 'local_close')} | {s.get('repeat', '')} |")
         lines.append("")
     if "kernel" in r:
         k = r["kernel"]
-        lines += [f"Kernel: {k['ns_per_point']:.2f} ns/point (walkthrough's function {k['walkthrough_ns_per_point']:.2f}, {k['ratio']:.1f}x), "
+        lines += [(f"Kernel: {k['ns_per_point']:.2f} ns/point (walkthrough's function {k['walkthrough_ns_per_point']:.2f}, {k['ratio']:.1f}x), "
                   f"medians of {len(k['ns_per_point_all'])} interleaved rounds; ours ranged "
-                  f"{min(k['ns_per_point_all']):.2f}-{max(k['ns_per_point_all']):.2f}.", ""]
+                  f"{min(k['ns_per_point_all']):.2f}-{max(k['ns_per_point_all']):.2f}."), ""]
     if "job" in r:
         j = r["job"]
         lines += ["| job | figure |", "|---|---|",
@@ -342,8 +748,8 @@ def markdown(r: dict) -> str:
                   f"| same, one Dask task per Monte Carlo task | {j['unbatched_job_s']:.2f} s (efficiency {100 * j['unbatched_efficiency']:.0f}%) |",
                   f"| same, walkthrough's function | {j['walkthrough_job_s']:.2f} s ({j['speedup_vs_walkthrough']:.1f}x slower) |",
                   f"| serial, one process | {j['serial_s']:.2f} s ({j['serial_s'] / j['points'] * 1e9:.2f} ns/point) |",
-                  f"| parallel efficiency (serial / ({j['cores']} cores x wall)), medians of {len(j['job_all_s'])} interleaved pairs | "
-                  f"{100 * j['parallel_efficiency']:.0f}% (single pairs: {100 * min(j['pair_efficiencies']):.0f}%-{100 * max(j['pair_efficiencies']):.0f}%) |",
+                  (f"| parallel efficiency (serial / ({j['cores']} cores x wall)), medians of {len(j['job_all_s'])} interleaved pairs | "
+                  f"{100 * j['parallel_efficiency']:.0f}% (single pairs: {100 * min(j['pair_efficiencies']):.0f}%-{100 * max(j['pair_efficiencies']):.0f}%) |"),
                   f"| wall time per task, one Dask task each: {j['tasks']} tasks / {j['fine_tasks']} tasks of 10x fewer points | {j['per_task_ms']:.2f} ms / {j['fine_per_task_ms']:.2f} ms |",
                   f"| idle worker RSS | {j['idle_worker_rss_mb']:.0f} MB |", ""]
     if "supervision" in r:
