@@ -44,6 +44,7 @@ class FakeEffects:
     handles: dict[str, FakeHandle] = field(default_factory=dict)
     fail: dict[str, BaseException] = field(default_factory=dict)
     rss_of: dict[int, int] = field(default_factory=dict)
+    stopped: set[int] = field(default_factory=set)  # pids in state T (SIGSTOP)
     retire_error: BaseException | None = None
     stop_error: BaseException | None = None
     next_pid: int = 1000
@@ -81,6 +82,9 @@ class FakeEffects:
 
     def rss(self, pid):
         return self.rss_of.get(pid.pid)
+
+    def is_stopped(self, pid):
+        return pid.pid in self.stopped
 
     def emit(self, process, event, detail="", **extra):
         self.events.append((process, event, detail))
@@ -503,3 +507,36 @@ def test_transitions_are_written_once():
         check(S.STOPPED, S.STARTING)  # a stop asked for is final
     with pytest.raises(IllegalTransition):
         check(S.RETIRING, S.RUNNING)
+
+
+def test_a_registered_worker_without_heartbeats_is_killed_and_replaced():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(1).answer("default-0", "default-1", **{"default-1": {"heartbeat_age": 5.0}}).tick()
+    assert h.state("default-1") == S.RUNNING  # quiet, within its grace
+    h.wait(6).answer("default-0", "default-1", **{"default-1": {"heartbeat_age": 11.0}}).tick()
+    assert h.events("default-1")[:2] == ["unhealthy", "restarting"]
+    assert h.fx.events[0][2] == "hung: no heartbeat for 11 s"
+    assert ("stop", ("default-1",), 0.0) in h.fx.actions  # no grace: a hung process cannot leave politely
+
+
+def test_a_sigstopped_worker_is_replaced_after_its_grace_even_if_the_scheduler_still_lists_it():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.fx.stopped.add(h.core.children["default-0"].pid.pid)
+    h.wait(1).answer("default-0", "default-1").tick()
+    assert h.state("default-0") == S.RUNNING and h.core.children["default-0"].stopped_since is not None
+    h.wait(5).answer("default-0", "default-1").tick()
+    assert h.state("default-0") == S.RUNNING
+    h.wait(6).answer("default-0", "default-1").tick()
+    assert h.events("default-0")[:2] == ["unhealthy", "restarting"]
+    assert "hung: its process has been stopped for" in h.fx.events[0][2]
+
+
+def test_a_worker_stopped_then_continued_is_left_alone():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    pid = h.core.children["default-0"].pid.pid
+    h.fx.stopped.add(pid)
+    h.wait(1).answer("default-0", "default-1").tick()
+    h.fx.stopped.discard(pid)  # SIGCONT within the grace
+    h.wait(5).answer("default-0", "default-1").tick()
+    h.wait(8).answer("default-0", "default-1").tick()
+    assert h.state("default-0") == S.RUNNING and h.events("default-0") == []

@@ -12,6 +12,7 @@ from collections import Counter
 
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.metrics import time as metrics_time
 from tornado import web
 
 #: Set (DASK_CLUSTERCTL__LAZY_DASHBOARD=True) when clusterctl starts the scheduler with
@@ -68,6 +69,7 @@ class WorkersJSON(web.RequestHandler):
     def get(self):
         s = self.scheduler
         workers = {}
+        now = metrics_time()
         for ws in list(s.workers.values()):
             workers[str(ws.name)] = {
                 "address": ws.address,
@@ -76,6 +78,9 @@ class WorkersJSON(web.RequestHandler):
                 "memory_limit": ws.memory_limit,
                 "processing": len(ws.processing),
                 "has_what": len(ws.has_what),
+                # Seconds since its last heartbeat: a hung worker (SIGSTOP, a task holding the
+                # GIL in C code, a sleeping laptop) stays registered until worker-ttl (5 min).
+                "heartbeat_age": round(max(0.0, now - ws.last_seen), 3),
             }
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")

@@ -32,6 +32,7 @@ class Child:
     started_wall: float = 0.0  # time.time(), for people
     ready_at: float | None = None
     unhealthy_since: float | None = None
+    stopped_since: float | None = None  # first seen SIGSTOPped (state T)
     retry_at: float = 0.0  # BACKOFF: when it may start again
     exit_code: int | None = None
     reason: str = ""

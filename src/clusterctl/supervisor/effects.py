@@ -14,7 +14,8 @@ from ..plan.resolve import Launcher
 from ..plan.specs import ProcessSpec
 from ..runtime import process, warm
 from ..runtime.events import EventLog
-from ..runtime.logs import first_cause, rotate_if_large, tail
+from ..runtime.logs import BACKUPS, MAX_LOG_BYTES, first_cause, tail
+from ..runtime.rotation import rotate
 from ..runtime.probes import HealthWatch, SchedulerInfo, SchedulerProbe
 from ..runtime.process import ProcessId
 from .child import Handle
@@ -34,7 +35,10 @@ class RealEffects:
 
     def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle:
         if spec.log_path:
-            rotate_if_large(spec.log_path)
+            try:
+                rotate(spec.log_path, MAX_LOG_BYTES, BACKUPS)
+            except OSError:
+                pass  # a full disk must not stop a restart; rotated at the next chance
         try:
             if warm_ok and warm.usable(spec, self.launcher):
                 return warm.spawn(spec)
@@ -70,6 +74,13 @@ class RealEffects:
             return proc.memory_info().rss if proc is not None else None
         except psutil.Error:
             return None
+
+    def is_stopped(self, pid: ProcessId) -> bool:
+        proc = pid.get()
+        try:
+            return proc is not None and proc.status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return False
 
     def emit(self, process_name: str, event: str, detail: str = "", **extra: Any) -> None:
         self.events.emit(process_name, event, detail, **extra)

@@ -29,7 +29,7 @@ from .desired import DesiredSet
 from .restart import RestartTracker
 from .states import ChildState as S
 from .states import ClusterState
-from .verdicts import memory_verdict, scheduler_verdict, worker_verdict
+from .verdicts import memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
 
 PROBE_FAST = 0.05  # seconds between scheduler probes while someone starts: `ready` is seen at once
 PROBE_SLOW = 1.0  # ... and while all is well
@@ -47,6 +47,7 @@ class Effects(Protocol):
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None: ...
     def retire(self, names: list[str]) -> list[str]: ...
     def rss(self, pid: ProcessId) -> int | None: ...
+    def is_stopped(self, pid: ProcessId) -> bool: ...  # SIGSTOPped (state T)
     def emit(self, process: str, event: str, detail: str = "", **extra: Any) -> None: ...
     def log_tail(self, spec: ProcessSpec) -> tuple[str, str]: ...  # (first cause, last lines)
 
@@ -124,7 +125,10 @@ class Reconciler:
         key = (where, type(e).__name__)
         if key not in self._logged:
             self._logged.add(key)
-            traceback.print_exception(e)
+            try:
+                traceback.print_exception(e)
+            except (OSError, ValueError):
+                pass  # stderr is supervisor.log: on a full disk it cannot take the traceback
         try:
             self.fx.emit("supervisor", "error", f"{where}: {type(e).__name__}: {e}")
         except Exception:  # noqa: BLE001 - the event log itself may be what fails
@@ -172,8 +176,16 @@ class Reconciler:
             c.unhealthy_since = v.since
         else:
             return self._unhealthy(c, v.why, now)
-        if memory and c.state == S.RUNNING and "--no-nanny" in c.spec.argv and c.pid is not None:
-            v = memory_verdict(rss=self.fx.rss(c.pid), limit=(seen.get(c.name) or {}).get("memory_limit"))
+        if c.state != S.RUNNING or not memory or c.pid is None:
+            return  # the process checks below run once a second
+        info = seen.get(c.name) or {}
+        c.stopped_since = (c.stopped_since or now) if self.fx.is_stopped(c.pid) else None
+        v = silence_verdict(now=now, heartbeat_age=info.get("heartbeat_age"), stopped_since=c.stopped_since,
+                            grace=c.spec.restart.unhealthy_grace)
+        if v.kind == "unhealthy":  # a hung process cannot leave politely
+            return self._unhealthy(c, v.why, now, grace=0.0)
+        if "--no-nanny" in c.spec.argv:
+            v = memory_verdict(rss=self.fx.rss(c.pid), limit=info.get("memory_limit"))
             if v.kind == "unhealthy":
                 self._unhealthy(c, v.why, now)
 
@@ -184,9 +196,9 @@ class Reconciler:
         self.dirty = True
         self.fx.emit(c.name, "ready", f"{address} after {took:.2f} s", address=address, seconds=round(took, 3))
 
-    def _unhealthy(self, c: Child, why: str, now: float) -> None:
+    def _unhealthy(self, c: Child, why: str, now: float, grace: float = UNHEALTHY_GRACE) -> None:
         self.fx.emit(c.name, "unhealthy", why)
-        self.fx.stop([(c.pid, c.handle)], UNHEALTHY_GRACE)
+        self.fx.stop([(c.pid, c.handle)], grace)
         self._failed(c, now, None, why)
 
     # -- failures ----------------------------------------------------------------------------
@@ -286,7 +298,7 @@ class Reconciler:
         c.restarts += 0 if first else 1
         c.handle, c.pid = handle, self.fx.identify(handle)
         c.started_at, c.started_wall = now, time.time()
-        c.ready_at = c.unhealthy_since = c.exit_code = c.address = None
+        c.ready_at = c.unhealthy_since = c.stopped_since = c.exit_code = c.address = None
         c.move(S.STARTING, "")
         self.dirty = True
         self.fx.emit(c.name, "started", f"pid {c.pid.pid}", pid=c.pid.pid)

@@ -68,3 +68,15 @@ def memory_verdict(*, rss: int | None, limit: float | None) -> Verdict:
         return Verdict("unhealthy", f"memory {rss / 2**20:.0f} MiB is over {MEMORY_TERMINATE:.0%} "
                                     f"of its {limit / 2**20:.0f} MiB limit")
     return OK
+
+
+def silence_verdict(*, now: float, heartbeat_age: float | None, stopped_since: float | None,
+                    grace: float) -> Verdict:
+    """A registered worker that stopped talking is hung (SIGSTOP, a task holding the GIL in C
+    code, a swapping machine): Dask keeps its tasks waiting until worker-ttl (5 minutes).
+    No heartbeat for ``grace`` seconds, or its process stopped (state T) that long, says so."""
+    if heartbeat_age is not None and heartbeat_age > grace:
+        return Verdict("unhealthy", f"hung: no heartbeat for {heartbeat_age:.0f} s")
+    if stopped_since is not None and now - stopped_since > grace:
+        return Verdict("unhealthy", f"hung: its process has been stopped for {now - stopped_since:.0f} s")
+    return OK
