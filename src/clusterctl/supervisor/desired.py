@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 from ..errors import ClusterError
 from ..plan.specs import ProcessSpec
 from ..runtime.ledger import atomic_write
+from ..topology.limits import MAX_GROUP_WORKERS
 from .states import ChildState
 
 NOT_WORKING = frozenset({ChildState.FATAL, ChildState.EXITED, ChildState.BACKOFF, ChildState.PENDING,
@@ -52,21 +53,41 @@ class DesiredSize:
 
     def __init__(self, root: Path):
         self.path = root / "desired.json"
+        self.problem: str | None = None
 
     def load(self, config_counts: dict[str, int]) -> dict[str, int]:
+        """The recorded sizes that still apply; a missing, unreadable or malformed file is ignored
+        (``problem`` then says why, for the event log): the topology's counts apply instead."""
+        self.problem = None
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            self.problem = f"{self.path} is unreadable ({e}); using the counts in the topology"
+            return {}
+        groups = data.get("groups") if isinstance(data, dict) else None
+        if not isinstance(groups, dict):
+            self.problem = f"{self.path} has no 'groups' object; using the counts in the topology"
             return {}
         out = {}
-        for group, rec in (data.get("groups") or {}).items():
-            if group in config_counts and rec.get("config_count") == config_counts[group]:
-                out[group] = int(rec["count"])
+        for group, rec in groups.items():
+            count = rec.get("count") if isinstance(rec, dict) else None
+            recorded = rec.get("config_count") if isinstance(rec, dict) else None
+            if not _is_count(count) or not _is_count(recorded):
+                self.problem = f"{self.path}: group {group!r} has a malformed record {rec!r}; ignored"
+                continue
+            if group in config_counts and recorded == config_counts[group]:
+                out[group] = count
         return out
 
     def save(self, counts: dict[str, int], config_counts: dict[str, int]) -> None:
         groups = {g: {"count": n, "config_count": config_counts[g]} for g, n in counts.items() if g in config_counts}
-        atomic_write(self.path, json.dumps({"groups": groups}, indent=2))
+        atomic_write(self.path, json.dumps({"groups": groups}, indent=2), mode=0o600)
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_GROUP_WORKERS
 
 
 class DesiredSet:

@@ -27,7 +27,8 @@ from ..runtime import process, tls, tuning, warm
 from ..runtime.control import ControlServer
 from ..runtime.events import EventLog
 from ..runtime.ledger import Ledger, LedgerRecord, SchedulerRecord, SupervisorRecord
-from ..runtime.logs import rotate_if_large
+from ..runtime.logs import BACKUPS, MAX_LOG_BYTES
+from ..runtime.rotation import rotate
 from ..runtime.probes import port_in_use, port_owner
 from ..topology import ClusterConfig, load_config
 from . import commands
@@ -94,6 +95,8 @@ class Supervisor:
 
     def _run_locked(self) -> int:
         counts = self.size.load(self._config_counts())
+        if self.size.problem:
+            self.events.emit("cluster", "desired-ignored", self.size.problem)
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
@@ -158,9 +161,16 @@ class Supervisor:
                 self._save()
             if self.clock() >= self._next_rotate:
                 self._next_rotate = self.clock() + ROTATE_EVERY
-                for c in self.core.children.values():
-                    if c.spec.log_path and rotate_if_large(c.spec.log_path):
-                        self.events.emit(c.name, "log-rotated", str(c.spec.log_path))
+                self._rotate_logs()
+
+    def _rotate_logs(self) -> None:
+        logs = [(c.name, c.spec.log_path) for c in self.core.children.values() if c.spec.log_path]
+        for name, path in [*logs, ("supervisor", self.cfg.log_path / "supervisor.log")]:
+            try:
+                if rotate(path, MAX_LOG_BYTES, BACKUPS):
+                    self.events.emit(name, "log-rotated", str(path))
+            except OSError as e:  # a full disk: try again at the next round
+                self.core.log_exception(f"rotate {name}", e)
 
     def _shutdown(self) -> None:
         try:
@@ -289,7 +299,10 @@ class Supervisor:
         desired.remove(removing)
         if kill:
             self.core.kill_names.update(removing)
-        self.size.save(desired.counts(self._config_counts()), self._config_counts())
+        try:
+            self.size.save(desired.counts(self._config_counts()), self._config_counts())
+        except OSError as e:  # the change holds in memory; it is saved with the next one
+            self.core.log_exception("desired.json", e)
         self.core.tick()  # start the new, mark the leaving: the caller reads the ledger next
         self._save()
         return {"ok": True, "added": added, "removing": removing, "kill": kill,
@@ -338,7 +351,8 @@ class Supervisor:
         def on_signal(signum: int, frame: Any) -> None:  # only set a flag (distributed _signals.py)
             self.stop_requested.set()
 
-        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        # SIGHUP: the terminal of `up --foreground` closed; stop as for Ctrl-C, never leave orphans.
+        for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), on_signal)
 
@@ -366,7 +380,10 @@ def _index(name: str) -> int:
 
 
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    try:
+        print(msg, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
