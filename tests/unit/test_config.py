@@ -524,3 +524,133 @@ def test_permission_denied_message(tmp_path, monkeypatch):
     monkeypatch.setattr(loading_module, "open", refuse, raising=False)
     msg = load_error(p)
     assert msg == f"{p}: permission denied; make it readable by this user"
+
+
+# -- hardening: tags, placement shapes, hosts (issue 12) -------------------------------------------
+
+FLEET = "hosts:\n  - name: ws1\n    address: 10.0.0.5\n"
+
+
+@pytest.mark.parametrize(
+    "text, line, tag",
+    [
+        ("name: !!python/object/apply:os.system ['true']\n", 1, "'!!python/object/apply:os.system'"),
+        ("name: x\nscheduler: !!python/object:builtins.dict {}\n", 2, "'!!python/object:builtins.dict'"),
+        ("workers:\n  - name: a\n    env: {A: !!python/name:os.system }\n", 3, "'!!python/name:os.system'"),
+        ("!!python/name:os.system : 1\n", 1, "'!!python/name:os.system'"),
+        ("workers:\n  - name: !custom a\n", 2, "'!custom'"),
+    ],
+)
+def test_tags_are_refused_as_tags_not_as_syntax(text, line, tag):
+    msg = config_error(text)
+    assert msg.startswith(f"<config>, line {line}: ") and f"the tag {tag} is not allowed" in msg, msg
+    assert "safely" in msg and "syntax" not in msg and "indentation" not in msg, msg
+
+
+@pytest.mark.parametrize("text, words", [("name: !!int abc\n", "'abc' is not a !!int value"),
+                                         ("workers:\n  - nanny: !!bool maybe\n", "'maybe' is not a !!bool value"),
+                                         ("name: !!timestamp soon\n", "'soon' is not a !!timestamp value"),
+                                         ("name: !!set [1]\n", "does not fit its value")])
+def test_a_standard_tag_that_does_not_fit_its_value(text, words):
+    msg = config_error(text)
+    assert words in msg and "remove the tag" in msg and "line " in msg, msg
+
+
+def test_standard_tags_still_work():
+    assert parse_config("name: !!str 42\n").name == "42"
+    assert parse_config("scheduler: !!map {port: !!int 9000}\n").scheduler.port == 9000
+
+
+@pytest.mark.parametrize(
+    "at, words",
+    [
+        ("{ws1: true}", "ws1: True is not a number of workers"),
+        ("{ws1: '2'}", "ws1: '2' is not a number of workers"),
+        ("{ws1: [1]}", "ws1: [1] is not a number of workers"),
+        ("5", "5 is not a placement"),
+        ("true", "True is not a placement"),
+        ("[1, 2]", "[1, 2] is not a placement"),
+        ("[ws1, {x: 1}]", "is not a placement"),
+    ],
+)
+def test_bad_placement_says_what_at_takes(at, words):
+    msg = config_error(FLEET + f"workers:\n  - name: a\n    at: {at}\n")
+    assert msg.startswith("<config>, line 6: workers[0].at: ") and words in msg, msg
+    assert "a host name (at: ws1), a list of names" in msg and "a map of name to worker count" in msg, msg
+    assert "at.str" not in msg and "at.dict" not in msg and "Input should be" not in msg, msg
+
+
+def test_at_as_a_list_goes_round_its_hosts():
+    cfg = parse_config(FLEET + "scheduler: {host: 10.0.0.1}\nworkers:\n  - at: [ws1, localhost]\n  - name: b\n"
+                       "    at: [localhost, ws1]\n    count: 3\n")
+    first, second = cfg.workers
+    assert first.count == 2 and first.placement() == ["ws1", "localhost"]
+    assert second.placement() == ["localhost", "ws1", "localhost"]
+    assert cfg.remote_hosts() == ["ws1"] and cfg.tls_enabled
+
+
+@pytest.mark.parametrize("at, words", [("[ws1, ws1]", "'ws1' is listed twice"), ("[]", "an empty list"),
+                                       ("[ws1, ws9]", "'ws9' is not a host")])
+def test_bad_placement_lists(at, words):
+    msg = config_error(FLEET + f"workers:\n  - at: {at}\n")
+    assert "workers[0].at" in msg and words in msg, msg
+
+
+@pytest.mark.parametrize("name", ["localhost", "LocalHost"])
+def test_a_host_named_localhost_is_refused(name):
+    # It used to replace this machine: every worker without `at:` went over SSH to 10.0.0.5.
+    msg = config_error(f"hosts:\n  - name: {name}\n    address: 10.0.0.5\nworkers:\n  - count: 2\n")
+    assert msg.startswith("<config>, line 2: hosts[0].name: ") and f"{name!r} is reserved" in msg, msg
+    assert "this machine" in msg and "such as 'ws1'" in msg, msg
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.5", "'[::1]'", "localhost"])
+def test_loopback_bind_on_another_machine_is_refused(bind):
+    text = FLEET.replace("10.0.0.5\n", f"10.0.0.5\n    bind: {bind}\n") + "workers:\n  - at: ws1\n"
+    msg = config_error(text)
+    assert msg.startswith("<config>, line 4: hosts[0].bind: ") and "is loopback on host 'ws1' (10.0.0.5)" in msg, msg
+    assert "drop `bind:`" in msg and "address on the cluster's network" in msg, msg
+
+
+def test_loopback_bind_is_fine_where_the_address_is_loopback_too():
+    """127.0.0.x over SSH is how one machine plays several (the fleet tests): its loopback is ours."""
+    cfg = parse_config("hosts:\n  - name: ws2\n    address: 127.0.0.2\n    bind: 127.0.0.2\nworkers:\n  - at: ws2\n")
+    assert cfg.host("ws2").remote and cfg.worker_bind(cfg.workers[0], "ws2") == "127.0.0.2"
+
+
+def test_loopback_group_host_on_another_machine_is_refused():
+    msg = config_error(FLEET + "workers:\n  - at: ws1\n    host: 127.0.0.1\n")
+    assert msg.startswith("<config>, line 6: workers[0].host: ") and "runs on host 'ws1' (10.0.0.5)" in msg, msg
+    assert "drop `host:`" in msg, msg
+
+
+@pytest.mark.parametrize("address, remote", [
+    ("localhost", False), ("LOCALHOST", False), ("localhost.", False), ("127.0.0.1", False), ("::1", False),
+    ("[::1]", False), ("0:0:0:0:0:0:0:1", False), ("::ffff:127.0.0.1", False),
+    ("127.0.0.2", True), ("10.0.0.5", True), ("ws1", True), ("localhost.example.org", True),
+])
+def test_which_addresses_are_reached_without_ssh(address, remote):
+    cfg = parse_config(f"hosts:\n  - name: h\n    address: {address!r}\n")
+    assert cfg.host("h").remote is remote
+    # Every spelling of this machine is also loopback; 127.0.0.2 is loopback yet reached over SSH.
+    if not remote:
+        assert is_loopback(address)
+
+
+def test_a_local_spelling_gives_a_local_scheduler():
+    cfg = parse_config("hosts:\n  - name: me\n    address: '[::1]'\nscheduler:\n  at: me\n  port: 0\n")
+    assert not cfg.scheduler_remote and cfg.scheduler.host == "127.0.0.1"
+
+
+def test_ssh_port_hint_is_not_the_scheduler_port_hint():
+    msg = config_error("hosts:\n  - name: ws1\n    address: 10.0.0.5\n    port: 0\n")
+    assert "hosts[0].port" in msg and "(got 0)" in msg and "SSH port" in msg, msg
+    assert "any free port" not in msg, msg
+    assert "0 for any free port" in config_error("scheduler:\n  port: 70000\n")
+
+
+def test_equal_ports_clash_even_without_the_dashboard():
+    # Checked with a real `dask scheduler --no-dashboard --port P --dashboard-address 127.0.0.1:P`:
+    # its HTTP server (/health) still binds P, and the start fails with "Address already in use".
+    msg = config_error("scheduler:\n  port: 9000\n  dashboard_port: 9000\n  dashboard: false\n")
+    assert "scheduler.dashboard_port" in msg and "served even with `dashboard: false`" in msg, msg

@@ -61,6 +61,16 @@ def test_schema_is_json_naming_the_top_level_keys(schema):
     assert schema["$schema"].startswith("https://json-schema.org/")
 
 
+def test_schema_bounds_the_total_and_takes_every_placement(schema):
+    from clusterctl.topology.limits import DEFAULT_MAX_WORKERS, MAX_WORKERS_CEILING
+
+    total = schema["properties"]["max_workers"]
+    assert (total["default"], total["minimum"], total["maximum"]) == (DEFAULT_MAX_WORKERS, 1, MAX_WORKERS_CEILING)
+    at = schema["$defs"]["WorkerGroup"]["properties"]["at"]
+    kinds = {branch.get("type") for branch in at["anyOf"]}
+    assert {"string", "array", "object", "null"} <= kinds, at  # a name, a list of names, name -> count
+
+
 def test_schema_describes_every_nested_model(schema):
     defs = schema["$defs"]
     for model in all_models() - {ClusterConfig}:

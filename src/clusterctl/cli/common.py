@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from ..topology import ClusterConfig, load_config
@@ -39,7 +40,7 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ClusterError as e:
             first, *rest = str(e).splitlines() or [""]
-            err.print(f"[bold red]error:[/] {first}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(first)}", markup=True)  # the message may hold [brackets]
             for line in rest:  # log tails follow the one-line message
                 err.print(line, markup=False)
             raise typer.Exit(e.exit_code) from None

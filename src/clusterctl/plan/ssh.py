@@ -27,7 +27,10 @@ ALIVE_COUNT = 3
 
 
 def control_dir(cfg: ClusterConfig) -> Path:
-    """Where this cluster's shared connections live: short, because a socket path is <104 bytes."""
+    """Where this cluster's shared connections live: short, because a socket path is <104 bytes.
+
+    The path is predictable, under the shared temp directory: remote.ssh.secure_control_dir
+    makes it 0700 and refuses it when another user owns it or may write to it, before any ssh."""
     digest = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:10]
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"clusterctl-ssh-{uid}" / digest

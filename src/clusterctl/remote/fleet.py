@@ -54,8 +54,8 @@ def prepare(cfg: ClusterConfig) -> None:
             mode = 0o600 if name.endswith("key.pem") else 0o644
             payload[f"{REMOTE_TLS_DIR}/{name}"] = {"text": (files.root / name).read_text(), "mode": mode}
     hosts = cfg.remote_hosts()
-    if hosts:  # where the processes' ssh will share one connection per host
-        ssh.control_dir(cfg).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if hosts:  # where the processes' ssh will share one connection per host: private, before any ssh
+        ssh.secure_control_dir(cfg, create=True)
 
     def install(name: str) -> None:
         h = cfg.host(name)
@@ -150,8 +150,7 @@ def head_versions() -> dict[str, str | None]:
 
 def doctor(cfg: ClusterConfig) -> list[Row]:
     """Check every host the topology uses; a row with problems fails."""
-    used = [cfg.scheduler.at or LOCAL_HOST] + [h for g in cfg.workers for h in g.placement()]
-    names = list(dict.fromkeys(used))
+    names = cfg.used_hosts()
     head = head_versions()
     sched_at = cfg.scheduler.at or LOCAL_HOST
     return [r for r in _each(names, lambda n: _check(cfg, n, head, n == sched_at)).values()]  # type: ignore[misc]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ClusterError
 from ..plan.ssh import CONNECT_TIMEOUT, control_dir, remote_command, ssh_argv
 from ..topology import ClusterConfig
 
-__all__ = ["CONNECT_TIMEOUT", "Result", "close", "control_dir", "run"]
+__all__ = ["CONNECT_TIMEOUT", "Result", "close", "control_dir", "run", "secure_control_dir"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Result:
 def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = None, timeout: float = 30) -> Result:
     """Run one short command on host `name`; ClusterError (naming the host) if ssh fails."""
     host = cfg.host(name)
-    full = ssh_argv(host, control_dir(cfg))
+    full = ssh_argv(host, secure_control_dir(cfg, create=False))
     # Use a running cluster's shared connection, but never become one: a short command's ssh
     # would otherwise stay behind as the master (ControlPersist) or wait on others' sessions.
     full[full.index("ControlMaster=auto")] = "ControlMaster=no"
@@ -44,7 +47,7 @@ def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = N
 def close(cfg: ClusterConfig, name: str) -> None:
     """Close this cluster's shared connection to a host, if one is open."""
     host = cfg.host(name)
-    control = control_dir(cfg)
+    control = secure_control_dir(cfg, create=False)
     if not control.exists():
         return
     argv = ssh_argv(host, control)
@@ -55,3 +58,65 @@ def close(cfg: ClusterConfig, name: str) -> None:
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("Warning: Permanently added")]
     return lines[-1] if lines else "ssh exited 255"
+
+
+def secure_control_dir(cfg: ClusterConfig, *, create: bool) -> Path:
+    """The shared connections' folder, proven private before any ssh uses it; made 0700 if asked.
+
+    Its path under the shared temp directory is predictable (plan.ssh.control_dir), so another
+    local user could make it first and plant a socket there: ssh would then hand our sessions
+    to their "master". Both levels (clusterctl-ssh-UID/ and the cluster's folder in it) must be
+    real directories, ours, and writable by nobody else; ClusterError (one line) otherwise."""
+    path = control_dir(cfg)
+    for folder in (path.parent, path):
+        if not _private_dir(folder, create):
+            break  # absent and not to be made: ssh finds no socket there, nothing to trust
+    return path
+
+
+def _private_dir(folder: Path, create: bool) -> bool:
+    if not hasattr(os, "geteuid"):
+        return folder.is_dir()  # Windows: no ControlMaster, no shared /tmp semantics
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o700)  # whatever the umask
+        except FileExistsError:
+            pass  # someone was quicker: judged below like any folder found there
+        except OSError as e:
+            raise ClusterError(f"{folder}: cannot create the ssh connection folder: {e.strerror or e}") from e
+        st = os.lstat(folder)
+    except OSError as e:
+        raise ClusterError(f"{folder}: cannot check the ssh connection folder: {e.strerror or e}") from e
+    fix = "remove it (it only holds clusterctl's shared ssh connections) or set TMPDIR to a private directory"
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ClusterError(f"{folder}: is {kind}, where clusterctl keeps its ssh connections; {fix}")
+    if st.st_uid != os.geteuid():
+        raise ClusterError(
+            f"{folder}: owned by {_user(st.st_uid)}, not by you, so that user could take over your ssh "
+            f"connections; {fix}"
+        )
+    if st.st_mode & 0o022:
+        raise ClusterError(
+            f"{folder}: mode {stat.S_IMODE(st.st_mode):03o} lets other users write there, so they could take "
+            f"over your ssh connections; {fix} (clusterctl makes it 0700)"
+        )
+    if st.st_mode & 0o077:
+        # Ours and writable by nobody else (an older clusterctl left the upper level 0755):
+        # nothing foreign can be inside, so closing it is safe.
+        os.chmod(folder, 0o700)
+    return True
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"

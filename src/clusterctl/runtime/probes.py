@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -17,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ClusterError
 from ..plan.specs import connect_host, hostport
 
 
@@ -120,8 +122,26 @@ class HealthWatch:
         self._thread.join(timeout=self.timeout + 1)
 
 
+class PortDenied(ClusterError):
+    """This user may not bind the port at all: not "in use", and waiting will not help."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        if sys.platform == "win32":  # WSAEACCES: another program's exclusive bind, or a reserved range
+            why = ("permission denied (another program holds it exclusively, or Windows reserves it: "
+                   "netsh interface ipv4 show excludedportrange protocol=tcp)")
+        elif port < 1024:
+            why = "needs root (ports below 1024 are privileged)"
+        else:
+            why = "permission denied (a security policy forbids binding it)"
+        super().__init__(f"port {port} {why}")
+
+
 def port_in_use(host: str, port: int) -> bool:
-    """True when host:port cannot be bound right now (someone is listening)."""
+    """True when host:port cannot be bound right now because someone is listening.
+
+    Raises PortDenied when this user may not bind it whoever listens (a port below 1024
+    without root): a different fix than "stop that process"."""
     if port == 0:
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -131,8 +151,10 @@ def port_in_use(host: str, port: int) -> bool:
         try:
             s.bind((host, port))
         except OSError as e:
-            if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), errno.EACCES):
+            if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
                 return True
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise PortDenied(host, port) from None
             raise
     return False
 

@@ -5,7 +5,7 @@
 ['default']
 """
 
-from .limits import MAX_FILE_BYTES, MAX_GROUP_WORKERS
+from .limits import DEFAULT_MAX_WORKERS, MAX_FILE_BYTES, MAX_GROUP_WORKERS, MAX_WORKERS_CEILING
 from .loading import default_config_path, load_config, parse_config
 from .models import (
     LOCAL_HOST,
@@ -20,6 +20,7 @@ from .models import (
 )
 
 __all__ = [
-    "LOCAL_HOST", "MAX_FILE_BYTES", "ClusterConfig", "HostConfig", "MAX_GROUP_WORKERS", "RestartPolicy", "SchedulerConfig",
+    "DEFAULT_MAX_WORKERS", "LOCAL_HOST", "MAX_FILE_BYTES", "ClusterConfig", "HostConfig", "MAX_GROUP_WORKERS",
+    "MAX_WORKERS_CEILING", "RestartPolicy", "SchedulerConfig",
     "TlsConfig", "Timeouts", "WorkerGroup", "default_config_path", "is_loopback", "load_config", "parse_config",
 ]

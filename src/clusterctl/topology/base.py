@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
@@ -20,6 +21,13 @@ class FieldError(ValueError):
     def __init__(self, message: str, loc: tuple[Any, ...]):
         super().__init__(message)
         self.loc = loc
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: its repr, cut short."""
+    text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _finite_number(v: Any) -> Any:
@@ -39,7 +47,20 @@ Bool = StrictBool
 
 
 class Model(BaseModel):
+    """Strict and frozen; what is derived from the fields may be a cached_property, computed once.
+
+    A copy with `update=` drops those cached values, so it never answers with its original's."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            for klass in type(self).__mro__:
+                for name, attr in vars(klass).items():
+                    if isinstance(attr, cached_property):
+                        copy.__dict__.pop(name, None)
+        return copy
 
 
 class RestartPolicy(Model):

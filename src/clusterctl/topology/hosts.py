@@ -6,14 +6,19 @@ A host is named once in `hosts:` and referred to by `at:`; `localhost` is always
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import sys
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from .base import NAME_RE, Bool, Int, Model, _check_env
+from .base import NAME_RE, Bool, FieldError, Int, Model, _check_env
+from .limits import PRIVILEGED_PORTS
 
 LOCAL_HOST = "localhost"  # the head: always known, never reached over SSH
+# Addresses that are this machine itself, reached without SSH by default. Other loopback
+# addresses (127.0.0.2, ...) are SSH destinations: that is how one machine plays several.
 LOCAL_ADDRESSES = {"localhost", "127.0.0.1", "::1"}
 SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*=[^\s]+$")
 
@@ -38,6 +43,11 @@ class HostConfig(Model):
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
             raise ValueError(f"{v!r} is not a valid host name; use letters, digits, '_', '.', '-'")
+        if v.lower() == LOCAL_HOST:
+            raise ValueError(
+                f"{v!r} is reserved: it always names this machine, where workers without `at:` run "
+                "(no SSH, no entry needed); name this host after its machine, such as 'ws1'"
+            )
         return v
 
     @field_validator("address")
@@ -72,9 +82,41 @@ class HostConfig(Model):
     def _env(cls, v: Any) -> Any:
         return _check_env(v)
 
+    @model_validator(mode="after")
+    def _bind_reachable(self) -> HostConfig:
+        """A machine reached over SSH listens where the others can reach it, not on its own loopback."""
+        if self.bind and self.remote and is_loopback(self.bind) and not is_loopback(self.address):
+            raise FieldError(
+                f"{self.bind!r} is loopback on host {self.name!r} ({self.address}), which is another machine: "
+                "what runs there would listen and dial only inside it, out of reach of the scheduler and "
+                f"the workers; write {self.name}'s address on the cluster's network (e.g. its IP) or drop "
+                "`bind:` to use `address:`",
+                ("bind",),
+            )
+        return self
+
     @property
     def remote(self) -> bool:
-        return self.ssh if self.ssh is not None else self.address.lower() not in LOCAL_ADDRESSES
+        return self.ssh if self.ssh is not None else not is_this_machine(self.address)
+
+
+def is_this_machine(address: str) -> bool:
+    """True for the names of this machine that need no SSH: localhost, 127.0.0.1, ::1, in any spelling.
+
+    ('[::1]', 'LOCALHOST', 'localhost.', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1'.) Other loopback
+    addresses such as 127.0.0.2 are reached over SSH unless `ssh: false` says otherwise."""
+    host = address.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    host = host.removesuffix(".")  # 'localhost.' is the fully qualified 'localhost'
+    if host in LOCAL_ADDRESSES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip) in LOCAL_ADDRESSES
 
 
 def _check_host(v: str) -> str:
@@ -106,3 +148,38 @@ def is_loopback(host: str) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
     return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+CAP_NET_BIND_SERVICE = 10  # the capability that lets a non-root process bind low ports (Linux)
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def first_unprivileged_port() -> int:
+    """The lowest port this process may bind without privileges it lacks; 0 when it may bind any.
+
+    Root may bind any port; on Linux so may a process with CAP_NET_BIND_SERVICE, and the
+    kernel's net.ipv4.ip_unprivileged_port_start moves the limit (containers often set 0)."""
+    if sys.platform in ("win32", "darwin") or not hasattr(os, "geteuid") or os.geteuid() == 0:
+        return 0  # Windows, and macOS since 10.14, let anyone bind them
+    if not sys.platform.startswith("linux"):
+        return PRIVILEGED_PORTS
+    if _has_capability(CAP_NET_BIND_SERVICE):
+        return 0
+    return _read_int(UNPRIVILEGED_PORT_START, PRIVILEGED_PORTS)
+
+
+def _has_capability(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            caps = next((line.split()[1] for line in f if line.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) >> bit & 1)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _read_int(path: str, default: int) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return default

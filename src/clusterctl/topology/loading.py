@@ -21,11 +21,14 @@ from pydantic import ValidationError
 from ..errors import ConfigError
 from .hosts import is_loopback
 from .limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
+from .base import _short
 from .messages import _describe, _format_loc, _line_of, _one_line, _yaml_kind
 from .models import ClusterConfig
 
-STR_TAG = "tag:yaml.org,2002:str"
-MERGE_TAG = "tag:yaml.org,2002:merge"
+YAML_TAG = "tag:yaml.org,2002:"
+STR_TAG = YAML_TAG + "str"
+MERGE_TAG = YAML_TAG + "merge"
+SAFE_TAGS = frozenset({MERGE_TAG, *(t for t in yaml.SafeLoader.yaml_constructors if t)})  # str, int, map, seq, ...
 
 
 def default_config_path() -> Path:
@@ -147,6 +150,13 @@ def _parse_yaml(text: str, label: str) -> tuple[Any, yaml.Node | None]:
             f"{where}: character {char!r} is not allowed in YAML; remove it or write it "
             "as an escape inside double quotes"
         ) from None
+    except yaml.constructor.ConstructorError as e:  # a tag _check_keys let through: still no syntax error
+        mark = e.problem_mark or e.context_mark
+        where = f"{label}, line {mark.line + 1}" if mark else label
+        raise ConfigError(
+            f"{where}: {' '.join(str(e.problem or e).split())}: a YAML tag that does not fit its value; "
+            "remove the tag"
+        ) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown place"
@@ -209,6 +219,7 @@ def _check_keys(node: yaml.Node, loc: tuple[Any, ...], label: str, seen: set[int
     if id(node) in seen:  # an alias: its node was checked where the anchor stands
         return
     seen.add(id(node))
+    _check_tag(node, loc, label)
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_keys(item, (*loc, i), label, seen)
@@ -216,6 +227,7 @@ def _check_keys(node: yaml.Node, loc: tuple[Any, ...], label: str, seen: set[int
         first: dict[str, int] = {}
         for k, v in node.value:
             line = k.start_mark.line + 1
+            _check_tag(k, loc, label)
             if isinstance(k, yaml.ScalarNode) and k.tag == MERGE_TAG:
                 _check_keys(v, loc, label, seen)
                 continue
@@ -237,3 +249,23 @@ def _check_keys(node: yaml.Node, loc: tuple[Any, ...], label: str, seen: set[int
                 )
             first[k.value] = line
             _check_keys(v, (*loc, k.value), label, seen)
+
+
+TAG_HINT = "clusterctl loads YAML safely and refuses tags that build objects; write a plain value instead"
+
+
+def _check_tag(node: yaml.Node, loc: tuple[Any, ...], label: str) -> None:
+    """`!!python/object:...`, `!custom`: refused by name and line, before anything is built;
+    `!!int abc`: a standard tag its value does not fit (PyYAML would raise a bare ValueError)."""
+    tag = "!!" + node.tag[len(YAML_TAG):] if node.tag.startswith(YAML_TAG) else node.tag
+    where = f"{label}, line {node.start_mark.line + 1}: {_format_loc(loc)}"
+    if node.tag not in SAFE_TAGS:
+        raise ConfigError(f"{where}: the tag {_short(tag)} is not allowed; {TAG_HINT}")
+    if isinstance(node, yaml.ScalarNode) and node.tag not in (STR_TAG, MERGE_TAG):
+        try:
+            _SCALARS.yaml_constructors[node.tag](_SCALARS, node)
+        except Exception:  # noqa: BLE001 - ValueError, KeyError, AttributeError...: all mean "does not fit"
+            raise ConfigError(f"{where}: {_short(node.value)} is not a {tag} value; remove the tag or fix the value") from None
+
+
+_SCALARS = yaml.SafeLoader("")  # builds single scalars for _check_tag (no document state involved)

@@ -14,14 +14,17 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from .base import FieldError
-from .limits import MAX_GROUP_WORKERS
+from .base import FieldError, _short
+from .limits import MAX_GROUP_WORKERS, MAX_WORKERS_CEILING
 from .models import ClusterConfig
 
-FIELD_HINTS = {
+# By field name; a (model, field) key wins for a field whose name means another thing there.
+FIELD_HINTS: dict[Any, str] = {
     "port": "use 1-65535, or 0 for any free port",
     "dashboard_port": "use 1-65535, or 0 for any free port",
+    ("HostConfig", "port"): "use the SSH port, 1-65535, or leave it out for ~/.ssh/config's (or 22)",
     "count": f"use a whole number from 1 to {MAX_GROUP_WORKERS}",
+    "max_workers": f"use a whole number from 1 to {MAX_WORKERS_CEILING}",
     "nthreads": "use a whole number from 1 to 1024, or leave it out for dask's choice",
     "max_retries": "use a whole number from 0 to 1000",
 }
@@ -62,11 +65,6 @@ def _yaml_kind(value: Any) -> str:
     )
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _describe(e: ValidationError, label: str, root: yaml.Node | None) -> str:
     """One line for the first problem, naming path, value and the fix."""
     errors = e.errors(include_url=False)
@@ -94,8 +92,10 @@ def _describe(e: ValidationError, label: str, root: yaml.Node | None) -> str:
     elif kind == "value_error":  # our own validators name the value and the fix
         msg = f"{path}: {err['msg'].removeprefix('Value error, ')}"
     else:
-        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
-        hint = FIELD_HINTS.get(field) or TYPE_HINTS.get(kind)
+        at = next((i for i in range(len(loc) - 1, -1, -1) if isinstance(loc[i], str)), None)
+        field = loc[at] if at is not None else ""
+        model = _model_at(loc[:at]) if at is not None else None
+        hint = FIELD_HINTS.get((model.__name__ if model else "", field)) or FIELD_HINTS.get(field) or TYPE_HINTS.get(kind)
         msg = f"{path}: {err['msg']} (got {_short(value)})" + (f"; {hint}" if hint else "")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {msg}{more}"

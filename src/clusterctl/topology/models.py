@@ -6,15 +6,17 @@ they are re-exported here so `models` is the one place to import a model from.
 
 from __future__ import annotations
 
-import difflib
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from . import checks
 from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy
-from .hosts import LOCAL_ADDRESSES, LOCAL_HOST, HostConfig, _check_host, is_loopback
+from .hosts import LOCAL_HOST, HostConfig, _check_host, is_loopback, is_this_machine
+from .limits import DEFAULT_MAX_WORKERS, MAX_WORKERS_CEILING
 from .workers import WorkerGroup
 
 __all__ = [
@@ -42,9 +44,12 @@ class SchedulerConfig(Model):
 
     @model_validator(mode="after")
     def _ports_differ(self) -> SchedulerConfig:
+        # Even with `dashboard: false` the scheduler serves /health (and clusterctl's probe) on its
+        # HTTP port: one port for both fails with "Address already in use" (checked with dask 2026.8).
         if self.port and self.port == self.dashboard_port:
             raise FieldError(
-                f"{self.dashboard_port} is also scheduler.port; give the dashboard another "
+                f"{self.dashboard_port} is also scheduler.port, and the scheduler's HTTP port (/health, "
+                "served even with `dashboard: false`) needs its own; give the dashboard another "
                 f"port, such as {self.port + 1 if self.port < 65535 else self.port - 1}",
                 ("dashboard_port",),
             )
@@ -76,6 +81,10 @@ class ClusterConfig(Model):
     insecure: Bool = Field(False, description="allow plain TCP beyond loopback")
     tls: TlsConfig = TlsConfig()
     hosts: list[HostConfig] = Field(default_factory=list)
+    max_workers: Int = Field(
+        DEFAULT_MAX_WORKERS, ge=1, le=MAX_WORKERS_CEILING,
+        description="workers of all groups together, also after scale and worker add",
+    )
     launch: Literal["concurrent", "sequential"] = Field(
         "concurrent",
         description="concurrent: start workers with the scheduler (they wait for it); "
@@ -108,35 +117,7 @@ class ClusterConfig(Model):
 
     @model_validator(mode="after")
     def _fleet(self) -> ClusterConfig:
-        """Host names are valid, addresses unique, every placement names a known host."""
-        seen: dict[tuple[str, int], str] = {}
-        names: dict[str, int] = {}
-        for i, h in enumerate(self.hosts):
-            if h.name in names:
-                raise FieldError(
-                    f"{h.name!r} is already the name of hosts[{names[h.name]}]; give every host a different name",
-                    ("hosts", i, "name"),
-                )
-            names[h.name] = i
-            key = (h.address.lower().rstrip("."), h.port or 22)
-            if key in seen:
-                raise FieldError(
-                    f"{h.address!r} is also the address of host {seen[key]!r}; one machine is one host "
-                    "(give it a higher count instead)",
-                    ("hosts", i, "address"),
-                )
-            seen[key] = h.name
-        if self.scheduler.at is not None:
-            self._known_host(self.scheduler.at, ("scheduler", "at"))
-            if self.scheduler_remote:
-                self._remote_scheduler()
-        for i, g in enumerate(self.workers):
-            if isinstance(g.at, str):
-                self._known_host(g.at, ("workers", i, "at"))
-            elif isinstance(g.at, dict):
-                for name in g.at:
-                    self._known_host(name, ("workers", i, "at", name))
-        self._scheduler_reachable()
+        checks.fleet(self)
         return self
 
     @model_validator(mode="before")
@@ -160,7 +141,7 @@ class ClusterConfig(Model):
         address, ssh = h.get("address"), h.get("ssh")
         if not isinstance(address, str):
             return data  # the host's own validation names the problem
-        remote = ssh if isinstance(ssh, bool) else address.lower() not in LOCAL_ADDRESSES
+        remote = ssh if isinstance(ssh, bool) else not is_this_machine(address)
         if not remote:
             return data
         field = "bind" if h.get("bind") is not None else "address"
@@ -182,81 +163,34 @@ class ClusterConfig(Model):
         """True when the scheduler runs on another machine, reached over SSH."""
         return self.scheduler.at is not None and self.host(self.scheduler.at).remote
 
-    def _remote_scheduler(self) -> None:
-        """A scheduler over SSH: the head must reach it at an address and ports known in advance."""
-        s, name = self.scheduler, self.scheduler.at
-        h = self.host(name)
-        for key, port in (("port", s.port), ("dashboard_port", s.dashboard_port)):
-            if port == 0:
-                raise FieldError(
-                    f"0 (any free port) cannot be used by a scheduler on host {name!r}: the head could "
-                    f"not learn the port chosen there; give a fixed port such as {8786 if key == 'port' else 8787}",
-                    ("scheduler", key),
-                )
-        if s.host in ("0.0.0.0", "::", "*"):
-            raise FieldError(
-                f"{s.host!r} is no address the head can connect to on host {name!r}; drop `host:` "
-                f"(the scheduler then binds {h.bind or h.address}) or write that machine's address",
-                ("scheduler", "host"),
-            )
-        if is_loopback(s.host) and not is_loopback(h.bind or h.address):
-            raise FieldError(
-                f"{s.host!r} is loopback on host {name!r}, out of reach of this machine and the workers; "
-                f"drop `host:` (the scheduler then binds {h.bind or h.address}) or write that machine's address",
-                ("scheduler", "host"),
-            )
-
-    def _known_host(self, name: str, loc: tuple[Any, ...]) -> None:
-        known = sorted({LOCAL_HOST, *(h.name for h in self.hosts)})
-        if name in known:
-            return
-        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean {guess[0]!r}? " if guess else ""
-        raise FieldError(f"{name!r} is not a host of this topology; {hint}known hosts: {', '.join(known)}", loc)
-
-    def _scheduler_reachable(self) -> None:
-        """Workers on other machines must be able to reach the address the scheduler binds."""
-        sched = self.scheduler.host
-        for i, g in enumerate(self.workers):
-            for name in dict.fromkeys(g.placement()):
-                h = self.host(name)
-                if not h.remote:
-                    if self.scheduler_remote and not g.host and not is_loopback(sched):
-                        raise FieldError(
-                            f"workers on this machine need an address the scheduler on host "
-                            f"{self.scheduler.at!r} ({sched}) can reach; set `host:` to this machine's "
-                            "address on that network",
-                            ("workers", i, "host"),
-                        )
-                    continue
-                if sched in ("0.0.0.0", "::", "*"):
-                    raise FieldError(
-                        f"{sched!r} is no address workers on host {name!r} can connect to; bind the "
-                        "address of this machine on their network",
-                        ("scheduler", "host"),
-                    )
-                there = h.bind or h.address
-                if is_loopback(sched) and not is_loopback(there):
-                    raise FieldError(
-                        f"{sched!r} is loopback, out of reach of workers on host {name!r} ({there}); bind "
-                        "the address of this machine on their network (TLS is then on by default)",
-                        ("scheduler", "host"),
-                    )
-
     # -- fleet -------------------------------------------------------------
+    # Everything below is asked once per worker while planning: each answer is computed once
+    # (cached on this frozen model), so planning N workers costs O(N), not O(N * groups * hosts).
+    @cached_property
+    def _host_index(self) -> dict[str, tuple[int | None, HostConfig]]:
+        """Host name -> (its index in `hosts:`, the host); `localhost` is this machine."""
+        index: dict[str, tuple[int | None, HostConfig]] = {}
+        for i, h in enumerate(self.hosts):
+            index.setdefault(h.name, (i, h))
+        index.setdefault(LOCAL_HOST, (None, HostConfig.model_construct(name=LOCAL_HOST, address="localhost", ssh=False)))
+        return index
+
     def host(self, name: str) -> HostConfig:
         """A host by name; `localhost` is always this machine."""
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        if name == LOCAL_HOST:
-            return HostConfig(name=LOCAL_HOST, address="localhost", ssh=False)
-        raise KeyError(name)
+        return self._host_index[name][1]
+
+    def used_hosts(self) -> list[str]:
+        """Every host something runs on (or may, once scaled): the scheduler's first, each once."""
+        return list(self._used_hosts)
+
+    @cached_property
+    def _used_hosts(self) -> tuple[str, ...]:
+        used = [self.scheduler.at or LOCAL_HOST] + [h for g in self.workers for h in g.hosts_used]
+        return tuple(dict.fromkeys(used))
 
     def remote_hosts(self) -> list[str]:
         """Names of the hosts reached over SSH that run something, in topology order."""
-        used = [self.scheduler.at or LOCAL_HOST] + [h for g in self.workers for h in g.placement()]
-        return [h for h in dict.fromkeys(used) if self.host(h).remote]
+        return [h for h in self._used_hosts if self.host(h).remote]
 
     def worker_bind(self, group: WorkerGroup, host_name: str) -> str:
         """The address a worker of `group` on `host_name` listens on."""
@@ -271,33 +205,35 @@ class ClusterConfig(Model):
 
     def binds(self) -> list[tuple[tuple[Any, ...], str]]:
         """Every address some process listens on, with the field that chose it."""
+        return list(self._binds)
+
+    @cached_property
+    def _binds(self) -> tuple[tuple[tuple[Any, ...], str], ...]:
         out: list[tuple[tuple[Any, ...], str]] = [(self._scheduler_host_loc(), self.scheduler.host)]
         for i, g in enumerate(self.workers):
             if g.host:
                 out.append((("workers", i, "host"), g.host))
-            for name in dict.fromkeys(g.placement()):
-                h = self.host(name)
+            for name in g.hosts_used:
+                index, h = self._host_index[name]
                 if h.remote and not g.host:
                     field = "bind" if h.bind else "address"
-                    index = next(j for j, x in enumerate(self.hosts) if x.name == name)
                     out.append((("hosts", index, field), h.bind or h.address))
-        return out
+        return tuple(out)
 
     def _scheduler_host_loc(self) -> tuple[Any, ...]:
         """The field that chose the scheduler's address: its host's, when filled in from there."""
         if self.scheduler_remote:
-            h = self.host(self.scheduler.at)
+            index, h = self._host_index[self.scheduler.at]  # type: ignore[index]
             if self.scheduler.host == (h.bind or h.address):
-                index = next(j for j, x in enumerate(self.hosts) if x.name == h.name)
                 return ("hosts", index, "bind" if h.bind else "address")
         return ("scheduler", "host")
 
-    @property
+    @cached_property
     def exposed(self) -> bool:
         """True when some process listens beyond loopback."""
-        return any(not is_loopback(host) for _, host in self.binds())
+        return any(not is_loopback(host) for _, host in self._binds)
 
-    @property
+    @cached_property
     def tls_enabled(self) -> bool:
         if self.tls.enabled == "auto":
             return self.exposed and not self.insecure
@@ -315,32 +251,35 @@ class ClusterConfig(Model):
         return names
 
     def warnings(self) -> list[str]:
-        """What `validate` and `up` say before going on: today only plain TCP beyond loopback."""
-        if self.tls_enabled or not self.exposed:
-            return []
-        wide = sorted({h for _, h in self.binds() if not is_loopback(h)})
-        return [
-            f"insecure: true: plain TCP on {', '.join(wide)}; anyone who reaches these addresses can run "
-            "code on them. Remove `insecure: true` to use TLS."
-        ]
+        """What `validate` and `up` say before going on: plain TCP beyond loopback, privileged ports."""
+        out = []
+        if not self.tls_enabled and self.exposed:
+            wide = sorted({h for _, h in self._binds if not is_loopback(h)})
+            out.append(
+                f"insecure: true: plain TCP on {', '.join(wide)}; anyone who reaches these addresses can run "
+                "code on them. Remove `insecure: true` to use TLS."
+            )
+        return out + checks.privileged_ports(self)
 
     # -- derived paths ---------------------------------------------------
     @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
 
-    @property
+    @cached_property
     def state_path(self) -> Path:
         return (self.base_dir / os.path.expanduser(self.state_dir)).resolve() / self.name
 
-    @property
+    @cached_property
     def log_path(self) -> Path:
         if self.log_dir:
             return (self.base_dir / os.path.expanduser(self.log_dir)).resolve() / self.name
         return self.state_path / "logs"
 
     def group(self, name: str) -> WorkerGroup:
-        for g in self.workers:
-            if g.name == name:
-                return g
-        raise KeyError(name)
+        """A group by name (KeyError if none)."""
+        return self._groups_by_name[name]
+
+    @cached_property
+    def _groups_by_name(self) -> dict[str, WorkerGroup]:
+        return {g.name: g for g in self.workers}

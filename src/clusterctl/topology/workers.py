@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy, _check_env
+from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy, _check_env, _short
 from .hosts import LOCAL_HOST, _check_host
 from .limits import MAX_GROUP_WORKERS, MIN_MEMORY
+
 
 BYTES_RE = re.compile(r"^\s*(\d+(\.\d+)?)\s*([kKmMgGtTpP]i?[bB]?|[bB])?\s*$")
 RESERVED_GROUPS = {"scheduler"}  # the scheduler's own group in plans, ledger and status
@@ -20,13 +22,23 @@ MEMORY_HINT = (
 )
 
 
-Placement = str | dict[str, Int]
+Placement = str | list[str] | dict[str, Int]
+PLACEMENT_HINT = (
+    "`at:` takes a host name (at: ws1), a list of names (at: [ws1, ws2], workers go round them) "
+    "or a map of name to worker count (at: {ws1: 2, ws2: 1})"
+)
+
+
+def _is_count(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
 
 
 class WorkerGroup(Model):
     name: str = "default"
     count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS)
-    at: Placement | None = Field(None, description="a host name, or {host: count}; default: this machine")
+    at: Placement | None = Field(
+        None, description="a host name, a list of names (round-robin) or {host: count}; default: this machine"
+    )
     nthreads: Int | None = Field(None, ge=1, le=1024, description="default: dask's choice")
     memory_limit: str | int | float = Field("auto", description="'auto', bytes, '4GiB' or 0.5")
     resources: dict[str, Num] = Field(default_factory=dict)
@@ -61,20 +73,39 @@ class WorkerGroup(Model):
     @model_validator(mode="before")
     @classmethod
     def _count_from_placement(cls, data: Any) -> Any:
-        """`at: {a: 2, b: 1}` gives the group's size; a `count:` beside it must agree."""
-        if isinstance(data, dict) and isinstance(data.get("at"), dict):
-            counts = data["at"]
-            if counts and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts.values()):
-                total = sum(counts.values())
-                if "count" not in data:
-                    data = {**data, "count": total}
-                elif data["count"] != total:
-                    raise FieldError(
-                        f"{data['count']!r} differs from the {total} workers placed by `at:`; "
-                        "drop `count:` (the placement gives the size) or make them agree",
-                        ("count",),
-                    )
+        """`at: {a: 2, b: 1}` gives the group's size (a `count:` beside it must agree);
+        `at: [a, b]` gives one worker per host unless `count:` says how many go round them."""
+        if not isinstance(data, dict):
+            return data
+        at = data.get("at")
+        if isinstance(at, dict) and at and all(_is_count(n) and n >= 1 for n in at.values()):
+            total = sum(at.values())
+            if "count" not in data:
+                data = {**data, "count": total}
+            elif data["count"] != total:
+                raise FieldError(
+                    f"{data['count']!r} differs from the {total} workers placed by `at:`; "
+                    "drop `count:` (the placement gives the size) or make them agree",
+                    ("count",),
+                )
+        elif isinstance(at, list) and at and "count" not in data:
+            data = {**data, "count": len(at)}
         return data
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at_shape(cls, v: Any) -> Any:
+        """One message for every wrong shape (pydantic would name a union branch: `at.str`)."""
+        if v is None or isinstance(v, str):
+            return v
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return v
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            bad = next(((k, n) for k, n in v.items() if not _is_count(n)), None)
+            if bad is None:
+                return v
+            raise ValueError(f"{bad[0]}: {_short(bad[1])} is not a number of workers; {PLACEMENT_HINT}")
+        raise ValueError(f"{_short(v)} is not a placement; {PLACEMENT_HINT}")
 
     @field_validator("at")
     @classmethod
@@ -85,18 +116,43 @@ class WorkerGroup(Model):
             for name, n in v.items():
                 if not 1 <= n <= MAX_GROUP_WORKERS:
                     raise ValueError(f"{name}: {n!r} workers; use a whole number from 1 to {MAX_GROUP_WORKERS}")
+        elif isinstance(v, list):
+            if not v:
+                raise ValueError(f"an empty list places no worker; {PLACEMENT_HINT}")
+            twice = next((name for i, name in enumerate(v) if name in v[:i]), None)
+            if twice is not None:
+                raise ValueError(
+                    f"{twice!r} is listed twice; name each host once (for more workers on one host "
+                    f"write a count: at: {{{twice}: 2}})"
+                )
         return v
+
+    # -- where each worker runs: O(1) per worker, so planning stays linear in their number --
+    @cached_property
+    def _slots(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(the host of each worker `at:` places, the hosts to go round past them)."""
+        if self.at is None:
+            return (), (LOCAL_HOST,)
+        if isinstance(self.at, str):
+            return (), (self.at,)
+        if isinstance(self.at, list):
+            return (), tuple(self.at)
+        return tuple(h for h, k in self.at.items() for _ in range(k)), tuple(self.at)
+
+    @cached_property
+    def hosts_used(self) -> tuple[str, ...]:
+        """Every host this group runs on (or may, once scaled), in `at:` order, each once."""
+        return self._slots[1]
+
+    def host_of(self, index: int) -> str:
+        """The host of worker `index`: `at:` order first, then round-robin when scaled past it."""
+        slots, names = self._slots
+        return slots[index] if index < len(slots) else names[(index - len(slots)) % len(names)]
 
     def placement(self, n: int | None = None) -> list[str]:
         """The host of each worker index: `at:` order first, then round-robin when scaled past it."""
         n = self.count if n is None else n
-        if self.at is None:
-            return [LOCAL_HOST] * n
-        if isinstance(self.at, str):
-            return [self.at] * n
-        slots = [h for h, k in self.at.items() for _ in range(k)]
-        names = list(self.at)
-        return [slots[i] if i < len(slots) else names[(i - len(slots)) % len(names)] for i in range(n)]
+        return [self.host_of(i) for i in range(n)]
 
     @field_validator("memory_limit", mode="before")
     @classmethod
