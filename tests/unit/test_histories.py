@@ -129,7 +129,7 @@ class History:
         self.core = Reconciler(desired, self.fx, self.probe, lambda: self.now,
                                Timing(startup=startup, shutdown=10.0, early_workers=early),
                                tracker=lambda p: RestartTracker(p, rng=random.Random(0)))
-        self.core.background = lambda fn, *args: fn(*args)
+        self.core.retirer.background = lambda fn, *args: fn(*args)
 
     # verbs
     def tick(self, n: int = 1) -> History:
@@ -343,7 +343,7 @@ def test_remove_with_kill_does_not_retire():
     h.core.kill_names.add("default-0")
     h.tick()
     assert h.fx.actions == [("kill", "default-0")]
-    assert h.core.retired == {"default-0": False}
+    assert h.core.retirer.retired == {"default-0": False}
 
 
 def test_a_failed_retirement_still_stops_and_removes():
@@ -423,6 +423,22 @@ def test_a_silent_scheduler_is_replaced_after_its_grace():
     assert h.events("scheduler")[:2] == ["unhealthy", "restarting"]
     assert h.state("default-0") in (S.WAITING, S.STARTING)
     assert ("stop", ("default-0", "default-1"), SCHEDULER_LOST_GRACE) in h.fx.actions
+    assert ("stop", ("scheduler",), 0.0) in h.fx.actions  # silent: SIGTERM would wait in vain
+
+
+def test_a_start_after_a_blocking_stop_is_timed_from_the_spawn():
+    h = History(policy=RestartPolicy(unhealthy_grace=10)).up()
+    stop = h.fx.stop
+
+    def slow_stop(targets, grace):  # the real stop blocks for its grace
+        h.now += grace
+        return stop(targets, grace)
+
+    h.fx.stop = slow_stop
+    h.wait(1).answer("default-0").tick()
+    h.wait(10).answer("default-0").tick()  # default-1 unhealthy: stopped (2 s), then restarted
+    assert h.state("default-1") == S.STARTING
+    assert h.core.children["default-1"].started_at == h.now
 
 
 def test_a_worker_that_never_registers_fails_start_up():
@@ -540,3 +556,42 @@ def test_a_worker_stopped_then_continued_is_left_alone():
     h.wait(5).answer("default-0", "default-1").tick()
     h.wait(8).answer("default-0", "default-1").tick()
     assert h.state("default-0") == S.RUNNING and h.events("default-0") == []
+
+
+def topology(max_workers: int = 4096, groups: str = "  - name: default\n    count: 2\n"):
+    from clusterctl.topology import parse_config
+
+    return parse_config(f"name: x\nmax_workers: {max_workers}\nworkers:\n{groups}")
+
+
+def test_scale_requests_are_edits_of_the_desired_set():
+    from clusterctl.supervisor import scaling
+    from clusterctl.supervisor.commands import parse
+
+    h = History().up()
+    cfg = topology()
+    change = scaling.edit(h.core, cfg, parse("scale", {"count": 4}))
+    assert change["added"] == ["default-2", "default-3"] and change["workers"] == {"default": 4}
+    h.tick()
+    assert h.spawned() == ["default-2", "default-3"]
+    change = scaling.edit(h.core, cfg, parse("remove", {"names": ["default-0"]}))
+    assert change["removing"] == ["default-0"]
+    h.tick()
+    assert "default-0" not in h.core.children and ("retire", ("default-0",)) in h.fx.actions
+
+
+@pytest.mark.parametrize("command, body, message", [
+    ("scale", {"count": 5}, "5 workers in all is more than max_workers, 4"),
+    ("add", {"count": 3}, "5 workers in all is more than max_workers, 4"),
+    ("remove", {"names": ["default-7"]}, "no supervised worker named 'default-7'"),
+    ("scale", {"count": 1, "group": "gpu"}, "no worker group 'gpu'"),
+])
+def test_refused_edits_change_nothing(command, body, message):
+    from clusterctl.supervisor import scaling
+    from clusterctl.supervisor.commands import parse
+
+    h = History().up()
+    before = dict(h.core.desired.specs)
+    with pytest.raises(ClusterError, match=message):
+        scaling.edit(h.core, topology(max_workers=4), parse(command, body))
+    assert h.core.desired.specs == before

@@ -1,22 +1,37 @@
 """Control commands as validated requests: one model per command, checked at the door.
 
 A request that does not fit its model is refused with one line naming the
-field, the bad value and what would be accepted; nothing is changed.
+field, the bad value and what would be accepted; nothing is changed. Every
+field is bounded, so nothing unbounded reaches the supervisor: a count is a
+whole number up to ``MAX_GROUP_WORKERS``, a group a name as cluster.yaml allows
+(``NAME_RE``, at most 63 characters), ``names`` at most ``MAX_GROUP_WORKERS``
+worker names of at most ``MAX_WORKER_NAME`` characters each. ``parse`` raises
+ClusterError and nothing else, whatever it is given.
 
 >>> parse("scale", {"count": 3})
 ScaleRequest(count=3, group=None, kill=False)
+>>> parse("remove", {"names": [["default-0"]]})
+Traceback (most recent call last):
+...
+clusterctl.errors.ClusterError: names[0] must be a worker name (letters, digits, '_', '.', '-'; at most 72 characters), not ['default-0']
 """
 
 from __future__ import annotations
 
-from typing import Any
+import reprlib
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ..errors import ClusterError
+from ..topology.base import NAME_RE
 from ..topology.limits import MAX_GROUP_WORKERS
 
-Name = str
+MAX_WORKER_NAME = 72  # a group's name (63 at most), "-" and an index
+WORKER_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+GroupName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=63)]
+WorkerName = Annotated[str, StringConstraints(pattern=WORKER_NAME_RE, max_length=MAX_WORKER_NAME)]
 
 
 class Request(BaseModel):
@@ -31,7 +46,7 @@ class ScaleRequest(Request):
     """Set a group's worker count."""
 
     count: int = Field(ge=0, le=MAX_GROUP_WORKERS)
-    group: Name | None = None
+    group: GroupName | None = None
     kill: bool = False
 
 
@@ -39,15 +54,15 @@ class AddRequest(Request):
     """Add workers to a group."""
 
     count: int = Field(1, ge=0, le=MAX_GROUP_WORKERS)
-    group: Name | None = None
+    group: GroupName | None = None
 
 
 class RemoveRequest(Request):
     """Remove named workers, or ``count`` of a group's (failed ones first, then the newest)."""
 
-    names: list[Name] = Field(default_factory=list, max_length=MAX_GROUP_WORKERS)
+    names: list[WorkerName] = Field(default_factory=list, max_length=MAX_GROUP_WORKERS)
     count: int | None = Field(None, ge=1, le=MAX_GROUP_WORKERS)
-    group: Name | None = None
+    group: GroupName | None = None
     kill: bool = False
 
 
@@ -55,24 +70,34 @@ MODELS: dict[str, type[Request]] = {
     "ping": Empty, "status": Empty, "stop": Empty,
     "scale": ScaleRequest, "add": AddRequest, "remove": RemoveRequest,
 }
-READ_ONLY = frozenset({"ping", "status"})
+READ_ONLY = frozenset({"ping", "status"})  # what GET may ask (runtime/control.py has the same set)
 
 HINTS = {
     "count": f"a whole number from 0 to {MAX_GROUP_WORKERS}",
-    "names": "a list of worker names",
-    "group": "a worker group's name",
+    "names": f"a list of at most {MAX_GROUP_WORKERS} worker names",
+    "names[]": f"a worker name (letters, digits, '_', '.', '-'; at most {MAX_WORKER_NAME} characters)",
+    "group": "a worker group's name (letters, digits, '_', '.', '-'; at most 63 characters)",
     "kill": "true or false",
 }
 
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlong = 3, 50, 50, 50
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+
 
 def parse(command: str, body: dict[str, Any]) -> Request:
-    model = MODELS.get(command)
+    """The validated request for ``command``; ClusterError (one line) if it is not one."""
+    model = MODELS.get(command) if isinstance(command, str) else None
     if model is None:
-        raise ClusterError(f"unknown command {command!r}; known: {', '.join(sorted(MODELS))}")
+        raise ClusterError(f"unknown command {shown(command)}; known: {', '.join(sorted(MODELS))}")
+    if not isinstance(body, dict):
+        raise ClusterError(f"{command}: the request body must be a JSON object, not {shown(body)}")
     try:
         request = model.model_validate(body)
     except ValidationError as e:
         raise ClusterError(_describe(command, e)) from None
+    except (ValueError, TypeError, RecursionError) as e:  # what pydantic may let through on odd input
+        raise ClusterError(f"{command}: invalid request ({type(e).__name__})") from None
     if isinstance(request, RemoveRequest) and request.names and request.count is not None:
         raise ClusterError("give worker names or --count, not both")
     if isinstance(request, RemoveRequest) and not request.names and request.count is None:
@@ -80,15 +105,29 @@ def parse(command: str, body: dict[str, Any]) -> Request:
     return request
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: a short repr, never an exception, never a line break."""
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int past the 4300-digit str limit
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(command: str, e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = [str(x) for x in err["loc"]]
-    field = loc[0] if loc else "body"
+    err = e.errors(include_url=False)[0]
+    loc = list(err.get("loc") or ())
+    field = str(loc[0]) if loc else "body"
     if err["type"] == "extra_forbidden":
-        return f"{command}: unknown field {field!r}; fields: {', '.join(MODELS[command].model_fields) or 'none'}"
-    value = err.get("input")
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        fields = ", ".join(MODELS[command].model_fields) or "none"
+        return f"{command}: unknown field {shown(field, 40)}; fields: {fields}"
+    where, hint = field, HINTS.get(field, "a valid value")
+    if field == "names" and len(loc) > 1:
+        where, hint = f"names[{loc[1]}]", HINTS["names[]"]
+    if err["type"] == "missing":
+        return f"{command}: {field} is required: {hint}"
+    value = shown(err.get("input"))
     if field == "count" and command == "remove":
-        return f"--count must be a whole number of at least 1, not {shown}"
-    want = HINTS.get(field, "a valid value")
-    return f"{field} must be {want}, not {shown}"
+        return f"--count must be a whole number from 1 to {MAX_GROUP_WORKERS}, not {value}"
+    return f"{where} must be {hint}, not {value}"

@@ -42,8 +42,16 @@ class RealEffects:
         try:
             if warm_ok and warm.usable(spec, self.launcher):
                 return warm.spawn(spec)
-            return process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd,
-                                 stdin=subprocess.PIPE if spec.remote else subprocess.DEVNULL)
+            popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd,
+                                  stdin=subprocess.PIPE if spec.remote else subprocess.DEVNULL)
+            preamble = spec.preamble()  # a remote agent's environment: over stdin, never in argv
+            if preamble and popen.stdin is not None:
+                try:
+                    popen.stdin.write(preamble)
+                    popen.stdin.flush()  # stays open: the agent's lifeline
+                except OSError:
+                    pass  # ssh already left: its exit is observed and restarted by policy
+            return popen
         except OSError as e:
             raise StartFailed(f"{spec.name}: cannot start {spec.argv[0]!r}: {e.strerror or e}") from e
 

@@ -29,14 +29,13 @@ from ..runtime.events import EventLog
 from ..runtime.ledger import Ledger, LedgerRecord, SchedulerRecord, SupervisorRecord
 from ..runtime.logs import BACKUPS, MAX_LOG_BYTES
 from ..runtime.rotation import rotate
-from ..runtime.probes import port_in_use, port_owner
+from ..runtime.probes import PortDenied, port_in_use, port_owner
 from ..topology import ClusterConfig, load_config
-from . import commands
-from .commands import AddRequest, RemoveRequest, ScaleRequest
-from .desired import DesiredSet, DesiredSize, pick_to_remove
+from . import commands, scaling
+from .desired import DesiredSet, DesiredSize
 from .effects import RealEffects, SchedulerWatch, StartFailed
 from .reconcile import Reconciler, Timing
-from .states import SERVING, ChildState, ClusterState
+from .states import SERVING, ClusterState
 
 TICK = 0.2  # seconds between ticks while all is well (Popen.poll is a cheap waitpid)
 TICK_STARTING = 0.02  # ... while the cluster starts: `up` returns the moment it is ready
@@ -203,7 +202,14 @@ class Supervisor:
         if self.cfg.scheduler_remote:
             return  # its ports are on that host: fleet.prepare checks them there
         for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
-            if port and port_in_use(s.host, port):
+            if not port:
+                continue
+            try:
+                busy = port_in_use(s.host, port)
+            except PortDenied as e:
+                raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
+                                  f"{self.cfg.source or 'cluster.yaml'}") from e
+            if busy:
                 owner = port_owner(port)
                 who = f" by {owner}" if owner else ""
                 raise StartFailed(
@@ -242,7 +248,7 @@ class Supervisor:
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while any(n in self.core.children for n in removing) and time.monotonic() < deadline:
             time.sleep(0.05)  # retiring on the loop's thread: results move first
-        change["retired"] = [] if change["kill"] else sorted(n for n in removing if self.core.retired.get(n))
+        change["retired"] = [] if change["kill"] else sorted(n for n in removing if self.core.retirer.retired.get(n))
         return change
 
     def _call(self, fn: Callable[[], Any]) -> Any:
@@ -266,57 +272,14 @@ class Supervisor:
             return ClusterError(f"internal error: {type(e).__name__}: {e}")
 
     def _edit(self, request: commands.Request) -> dict[str, Any]:
-        """Validate a scaling request against the cluster, then edit the desired set; one tick applies it."""
-        desired, children = self.core.desired, self.core.children
-        kill = bool(getattr(request, "kill", False))
-        added: list[str] = []
-        removing: list[str] = []
-
-        def states(names: list[str]) -> list[tuple[str, str]]:
-            return [(n, children[n].state if n in children else ChildState.PENDING) for n in names]
-
-        if isinstance(request, (ScaleRequest, AddRequest)):
-            group = self._group(request.group)
-            members = desired.workers(group)
-            target = request.count if isinstance(request, ScaleRequest) else len(members) + request.count
-            limit = commands.MAX_GROUP_WORKERS
-            if target > limit:
-                raise ClusterError(f"{target} workers is more than the {limit} a group may have")
-            if target > len(members):
-                added = desired.add(group, target - len(members), taken=set(children))
-            else:
-                removing = pick_to_remove(states(members), len(members) - target)
-        elif isinstance(request, RemoveRequest):
-            if request.names:
-                workers = set(desired.workers())
-                unknown = [n for n in request.names if n not in workers]
-                if unknown:
-                    raise ClusterError(f"no supervised worker named {unknown[0]!r}; "
-                                       f"workers: {', '.join(sorted(workers)) or 'none'}")
-                removing = list(dict.fromkeys(request.names))
-            else:
-                removing = pick_to_remove(states(desired.workers(self._group(request.group))), request.count or 0)
-        desired.remove(removing)
-        if kill:
-            self.core.kill_names.update(removing)
+        change = scaling.edit(self.core, self.cfg, request)
         try:
-            self.size.save(desired.counts(self._config_counts()), self._config_counts())
+            self.size.save(self.core.desired.counts(self._config_counts()), self._config_counts())
         except OSError as e:  # the change holds in memory; it is saved with the next one
             self.core.log_exception("desired.json", e)
         self.core.tick()  # start the new, mark the leaving: the caller reads the ledger next
         self._save()
-        return {"ok": True, "added": added, "removing": removing, "kill": kill,
-                "workers": desired.counts(self._config_counts())}
-
-    def _group(self, name: str | None) -> str:
-        groups = [g.name for g in self.cfg.workers]
-        if name is None:
-            if len(groups) == 1:
-                return groups[0]
-            raise ClusterError(f"this cluster has several worker groups ({', '.join(groups)}); say which with --group")
-        if name not in groups:
-            raise ClusterError(f"no worker group {name!r}; groups: {', '.join(groups)}")
-        return name
+        return change
 
     def _client_kwargs(self) -> dict[str, Any]:
         security = tls.client_security(self.cfg)

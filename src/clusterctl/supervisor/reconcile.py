@@ -15,10 +15,9 @@ come from outside, so tests replay scripted histories against fakes::
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..errors import ClusterError
@@ -27,6 +26,7 @@ from ..runtime.process import ProcessId
 from .child import Child, Handle, describe_exit
 from .desired import DesiredSet
 from .restart import RestartTracker
+from .retire import Retirer
 from .states import ChildState as S
 from .states import ClusterState
 from .verdicts import memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
@@ -71,16 +71,6 @@ class Timing:
     early_workers: bool  # workers may start while the scheduler starts (its address is fixed)
 
 
-@dataclass
-class Retirement:
-    """Workers leaving: retired through the scheduler (results move first) and stopped, on a thread."""
-
-    children: list[Child]
-    kill: bool
-    done: threading.Event = field(default_factory=threading.Event)
-    retired: list[str] = field(default_factory=list)
-
-
 class Reconciler:
     def __init__(self, desired: DesiredSet, fx: Effects, probe: Probe, clock: Callable[[], float], timing: Timing,
                  tracker: Callable[[Any], RestartTracker] = RestartTracker):
@@ -90,11 +80,9 @@ class Reconciler:
         self.state = ClusterState.STARTING
         self.failure: str | None = None  # why start-up failed
         self.dirty = True  # the ledger needs writing
-        self.kill_names: set[str] = set()  # removals asked as abrupt kills
-        self.retirements: list[Retirement] = []
-        self.retired: dict[str, bool] = {}  # name -> the scheduler confirmed its retirement
+        self.retirer = Retirer(fx, timing.shutdown)
+        self.kill_names = self.retirer.kill_names  # removals asked as abrupt kills
         self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
-        self.background: Callable[..., None] = _thread  # tests run retirements inline
         self._next_memory = 0.0
         self._logged: set[tuple[str, str]] = set()
 
@@ -153,8 +141,8 @@ class Reconciler:
         if v.kind == "ready":
             self._ready(sched, self.probe.address, now)
             self.on_scheduler_ready(self.probe.address)
-        elif v.kind == "unhealthy":
-            return self._unhealthy(sched, v.why, now)
+        elif v.kind == "unhealthy":  # silent: it cannot act on SIGTERM either
+            return self._unhealthy(sched, v.why, now, grace=0.0)
         if sched.state != S.RUNNING:
             return  # workers register only with a running scheduler
         memory = now >= self._next_memory
@@ -260,7 +248,7 @@ class Reconciler:
                 del self.children[c.name]
                 self.fx.emit(c.name, "removed", f"was {c.state.value}")
             self.dirty = True
-        self._start_retiring([c for c in leaving if c.state == S.RETIRING])
+        self.retirer.start([c for c in leaving if c.state == S.RETIRING])
         sched = self.children.get(SCHEDULER)
         for c in list(self.children.values()):
             if c.state == S.BACKOFF and now >= c.retry_at:
@@ -279,6 +267,7 @@ class Reconciler:
         return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
 
     def _spawn(self, c: Child, now: float) -> None:
+        now = self.clock()  # a stop earlier in this tick may have blocked for its grace
         first = c.spawns == 0
         try:
             # The first scheduler is exec'd: it imports on one core while the warm fork server
@@ -304,43 +293,6 @@ class Reconciler:
         self.fx.emit(c.name, "started", f"pid {c.pid.pid}", pid=c.pid.pid)
         self.probe.poke()
 
-    # -- retiring ----------------------------------------------------------------------------
-    def _start_retiring(self, leaving: list[Child]) -> None:
-        for kill in (True, False):
-            batch = [c for c in leaving if (c.name in self.kill_names) == kill]
-            if not batch:
-                continue
-            r = Retirement(children=batch, kill=kill)
-            self.retirements.append(r)
-            if kill:
-                for c in batch:
-                    self.fx.kill(c.pid, c.handle)
-                r.done.set()
-            else:
-                self.background(self._retire, r)
-
-    def _retire(self, r: Retirement) -> None:
-        """On its own thread: moving results may take seconds; the loop keeps watching meanwhile."""
-        try:
-            r.retired = self.fx.retire([c.name for c in r.children])
-        except Exception as e:  # noqa: BLE001 - a failed retire still removes the process
-            self.fx.emit("cluster", "retire-failed", f"{type(e).__name__}: {e}")
-        try:
-            self.fx.stop([(c.pid, c.handle) for c in r.children], self.timing.shutdown)
-        finally:
-            r.done.set()
-
-    def _finish_retirements(self) -> None:
-        for r in [r for r in self.retirements if r.done.is_set()]:
-            self.retirements.remove(r)
-            for c in r.children:
-                c.move(S.STOPPED)
-                self.children.pop(c.name, None)
-                self.kill_names.discard(c.name)
-                self.retired[c.name] = c.name in r.retired
-                self.fx.emit(c.name, "removed", "killed" if r.kill else "retired and stopped")
-            self.dirty = True
-
     # -- the cluster as a whole ----------------------------------------------------------------
     def _settle(self) -> None:
         if self.state == ClusterState.STARTING:
@@ -356,10 +308,16 @@ class Reconciler:
             if state != self.state:
                 self.state, self.dirty = state, True
 
+    def _finish_retirements(self) -> None:
+        for c, how in self.retirer.finished():
+            c.move(S.STOPPED)
+            self.children.pop(c.name, None)
+            self.fx.emit(c.name, "removed", how)
+            self.dirty = True
+
     def stop_all(self) -> None:
         """Workers first (all at once), then the scheduler; polite, then firm. A stop is final."""
-        for r in list(self.retirements):
-            r.done.wait(self.timing.shutdown + 15)
+        self.retirer.wait(self.timing.shutdown + 15)
         self._finish_retirements()
         grace = self.timing.shutdown
         workers = [c for c in self.children.values() if c.is_worker]
@@ -388,10 +346,6 @@ class Reconciler:
         for c in self.children.values():
             if c.name in self.desired:
                 c.spec = self.desired.specs[c.name]
-
-
-def _thread(fn: Callable[..., None], *args: Any) -> None:
-    threading.Thread(target=fn, args=args, name="retire", daemon=True).start()
 
 
 def _up(sched: Child | None) -> bool:
