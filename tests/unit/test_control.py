@@ -5,18 +5,28 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import stat
+import struct
+import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from clusterctl.runtime import ledger as ledger_mod
-from clusterctl.runtime.control import MAX_BODY, ControlServer, request
 from clusterctl.errors import ClusterError
-from clusterctl.runtime.ledger import Ledger, LedgerRecord, ProcessRecord, atomic_write
-from clusterctl.runtime.process import ProcessId
+from clusterctl.runtime import ledger as ledger_mod
+from clusterctl.runtime.control import (
+    MAX_BODY,
+    MAX_DEPTH,
+    ControlServer,
+    RefusalLog,
+    json_depth,
+    request,
+)
+from clusterctl.runtime.ledger import Ledger, LedgerRecord, ProcessRecord, atomic_write, LedgerUnreadable
 
 TOKEN = "s3cret-token-ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
 
@@ -26,6 +36,7 @@ class Recorder:
 
     def __init__(self):
         self.calls: list[tuple[str, dict]] = []
+        self.lines: list[str] = []  # what the server logged
 
     def __call__(self, command: str, body: dict) -> dict:
         self.calls.append((command, body))
@@ -38,9 +49,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def shared_server():
-    # one server for the module: close() waits out serve_forever's 0.5 s poll
     handler = Recorder()
-    srv = ControlServer(TOKEN, handler).start()
+    srv = ControlServer(TOKEN, handler, log=handler.lines.append).start()
     try:
         yield srv, handler
     finally:
@@ -90,8 +100,9 @@ def test_binds_loopback_only(server):
     host, port = srv.address.rsplit(":", 1)
     assert host == "127.0.0.1"
     assert int(port) > 0
-    assert srv.httpd.server_address[0] == "127.0.0.1"
-    assert srv.httpd.socket.getsockname() == ("127.0.0.1", int(port))
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == int(port)]
+    assert listening == [("127.0.0.1", int(port))]
 
 
 def test_not_reachable_on_other_interfaces(server):
@@ -220,6 +231,289 @@ def test_closed_server_cannot_be_reached():
         request(address, TOKEN, "status", timeout=2)
 
 
+# -- hardening: hostile clients -----------------------------------------------------
+
+
+def raw_exchange(address: str, data: bytes, timeout: float = 5) -> tuple[int | None, dict | None]:
+    """Send raw bytes, read until the server closes; (status, JSON body) or (None, None) if it said nothing."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    if not got:
+        return None, None
+    head, _, body = got.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def msg(method: str, path: str, body: bytes = b"", token: str | None = TOKEN, extra: str = "") -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+    length = f"Content-Length: {len(body)}\r\n" if body or method == "POST" else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{length}{extra}\r\n".encode() + body
+
+
+@pytest.fixture
+def quick_server():
+    """A server of its own with a 0.5 s request deadline and small caps, and what it logged."""
+    servers = []
+
+    def make(handler=None, **kw):
+        handler = handler or Recorder()
+        kw.setdefault("request_timeout", 0.5)
+        srv = ControlServer(TOKEN, handler, log=handler.lines.append, **kw).start()
+        servers.append(srv)
+        return srv, handler
+
+    yield make
+    for srv in servers:
+        srv.close()
+
+
+@pytest.mark.parametrize("command", ["status", "ping"])
+def test_get_serves_the_read_only_commands(server, command):
+    srv, handler = server
+    assert raw_exchange(srv.address, msg("GET", f"/{command}"))[0] == 200
+    assert handler.calls == [(command, {})]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/stop"), ("GET", "/scale"), ("GET", "/remove?names=a"),
+                                              ("GET", "/add"), ("HEAD", "/status"), ("PUT", "/stop"),
+                                              ("DELETE", "/scale")])
+def test_anything_else_than_a_read_only_get_or_a_post_is_405(server, method, path):
+    srv, handler = server
+    status, reply = raw_exchange(srv.address, msg(method, path))
+    assert status == 405 and "not allowed" in reply["error"]
+    status, _ = raw_exchange(srv.address, msg(method, path, token="wrong"))
+    assert status == 401  # strangers learn nothing, not even which commands exist
+    assert handler.calls == []
+
+
+@pytest.mark.parametrize(("raw", "depth"), [
+    (b"{}", 1), (b"[]", 1), (b'{"a": [1, {"b": []}]}', 4), (b'"[[[[{{{{"', 0), (b'{"a": "[\\"[[["}', 1),
+    (b'["\\\\", [[]]]', 3), (b"[" * 60_000, 60_000), (b"]]]][[", 2), (b'["unterminated [[[', 1), (b"", 0),
+])
+def test_json_depth_counts_brackets_outside_strings(raw, depth):
+    assert json_depth(raw) == depth
+
+
+def test_json_depth_stops_one_past_the_limit():
+    assert json_depth(b"[" * 60_000, stop=MAX_DEPTH) == MAX_DEPTH + 1
+    assert json_depth(b"[[]]" * 1000, stop=MAX_DEPTH) == 2
+
+
+def test_deep_bodies_are_refused_before_parsing(server):
+    srv, handler = server
+    status, reply = raw_post(srv.address, "/status", b"[" * 60_000)  # json.loads: RecursionError
+    assert status == 400 and f"deeper than {MAX_DEPTH}" in reply["error"]
+    deepest_allowed = b'{"a": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
+    assert raw_post(srv.address, "/status", deepest_allowed)[0] == 200
+    too_deep = b'{"a": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
+    assert raw_post(srv.address, "/status", too_deep)[0] == 400
+    in_a_string = json.dumps({"pad": "[{" * 20_000}).encode()
+    assert raw_post(srv.address, "/status", in_a_string)[0] == 200
+    assert [c for c, _ in handler.calls] == ["status", "status"]
+
+
+@pytest.mark.parametrize(("data", "code", "words"), [
+    (msg("POST", "/scale", b"{}", extra="Content-Length: 2\r\n"), 400, "repeated content-length"),
+    (b"POST /scale HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: abc\r\n\r\n", 400, "whole number"),
+    (b"POST /scale HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: -1\r\n\r\n", 400, "whole number"),
+    (b"POST /scale HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, "Content-Length"),
+    (msg("GET", "/status", b"{}"), 400, "GET takes no body"),
+    (msg("POST", "/scale", extra="X-Pad: " + "a" * 20_000 + "\r\n"), 431, "headers over"),
+    (msg("POST", "/scale", extra="".join(f"X-{i}: 1\r\n" for i in range(100))), 431, "headers"),
+    (msg("POST", "/scale", extra="no colon here\r\n"), 400, "malformed header"),
+    (b"POST /scale\r\n\r\n", 400, "malformed request line"),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 junk\r\n\r\n", 400, "malformed request line"),
+    (msg("POST", "http://127.0.0.1/scale"), 400, "malformed request line"),
+    (msg("POST", "/scale", b'{"count": NaN}'), 400, "not a JSON object"),
+    (msg("POST", "/scale", b'{"count": Infinity}'), 400, "not a JSON object"),
+    (msg("POST", "/scale", b'{"count": ' + b"9" * 5000 + b"}"), 400, "not a JSON object"),
+    (msg("POST", "/scale", b'{"count": "\xff\xfe"}'), 400, "not a JSON object"),
+    (msg("POST", "/scale", b"\x00" * 100), 400, "not a JSON object"),
+])
+def test_malformed_requests_get_one_line_and_reach_no_handler(server, data, code, words):
+    srv, handler = server
+    status, reply = raw_exchange(srv.address, data)
+    assert status == code and words in reply["error"] and "\n" not in reply["error"]
+    assert handler.calls == []
+
+
+def test_missing_content_length_on_a_post_is_an_empty_body(server):
+    srv, handler = server
+    assert raw_exchange(srv.address, b"POST /status HTTP/1.0\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")[0] == 200
+    assert handler.calls == [("status", {})]
+
+
+def test_refused_clients_still_read_the_answer(server):
+    """A refusal before the body is read must not reset the connection under the client's feet."""
+    srv, handler = server
+    big = b'{"pad": "' + b"x" * (MAX_BODY - 20) + b'"}'
+    for _ in range(20):
+        assert raw_exchange(srv.address, msg("POST", "/scale", big, token="wrong"))[0] == 401
+        assert raw_exchange(srv.address, msg("POST", "/scale", big + b"x" * 100))[0] == 413
+    assert handler.calls == []
+
+
+def test_idle_and_slow_connections_are_closed_at_the_deadline(quick_server):
+    srv, handler = quick_server()
+    host, port = srv.address.rsplit(":", 1)
+    t0 = time.monotonic()
+    idle = socket.create_connection((host, int(port)), timeout=5)
+    slow = socket.create_connection((host, int(port)), timeout=5)
+    slow.sendall(b"POST /status HTTP/1.1\r\n")
+    got = b""
+    for _ in range(40):  # a slow-loris client: a header byte every 50 ms
+        try:
+            slow.sendall(b"X")
+        except OSError:
+            break
+        time.sleep(0.05)
+    for s in (idle, slow):
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        s.close()
+    assert b" 408 " in got
+    assert time.monotonic() - t0 < 3  # deadline 0.5 s; a hang would be the 5 s socket timeout
+    assert srv.open_connections() == 0
+    assert any(" 408 no complete request within 0.5 s" in line for line in handler.lines), handler.lines
+    assert request(srv.address, TOKEN, "ping", timeout=5)["ok"] is True
+
+
+def test_handler_threads_are_bounded_and_extra_requests_get_503_at_once(quick_server):
+    release = threading.Event()
+
+    class Blocking(Recorder):
+        def __call__(self, command, body):
+            if command == "block":
+                release.wait(10)
+            return super().__call__(command, body)
+
+    srv, handler = quick_server(Blocking(), max_handlers=2)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(request(srv.address, TOKEN, "block", timeout=10)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: srv.handlers == 2)
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match="busy"):
+        request(srv.address, TOKEN, "status", timeout=5)
+    assert time.monotonic() - t0 < 2
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 2 and srv.handlers == 0
+    assert request(srv.address, TOKEN, "status", timeout=5)["ok"] is True
+
+
+def test_at_the_connection_cap_the_oldest_idle_one_makes_room(quick_server):
+    srv, handler = quick_server(request_timeout=30, max_connections=4)
+    host, port = srv.address.rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(10)]
+    try:
+        wait_until(lambda: srv.open_connections() == 4)
+        t0 = time.monotonic()
+        assert request(srv.address, TOKEN, "status", timeout=5)["ok"] is True
+        assert time.monotonic() - t0 < 2
+        assert srv.open_connections() <= 4
+        closed = []
+        for s in idle:
+            s.settimeout(0.2)
+            try:
+                closed.append(s.recv(1) == b"")
+            except ConnectionResetError:
+                closed.append(True)
+            except TimeoutError:
+                closed.append(False)
+        assert closed == [True] * 7 + [False] * 3  # the newest three of them are still open
+        assert any("evicted" in line for line in handler.lines)
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_refusals_are_logged_one_line_per_kind_per_second(quick_server):
+    srv, handler = quick_server()
+    n, t0 = 300, time.monotonic()
+    for _ in range(n):
+        assert raw_exchange(srv.address, msg("POST", "/scale", b"{}", token="wrong"))[0] == 401
+    seconds = time.monotonic() - t0
+    wait_until(lambda: not srv.log.held, timeout=5)  # every period over, every count written
+    lines = [line for line in handler.lines if " 401 " in line]
+    assert 2 <= len(lines) <= seconds + 2, lines  # the first, then one a second with the count held back
+    held = sum(int(m) for line in lines for m in re.findall(r" x(\d+) more", line))
+    assert held + sum(" more " not in line for line in lines) == n
+    assert all("missing or wrong control token" in line and "\n" not in line for line in lines)
+    assert not any("Traceback" in line for line in handler.lines)
+
+
+def test_aborted_clients_are_one_line_never_a_traceback(quick_server, capfd):
+    srv, handler = quick_server()
+    host, port = srv.address.rsplit(":", 1)
+    for i in range(100):  # half leave mid-headers, half mid-body (after their 401)
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(msg("POST", "/scale", b"x" * 60_000, token="wrong")[:40 if i % 2 else 30_000])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        s.close()
+    wait_until(lambda: srv.open_connections() == 0)
+    assert request(srv.address, TOKEN, "ping", timeout=5)["ok"] is True
+    assert any(" aborted " in line for line in handler.lines)
+    assert len(handler.lines) <= 8, handler.lines  # per kind: a line, a count, maybe one more
+    assert "Traceback" not in "".join(handler.lines) + capfd.readouterr().err
+
+
+def test_a_handler_bug_is_a_500_with_its_traceback_logged_once(quick_server):
+    srv, handler = quick_server()
+    for _ in range(3):
+        with pytest.raises(ClusterError, match="KeyError"):
+            request(srv.address, TOKEN, "crash", timeout=5)
+    assert sum("Traceback" in line for line in handler.lines) == 1
+
+
+def test_close_is_prompt_and_ends_every_connection(quick_server):
+    srv, _ = quick_server(request_timeout=30)
+    host, port = srv.address.rsplit(":", 1)
+    idle = socket.create_connection((host, int(port)), timeout=5)
+    wait_until(lambda: srv.open_connections() == 1)
+    t0 = time.monotonic()
+    srv.close()
+    srv.close()  # twice is fine
+    assert time.monotonic() - t0 < 2
+    assert idle.recv(1) == b""
+    idle.close()
+
+
+def test_refusal_log_holds_back_and_counts():
+    lines: list[str] = []
+    timers: list = []
+    log = RefusalLog(lines.append, lambda delay, fn: timers.append(fn))
+    for i in range(5):
+        log("401", f"bad token {i}")
+    log("413", "too large")
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "control        refused      401 bad token 0", "control        refused      413 too large"]
+    timers.pop(0)()  # the 401 period ends: one summary, a new period
+    assert lines[-1].endswith("401 x4 more in the last 1 s (last: bad token 4)")
+    timers.pop(0)()  # the 413 period ends with nothing held: quiet again
+    timers.pop(0)()  # the 401 period after the summary ends with nothing held
+    assert len(lines) == 3 and not log.held
+    log("401", "again\nand a second line")
+    assert lines[-1].endswith("401 again")
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 # -- ledger -------------------------------------------------------------------------
 
 
@@ -289,10 +583,11 @@ def test_atomic_write_of_something_unwritable_keeps_old_content(tmp_path: Path):
 def test_ledger_round_trip(tmp_path: Path):
     led = Ledger(tmp_path)
     assert led.read() is None
+    boot = psutil.boot_time()  # identities from before the last boot are dropped on read
     record = LedgerRecord.model_validate({
         "state": "running",
-        "supervisor": {"pid": 1234, "create_time": 1700000000.25},
-        "processes": [{"name": "default-0", "role": "worker", "pid": 42, "create_time": 1700000001.5},
+        "supervisor": {"pid": 1234, "create_time": boot + 0.25},
+        "processes": [{"name": "default-0", "role": "worker", "pid": 42, "create_time": boot + 1.5},
                       {"name": "gone", "role": "worker", "pid": None}],
     })
     led.write(record)
@@ -300,8 +595,8 @@ def test_ledger_round_trip(tmp_path: Path):
     assert isinstance(got.updated, float)
     assert got.model_copy(update={"updated": None}) == record
     assert record.updated is None  # the caller's record is not changed
-    assert got.supervisor_id == ProcessId(1234, 1700000000.25)
-    assert [(p.name, pid) for p, pid in got.process_ids()] == [("default-0", ProcessId(42, 1700000001.5))]
+    assert (got.supervisor_id.pid, got.supervisor_id.create_time) == (1234, boot + 0.25)
+    assert [(p.name, pid.pid, pid.create_time) for p, pid in got.process_ids()] == [("default-0", 42, boot + 1.5)]
     assert got.process("gone") == ProcessRecord(name="gone", role="worker") and got.process("nobody") is None
     assert LedgerRecord().supervisor_id is None and LedgerRecord().process_ids() == []
 
@@ -323,17 +618,20 @@ def test_ledger_json_keeps_its_keys_and_ignores_unknown_ones(tmp_path: Path):
     [b"", b'{"state": "runn', b"garbage", b"\xff\xfe\x00binary", b"{\"a\": 1}{\"b\": 2}"],
     ids=["empty", "truncated", "garbage", "binary", "two-docs"],
 )
-def test_ledger_read_of_a_corrupt_file_is_none(tmp_path: Path, content: bytes):
+def test_ledger_read_of_a_corrupt_file_is_unreadable_not_absent(tmp_path: Path, content: bytes):
+    """Unknown is not "nothing runs": `down` then sweeps by tag, `up` refuses."""
     led = Ledger(tmp_path)
     led.path.write_bytes(content)
-    assert led.read() is None
+    with pytest.raises(LedgerUnreadable):
+        led.read()
 
 
 @pytest.mark.parametrize("content", ["[1, 2]", '"running"', "42"])
-def test_ledger_read_of_a_non_object_is_none(tmp_path: Path, content: str):
+def test_ledger_read_of_a_non_object_is_unreadable(tmp_path: Path, content: str):
     led = Ledger(tmp_path)
     led.path.write_text(content)
-    assert led.read() is None
+    with pytest.raises(LedgerUnreadable):
+        led.read()
 
 
 def test_ledger_clear(tmp_path: Path):
