@@ -9,7 +9,7 @@ import pytest
 
 from clusterctl.topology import parse_config
 from clusterctl.errors import ConfigError
-from clusterctl.plan.specs import build_plan, cluster_tag, scheduler_address
+from clusterctl.plan.specs import TAG_ENV, build_plan, cluster_tag, preamble, scheduler_address
 from clusterctl.plan.ssh import control_dir, ssh_argv
 from clusterctl.plan.resolve import Launcher
 
@@ -67,13 +67,36 @@ def test_remote_argv_is_ssh_then_agent_then_dask(tmp_path):
     remote = shlex.split(argv[-1])
     assert remote[:3] == ["/opt/env/bin/python", "-m", "clusterctl.remote.agent"]
     assert remote[remote.index("--tag") + 1] == cluster_tag(cfg) and remote[remote.index("--launch") + 1] == "worker"
-    envs = [remote[i + 1] for i, a in enumerate(remote) if a == "--env"]
-    assert {"OMP_NUM_THREADS=1", "X=y", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= set(envs)
+    # keys on the command line, values over the agent's stdin: `ps` never shows them
+    assert "--env" not in remote
+    want = {"OMP_NUM_THREADS": "1", "X": "y", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True", "PYTHONUNBUFFERED": "1"}
+    assert [remote[i + 1] for i, a in enumerate(remote) if a == "--env-key"] == sorted(want)
+    assert spec.remote_env == want and spec.preamble() == preamble(want)
+    assert spec.preamble().endswith(b"\n") and spec.preamble().count(b"\n") == 1
     dask = remote[remote.index("--") + 1:]
     assert dask[0] == "tls://127.0.0.1:8786" and dask[dask.index("--host") + 1] == "127.0.0.2"
     assert dask[dask.index("--tls-cert") + 1] == "tls/node.pem" and dask[dask.index("--protocol") + 1] == "tls"
     assert dask[dask.index("--local-directory") + 1] == "work"
-    assert spec.env == {}  # the environment travels to the remote host, not to the local ssh
+    # the environment travels to the remote host, not to the local ssh (which carries the tag only)
+    assert spec.env == {TAG_ENV: cluster_tag(cfg)}
+    assert spec.argv == build_plan(cfg, DASK)[1].argv  # deterministic
+
+
+def test_no_env_value_reaches_any_command_line(tmp_path):
+    secret = "s3cr3t-value-42"
+    cfg = cfg_of(HOSTS.replace("{OMP_NUM_THREADS: 1}", f"{{HOST_TOKEN: {secret}x}}") + REMOTE_SCHEDULER.split(HOSTS)[1]
+                 + f"workers:\n  - name: a\n    at: {{ws2: 1, ws3: 1, localhost: 1}}\n    env: {{SECRET_TOKEN: {secret}}}\n",
+                 tmp_path)
+    specs = build_plan(cfg, DASK)
+    assert any(s.remote for s in specs) and any(not s.remote for s in specs)
+    for s in specs:
+        assert secret not in " ".join(s.argv), s.name
+        assert secret not in repr(s.to_dict()), s.name
+    remote = [s for s in specs if s.remote and s.role == "worker"]
+    assert all(s.remote_env["SECRET_TOKEN"] == secret for s in remote)
+    assert specs[0].remote_env["HOST_TOKEN"] == secret + "x"  # the scheduler on ws2 gets its host's env
+    local = next(s for s in specs if not s.remote and s.role == "worker")
+    assert local.env["SECRET_TOKEN"] == secret and local.preamble() is None
 
 
 def test_ssh_argv_leaves_unset_options_to_ssh_config(tmp_path):
@@ -152,14 +175,15 @@ def test_remote_scheduler_binds_its_host_and_workers_connect_there(tmp_path):
     assert cfg.remote_hosts() == ["ws2", "ws3"]  # TLS files go there, `down` sweeps there
     assert scheduler_address(cfg) == "tls://127.0.0.2:9786"
     sched, local, remote = build_plan(cfg, DASK)
-    assert (sched.at, sched.host, sched.remote, sched.env) == ("ws2", "127.0.0.2", True, {})
+    assert (sched.at, sched.host, sched.remote, sched.env) == ("ws2", "127.0.0.2", True, {TAG_ENV: cluster_tag(cfg)})
     argv = list(sched.argv)
     assert argv[:2] == ["ssh", "-T"] and argv[argv.index("--") + 1] == "127.0.0.2"
     agent = shlex.split(argv[-1])
     assert agent[:3] == ["/opt/env/bin/python", "-m", "clusterctl.remote.agent"]
     assert agent[agent.index("--launch") + 1] == "scheduler" and agent[agent.index("--tag") + 1] == cluster_tag(cfg)
-    envs = {agent[i + 1] for i, a in enumerate(agent) if a == "--env"}
-    assert {"OMP_NUM_THREADS=1", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", "PYTHONUNBUFFERED=1"} <= envs
+    assert {"OMP_NUM_THREADS", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "PYTHONUNBUFFERED"} \
+        <= {agent[i + 1] for i, a in enumerate(agent) if a == "--env-key"}
+    assert sched.remote_env["OMP_NUM_THREADS"] == "1" and "--env" not in agent
     dask = agent[agent.index("--") + 1:]
     assert dask[:6] == ["--host", "127.0.0.2", "--port", "9786", "--dashboard-address", "127.0.0.2:9787"]
     # the head's file path means nothing there: the preload goes by module name; no scheduler file

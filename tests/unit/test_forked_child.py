@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -98,3 +99,117 @@ def test_warm_child_answers_as_popen():
         if proc.is_alive():
             proc.kill()
             proc.join(10)
+
+
+# -- the cluster tag stays visible on forked children -------------------------------------
+
+TAG = f"fork-test.{os.getpid()}"
+
+
+def _wait_for_title(pid: int, words: str) -> list[str]:
+    import psutil
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cmd = psutil.Process(pid).cmdline()
+        if words in " ".join(cmd):
+            return cmd
+        time.sleep(0.02)
+    raise AssertionError(f"title of {pid} never showed {words!r}: {psutil.Process(pid).cmdline()}")
+
+
+def test_a_fork_of_an_untagged_process_shows_its_tag_in_its_title(tmp_path):
+    """The supervisor forked from the CLI: /proc shows the CLI's environment, so the title says it."""
+    import psutil
+
+    from clusterctl.plan.specs import TAG_ENV
+    from clusterctl.runtime import process
+
+    assert TAG_ENV not in psutil.Process().environ()
+    argv = ["python", "-m", "clusterctl.supervisor", "x.yaml"]
+    child = handles.fork_detached(lambda: time.sleep(30), argv, tmp_path / "s.log", tmp_path, {TAG_ENV: TAG})
+    try:
+        assert child.tag == TAG
+        cmd = _wait_for_title(child.pid, f"{TAG_ENV}={TAG}")
+        assert " ".join(cmd).startswith("python -m clusterctl.supervisor x.yaml")
+        pid = process.identify(child)
+        assert pid.tag == TAG and pid.alive() and process.carries(psutil.Process(child.pid), TAG)
+        assert process.stop(pid, grace=5, popen=child) == "exited"
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, 9)
+            child.wait(timeout=10)
+
+
+FORK_FROM_TAGGED = r"""
+import sys, time
+from pathlib import Path
+from clusterctl.runtime import handles
+child = handles.fork_detached(lambda: time.sleep(30), ["dask", "worker", "tcp://x:1"], Path(sys.argv[1]),
+                              Path(sys.argv[2]), {"CLUSTERCTL_TAG": sys.argv[3]})
+print(child.pid, flush=True)
+child.wait(timeout=60)
+"""
+
+
+def test_a_fork_of_a_tagged_process_keeps_the_tag_in_its_environment_through_retitles(tmp_path):
+    """A warm child: its fork server was exec'd with the tag, which /proc keeps showing even after
+    the child (and later Dask) retitles it, because SPT_NOENV is set before the first retitle."""
+    import psutil
+
+    from clusterctl.plan.specs import TAG_ENV
+    from clusterctl.runtime import process
+
+    parent = subprocess.Popen([sys.executable, "-c", FORK_FROM_TAGGED, str(tmp_path / "w.log"), str(tmp_path), TAG],
+                              env={**os.environ, TAG_ENV: TAG}, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        cmd = _wait_for_title(pid, "dask worker tcp://x:1")
+        assert TAG not in " ".join(cmd)  # no marker needed ...
+        assert psutil.Process(pid).environ()[TAG_ENV] == TAG  # ... /proc still shows it
+        assert process.carries(psutil.Process(pid), TAG)
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        parent.wait(timeout=10)
+
+
+FORK_FROM_UNTAGGED = r"""
+import sys, time
+from pathlib import Path
+from clusterctl.runtime import handles
+child = handles.fork_detached(lambda: time.sleep(30), ["python", "-m", "clusterctl.supervisor", "x.yaml"],
+                              Path(sys.argv[1]), Path(sys.argv[2]), {"PYTHONUNBUFFERED": "1", "CLUSTERCTL_TAG": sys.argv[3]})
+print(child.pid, flush=True)
+child.wait(timeout=60)
+"""
+
+
+def test_the_title_keeps_its_tag_when_the_environment_changes_and_the_command_line_is_short(tmp_path):
+    """setproctitle may use the environment's space only up to the first variable changed since
+    exec: a short command line plus a changed PYTHONUNBUFFERED once cut the tag off the title."""
+    import psutil
+
+    from clusterctl.plan.specs import TAG_ENV
+    from clusterctl.runtime import process
+
+    script = tmp_path / "f.py"
+    script.write_text(FORK_FROM_UNTAGGED)
+    env = {"PYTHONUNBUFFERED": "0", **{k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", TAG_ENV)}}
+    parent = subprocess.Popen([sys.executable, "f.py", "l", ".", TAG], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        cmd = _wait_for_title(pid, "clusterctl.supervisor")
+        time.sleep(0.1)
+        assert process.carries(psutil.Process(pid), TAG), psutil.Process(pid).cmdline()
+        assert "-m clusterctl.supervisor x.yaml" in " ".join(psutil.Process(pid).cmdline()), cmd
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        parent.wait(timeout=10)

@@ -11,8 +11,10 @@ from clusterctl.topology import load_config, parse_config
 from clusterctl.errors import ConfigError
 from clusterctl.plan.specs import (
     SCHEDULER_PLUGIN,
+    TAG_ENV,
     ProcessSpec,
     build_plan,
+    cluster_tag,
     connect_host,
     dashboard_url,
     hostport,
@@ -59,7 +61,9 @@ def test_scheduler_argv(tmp_path):
         "--preload", str(SCHEDULER_PLUGIN),
     )
     assert SCHEDULER_PLUGIN.is_file()
-    assert sched.host == "127.0.0.1" and sched.env == {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True"} and sched.cwd == state
+    tag = cluster_tag(parse_config("name: lab\n", source=tmp_path / "cluster.yaml"))
+    assert sched.env == {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True", TAG_ENV: tag}
+    assert sched.host == "127.0.0.1" and sched.cwd == state
 
 
 def test_worker_argv(tmp_path):
@@ -147,9 +151,27 @@ workers:
     # Sorted, and no precision lost ('{:g}' would write 1.23457e+06).
     assert flag(w.argv, "--resources") == "BIG=1234567,GPU=2,HALF=0.5,MEM=1000000000"
     assert "--nanny" in w.argv and "--no-nanny" not in w.argv
-    assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true"}
+    assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true", TAG_ENV: specs[0].env[TAG_ENV]}
     assert all(isinstance(v, str) for v in w.env.values())
     assert specs[2].env == w.env and specs[2].env is not w.env  # each spec owns its env
+
+
+def test_every_process_carries_the_cluster_tag_and_the_tag_names_the_state(tmp_path):
+    a = parse_config("name: lab\nworkers:\n  - env: {CLUSTERCTL_TAG: forged}\n", source=tmp_path / "a" / "cluster.yaml")
+    b = parse_config("name: lab\n", source=tmp_path / "b" / "cluster.yaml")
+    assert cluster_tag(a) != cluster_tag(b) and cluster_tag(a).startswith("lab.")  # same name, other state dir
+    assert cluster_tag(a) == cluster_tag(parse_config("name: lab\n", source=tmp_path / "a" / "cluster.yaml"))
+    specs = build_plan(a, DASK)
+    assert {s.env[TAG_ENV] for s in specs} == {cluster_tag(a)}  # the group's env cannot forge it
+
+
+def test_env_values_are_masked_for_display_but_ours_are_shown(tmp_path):
+    specs = plan("workers:\n  - env: {SECRET_TOKEN: hunter2, DASK_X: y}\n", tmp_path)
+    shown = specs[1].to_dict()["env"]
+    assert shown["SECRET_TOKEN"] == "***" and shown["DASK_X"] == "***"
+    assert shown[TAG_ENV] == specs[1].env[TAG_ENV]
+    assert specs[0].to_dict()["env"]["DASK_CLUSTERCTL__LAZY_DASHBOARD"] == "True"
+    assert "hunter2" not in repr([s.to_dict() for s in specs])
 
 
 @pytest.mark.parametrize("limit, arg", [("0.5", "0.5"), ("0", "0"), ("'512MB'", "512MB"), ("4.0e+9", "4000000000")])

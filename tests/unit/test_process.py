@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clusterctl.plan.specs import TAG_ENV
 from clusterctl.runtime import process
 from clusterctl.runtime.process import ProcessId
 
@@ -20,6 +21,7 @@ from conftest import kill_all, wait_for
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and sessions")
 
 PY = sys.executable
+TAG = f"unit-test.{os.getpid()}"  # every child here carries it, as every process clusterctl starts does
 
 # Each child writes <ready dir>/<its pid> once its signal handling is in place, so a
 # test never signals a process that has not yet decided to ignore SIGTERM.
@@ -92,6 +94,7 @@ class Reaper:
 
     def spawn(self, argv: list[str], **kw) -> subprocess.Popen:
         kw.setdefault("log_path", self.tmp_path / "child.log")
+        kw["env"] = {TAG_ENV: TAG, **(kw.get("env") or {})}
         popen = process.spawn(argv, **kw)
         try:
             self.started.append((popen, psutil.Process(popen.pid)))

@@ -68,3 +68,20 @@ def test_fork_server_preloads_bokeh_only_for_worker_pages():
     base = warm.preload_for([sched, quiet])
     assert "distributed" in base and not any("dashboard" in m for m in base)
     assert "distributed.dashboard.worker" in warm.preload_for([sched, pages])
+
+
+def test_usable_with_the_cluster_tag_only_when_the_fork_server_carries_it(monkeypatch):
+    """A forked child shows other processes its server's exec-time environment, where `down`
+    looks for the tag: so the supervisor's own tag must be the spec's."""
+    from clusterctl.plan.specs import TAG_ENV
+
+    monkeypatch.setenv("CLUSTERCTL_WARM", "1")
+    base = (HERE, "worker", "tcp://127.0.0.1:1")
+    tagged = spec(base, env={TAG_ENV: "lab.0123456789", "DASK_X": "1"})
+    monkeypatch.setenv(TAG_ENV, "lab.0123456789")
+    assert warm.usable(tagged, LAUNCHER) is (sys.platform != "win32")  # CLUSTERCTL_* is no library's business
+    monkeypatch.setenv(TAG_ENV, "other.0123456789")
+    assert not warm.usable(tagged, LAUNCHER)
+    monkeypatch.delenv(TAG_ENV)
+    assert not warm.usable(tagged, LAUNCHER)  # e.g. `up --foreground`: exec'd, so the tag shows
+    assert warm.usable(spec(base), LAUNCHER) is (sys.platform != "win32")  # untagged stays as it was

@@ -8,6 +8,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich import box
 from rich.table import Table
 
@@ -19,7 +20,7 @@ from ..client.stop import stop
 from ..runtime import tuning
 from ..runtime.events import read_events
 from ..runtime.ledger import Ledger
-from ..plan.specs import build_plan
+from ..plan.specs import TAG_ENV, build_plan, cluster_tag
 from ..plan.resolve import resolve
 from ..supervisor import Supervisor
 from ..supervisor.states import ChildState, ClusterState
@@ -32,6 +33,8 @@ from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, forma
 def up(
     file: ConfigOption = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Stay attached; Ctrl-C stops everything.")] = False,
+    require_all: Annotated[bool, typer.Option("--require-all", help="Fail if any host cannot be reached "
+                                              "(default: start without it, degraded)")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Start the cluster and return once every process is proven healthy.
@@ -42,16 +45,16 @@ def up(
     for warning in cfg.warnings():
         err.print(f"[yellow]warning:[/] {warning}")
     if foreground:
-        _foreground(cfg)
+        _foreground(cfg, require_all)
         return
     already = supervisor_alive(read_record(cfg)) is not None
     t0 = time.monotonic()
     if as_json or not is_terminal():
-        record = start_background(cfg)
+        record = start_background(cfg, require_all=require_all)
     else:
         spinner = _LazySpinner()
         try:
-            record = start_background(cfg, progress=spinner)
+            record = start_background(cfg, progress=spinner, require_all=require_all)
         finally:
             spinner.stop()
     summary = cluster_summary(record, cfg)
@@ -63,8 +66,12 @@ def up(
     if already:
         out.print(f"cluster {cfg.name!r} is already running (supervisor pid {summary['supervisor_pid']}); nothing changed")
     else:
-        out.print(f"cluster {cfg.name!r} is up in {summary['seconds']:.1f} s")
+        out.print(f"cluster {cfg.name!r} is up in {summary['seconds']:.1f} s"
+                  + (" (degraded)" if summary["state"] == ClusterState.DEGRADED else ""))
     _print_summary(summary)
+    for h in summary["missing_hosts"]:  # exit 0 all the same: its workers join when it answers
+        err.print(f"[yellow]warning:[/] host {h['name']} is unreachable ({escape(h['why'])}); "
+                  "its workers join when it answers (`clusterctl status` shows it)")
 
 
 class _LazySpinner:
@@ -95,12 +102,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     out.print(f"  Logs:       {s['logs']}")
 
 
-def _foreground(cfg) -> None:
-    sup = Supervisor(cfg, echo=lambda line: out.print(line, markup=False))
+def _foreground(cfg, require_all: bool = False) -> None:
+    sup = Supervisor(cfg, echo=lambda line: out.print(line, markup=False), require_all=require_all)
     code = sup.run()
     if code == 1:
         first, *rest = (sup.error or "start failed").splitlines()
-        err.print(f"[bold red]error:[/] {first}")
+        err.print(f"[bold red]error:[/] {escape(first)}")
         for line in rest:
             err.print(line, markup=False)
     raise typer.Exit(code)
@@ -125,9 +132,11 @@ def down(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         out.print(f"cluster {cfg.name!r} stopped: {result['stopped']} processes in {result['seconds']:.1f} s")
     else:
         out.print(f"cluster {cfg.name!r} is not running; nothing to stop")
+    if not as_json and result.get("note"):  # e.g. what a sweep by tag stopped when the ledger was unreadable
+        err.print(f"note: {result['note']}", markup=False)
 
 
-STATE_STYLE = {"running": "green", "degraded": "yellow", "starting": "yellow", "backoff": "yellow", "fatal": "bold red", "exited": "red", "gone": "red", "stopped": "dim"}
+STATE_STYLE = {"reachable": "green", "unreachable": "bold red", "back": "yellow", "running": "green", "degraded": "yellow", "starting": "yellow", "backoff": "yellow", "fatal": "bold red", "exited": "red", "gone": "red", "stopped": "dim"}
 
 
 @app.command()
@@ -176,12 +185,28 @@ def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
         for r in [headers, *rows]:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    _print_hosts(st.get("hosts") or [], colour)
     for p in st["processes"]:
         if p["state"] == ChildState.FATAL and p.get("reason"):
             out.print(f"  {p['name']}: {p['reason']} (see `clusterctl logs {p['name']}`)")
     if st.get("error"):
         out.print(f"  error: {st['error'].splitlines()[0]}")
     raise typer.Exit(0 if running else 3)
+
+
+def _print_hosts(hosts: list[dict[str, Any]], colour: bool) -> None:
+    """The fleet: name, address, state, since, workers running / desired, and why when unreachable."""
+    if not hosts:
+        return
+    out.print("  hosts:")
+    for h in hosts:
+        since = time.strftime("%H:%M:%S", time.localtime(h["since"])) if h.get("since") else "-"
+        state = h["state"]
+        if colour:
+            state = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+        why = f"  {escape(h['last_error'])}" if h.get("last_error") else ""
+        out.print(f"    {h['name']:<12} {h['address']:<16} {state:<12} since {since}  "
+                  f"workers {h['workers']['running']}/{h['workers']['desired']}{why}", markup=colour, highlight=False)
 
 
 @app.command()
@@ -197,17 +222,21 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     launcher = resolve(cfg.python, cfg.bin_dir)
     specs = build_plan(cfg, launcher)
     defaults = tuning.apply_defaults(dict(os.environ))  # what every process gets, unless its env says otherwise
-    if as_json:
-        out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "env_defaults": defaults,
+    tag = cluster_tag(cfg)
+    if as_json:  # env values from the topology are masked (to_dict): they may be secrets
+        out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "env_defaults": defaults, "tag": tag,
                                    "processes": [s.to_dict() for s in specs]}))
         return
     out.print(f"{cfg.source}: valid; cluster {cfg.name!r}, {len(specs) - 1} workers")
     out.print(f"dask: {launcher.how}")
     out.print(f"state: {cfg.state_path}")
+    out.print(f"tag: {TAG_ENV}={tag} (every process carries it; `down` stops by it)", markup=False)
     if defaults:
         out.print("env defaults: " + " ".join(f"{k}={v}" for k, v in defaults.items()), markup=False)
     for s in specs:
-        env = " ".join(f"{k}={v}" for k, v in s.env.items())
+        shown = {k: v for k, v in s.to_dict()["env"].items() if k != TAG_ENV}
+        shown.update(s.to_dict()["remote_env"])  # sent to the host's agent over stdin
+        env = " ".join(f"{k}={v}" for k, v in shown.items())
         out.print(f"  {s.name:<14} {(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
 
 

@@ -25,7 +25,8 @@ SETTLED = frozenset({ChildState.RUNNING, ChildState.FATAL, ChildState.EXITED, GO
 
 
 def read_record(cfg: ClusterConfig) -> LedgerRecord:
-    """The cluster's ledger record; an empty one (nothing runs) when there is none."""
+    """The cluster's ledger record; an empty one (nothing runs) when there is none.
+    Raises LedgerUnreadable (a ClusterError) when ledger.json is there but unreadable."""
     return Ledger(cfg.state_path).read() or LedgerRecord()
 
 

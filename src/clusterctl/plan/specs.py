@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import hashlib
+import json
 import os
 
 from ..topology import LOCAL_HOST, MAX_GROUP_WORKERS, ClusterConfig, RestartPolicy, WorkerGroup
@@ -26,6 +27,10 @@ SCHEDULER = "scheduler"
 SCHEDULER_PLUGIN = Path(__file__).resolve().parent.parent / "runtime" / "scheduler_plugin.py"
 # On another host the head's file path means nothing; clusterctl is installed there (the agent needs it).
 SCHEDULER_PLUGIN_MODULE = "clusterctl.runtime.scheduler_plugin"
+# In the environment of every process clusterctl starts, here and on other hosts: the proof that a
+# pid is this cluster's before anything signals it (runtime/process.py), and what `down` sweeps by.
+TAG_ENV = "CLUSTERCTL_TAG"
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,16 @@ class ProcessSpec:
     restart: RestartPolicy = RestartPolicy()
     at: str = LOCAL_HOST  # the machine (a name from `hosts:`); `host` is the address it binds
     remote: bool = False  # argv is `ssh ... clusterctl.remote.agent`: keep its stdin open as a lifeline
+    # remote only: the environment the agent gives the Dask process there. It travels over the
+    # ssh session's stdin (`preamble()`), never on a command line: `ps` shows the keys at most.
+    remote_env: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def preamble(self) -> bytes | None:
+        """The first line a remote spec's agent reads on its stdin (see remote/agent.py), or None."""
+        return preamble(self.remote_env) if self.remote and self.remote_env else None
 
     def to_dict(self) -> dict:
+        """For display (`validate --json`): values from a topology's `env:` masked."""
         return {
             "name": self.name,
             "role": self.role,
@@ -53,9 +66,21 @@ class ProcessSpec:
             "at": self.at,
             "remote": self.remote,
             "argv": list(self.argv),
-            "env": dict(self.env),
+            "env": shown_env(self.env),
+            "remote_env": shown_env(self.remote_env),
             "log": str(self.log_path) if self.log_path else None,
         }
+
+
+def preamble(env: dict[str, str]) -> bytes:
+    """``{"env": {...}}`` and a newline: how environment values reach a remote agent."""
+    return json.dumps({"env": dict(sorted(env.items()))}, separators=(",", ":")).encode() + b"\n"
+
+
+def shown_env(env: dict[str, str]) -> dict[str, str]:
+    """env for people: clusterctl's own settings as they are; any other value (from a topology's
+    `env:`, which may hold a token or a password) as ``***``."""
+    return {k: v if k == TAG_ENV or OWN_ENV.get(k) == v else MASK for k, v in env.items()}
 
 
 def hostport(host: str, port: int) -> str:
@@ -79,6 +104,8 @@ REQUIRE_ENCRYPTION = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
 # The scheduler starts with --no-dashboard and its preload mounts the Bokeh pages once
 # imported, off the start-up path (scheduler_plugin.Dashboard).
 LAZY_DASHBOARD = {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True"}
+UNBUFFERED = {"PYTHONUNBUFFERED": "1"}
+OWN_ENV = {**REQUIRE_ENCRYPTION, **LAZY_DASHBOARD, **UNBUFFERED}  # shown as they are by shown_env
 
 
 def remote_workdir(cfg: ClusterConfig, host_name: str) -> str:
@@ -105,7 +132,10 @@ def _tls_args(cfg: ClusterConfig, tls_dir: str) -> list[str]:
 
 
 def _over_ssh(cfg: ClusterConfig, host_name: str, role: str, args: list[str], env: dict[str, str]) -> tuple[str, ...]:
-    """ssh to the host, where `clusterctl.remote.agent` resolves Dask for that host and owns the process."""
+    """ssh to the host, where `clusterctl.remote.agent` resolves Dask for that host and owns the process.
+
+    ``env`` is not on this command line (`ps` on both machines would show it): only its keys
+    are, and the agent reads the values from its stdin first (ProcessSpec.preamble)."""
     h = cfg.host(host_name)
     agent = [
         h.python, "-m", "clusterctl.remote.agent",
@@ -113,10 +143,15 @@ def _over_ssh(cfg: ClusterConfig, host_name: str, role: str, args: list[str], en
         "--cwd", remote_workdir(cfg, host_name),
         "--tag", cluster_tag(cfg),
         "--launch", role,
+        "--lifeline-timeout", _number(h.lifeline_timeout),
     ]
-    for k, v in sorted(env.items()):
-        agent += ["--env", f"{k}={v}"]
+    for key in sorted(env):
+        agent += ["--env-key", key]
     return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *args])])
+
+
+def _tagged(cfg: ClusterConfig, env: dict[str, str]) -> dict[str, str]:
+    return {**env, TAG_ENV: cluster_tag(cfg)}
 
 
 def dashboard_url(cfg: ClusterConfig, port: int | None = None) -> str | None:
@@ -160,7 +195,7 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
         group=SCHEDULER,
         host=s.host,
         argv=tuple(argv),
-        env={**(REQUIRE_ENCRYPTION if cfg.tls_enabled else {}), **(LAZY_DASHBOARD if s.dashboard else {})},
+        env=_tagged(cfg, {**(REQUIRE_ENCRYPTION if cfg.tls_enabled else {}), **(LAZY_DASHBOARD if s.dashboard else {})}),
         cwd=cfg.state_path,
         log_path=cfg.log_path / "scheduler.log",
         restart=s.restart,
@@ -189,18 +224,20 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
         env.update(REQUIRE_ENCRYPTION)
     if s.dashboard:
         env.update(LAZY_DASHBOARD)
+    env.update(UNBUFFERED)
     return ProcessSpec(
         name=SCHEDULER,
         role="scheduler",
         group=SCHEDULER,
         host=s.host,
-        argv=_over_ssh(cfg, at, "scheduler", args, {**env, "PYTHONUNBUFFERED": "1"}),
-        env={},
+        argv=_over_ssh(cfg, at, "scheduler", args, env),
+        env=_tagged(cfg, {}),  # the local ssh client's; the agent tags what it starts there
         cwd=cfg.state_path,
         log_path=cfg.log_path / "scheduler.log",
         restart=s.restart,
         at=at,
         remote=True,
+        remote_env=env,
     )
 
 
@@ -233,8 +270,10 @@ def worker_spec(
     env = {**cfg.host(at).env, **group.env} if remote else dict(group.env)
     if cfg.tls_enabled:
         env.update(REQUIRE_ENCRYPTION)
+    remote_env: dict[str, str] = {}
     if remote:
-        argv = _over_ssh(cfg, at, "worker", args, {**env, "PYTHONUNBUFFERED": "1"})
+        remote_env = {**env, **UNBUFFERED}
+        argv = _over_ssh(cfg, at, "worker", args, remote_env)
         env = {}
     else:
         argv = (*launcher.worker, *args)
@@ -244,12 +283,13 @@ def worker_spec(
         group=group.name,
         host=host,
         argv=tuple(argv),
-        env=env,
+        env=_tagged(cfg, env),
         cwd=cfg.state_path,
         log_path=cfg.log_path / f"{name}.log",
         restart=group.restart,
         at=at,
         remote=remote,
+        remote_env=remote_env,
     )
 
 

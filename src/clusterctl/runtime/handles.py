@@ -15,6 +15,7 @@ process.stop and the supervisor treat every child alike.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,8 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .logs import write_header
-from .process import become_detached
+import psutil
+
+from ..plan.specs import TAG_ENV
+from .logs import private_file, write_header
+from .process import KEEP_ENVIRON, carries
 
 POLL_INTERVAL = 0.02
 
@@ -31,8 +35,9 @@ POLL_INTERVAL = 0.02
 class ChildHandle:
     """What every forked child shares: Popen's returncode, poll, wait and send_signal."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, tag: str = ""):
         self.pid = pid
+        self.tag = tag  # the cluster tag it carries: process.identify() puts it in its ProcessId
         self.returncode: int | None = None  # negative signal number when killed, as Popen
 
     def poll(self) -> int | None:
@@ -75,8 +80,8 @@ class ForkedChild(ChildHandle):
 class WarmChild(ChildHandle):
     """A child of the warm fork server (a multiprocessing.Process), which reports its exit."""
 
-    def __init__(self, proc: Any):
-        super().__init__(proc.pid)
+    def __init__(self, proc: Any, tag: str = ""):
+        super().__init__(proc.pid, tag)
         self._proc = proc
 
     def _exit_code(self) -> int | None:
@@ -84,6 +89,60 @@ class WarmChild(ChildHandle):
 
     def _pause(self, most: float | None) -> None:
         self._proc.join(most)  # wakes as soon as it exits
+
+
+def become_detached(argv: list[str] | tuple[str, ...], log: Path | str | None, cwd: Path | str | None,
+                    env: dict[str, str] | None = None) -> None:
+    """In a freshly forked child: what spawn() gives an exec'd process.
+
+    Its own session (stopped as a tree; the terminal's Ctrl-C does not reach it),
+    default signal handlers, stdin from /dev/null, stdout and stderr appended to
+    ``log``, ``env`` and ``cwd`` applied, and ``argv`` as its title in ``ps``.
+    SIGPIPE stays ignored, as in any Python process.
+
+    A tag in ``env`` must stay visible to other processes, which read /proc, not our
+    os.environ: a fork shows what the process it was forked from was exec'd with. If
+    that already carries the tag (the warm fork server was started by a tagged
+    supervisor), it is kept through any later retitling; otherwise (the supervisor,
+    forked from the CLI) the title carries ``# CLUSTERCTL_TAG=<tag>``."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if log:
+        f = private_file(log)
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        f.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    tag = (env or {}).get(TAG_ENV, "")
+    keep = bool(tag) and carries(psutil.Process(), tag)
+    if keep:
+        os.environ.update(KEEP_ENVIRON)  # read by setproctitle at its first call, below
+    marker = f"# {TAG_ENV}={tag}" if tag and not keep else ""
+    # The title first: setproctitle may use the environment's space only up to the first
+    # variable changed since exec, and os.environ.update below changes some.
+    _retitle(" ".join([*argv, marker] if marker else argv))
+    if marker and not carries(psutil.Process(), tag):  # cut short: the tag goes first then
+        _retitle(f"{marker} {' '.join(argv)}")
+    os.environ.update(env or {})
+    if cwd:
+        os.chdir(cwd)
+
+
+def _retitle(title: str) -> None:
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(title)  # `ps` shows what runs, not the process it was forked from
+    except ImportError:
+        pass
 
 
 def can_fork() -> bool:
@@ -105,7 +164,7 @@ def fork_detached(target: Callable[[], int], argv: list[str], log: Path, cwd: Pa
         stream.flush()  # or the child would write the parent's pending output again
     pid = os.fork()
     if pid:
-        return ForkedChild(pid)
+        return ForkedChild(pid, (env or {}).get(TAG_ENV, ""))
     code = 1
     try:
         become_detached(argv, log, cwd, env)

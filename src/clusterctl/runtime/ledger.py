@@ -3,6 +3,12 @@
 ``up`` reads it to learn how start-up went, ``status`` and ``down`` read it
 when the supervisor is gone, and a new supervisor reads it to refuse starting
 a second cluster over the first.
+
+A ledger that exists but cannot be read (truncated, hand-edited) raises
+LedgerUnreadable: what runs is then unknown, never "nothing". Identities from
+before the machine last booted are dropped as it is read: those processes are
+gone, and their pids may be anyone's now. The state directory is the user's
+alone (0700) and the ledger 0600: argv and addresses are nobody else's business.
 """
 
 from __future__ import annotations
@@ -17,7 +23,28 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .process import ProcessId
+from ..errors import ClusterError
+from .process import ProcessId, before_boot
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+class LedgerUnreadable(ClusterError):
+    """ledger.json exists but is not a ledger: what runs is unknown (never "nothing")."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path} cannot be read ({why}): what runs is unknown; "
+                         "`clusterctl down` stops every process carrying this cluster's tag")
+        self.path, self.why = path, why
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) with the leaf 0700; tighten it if it exists wider: it is ours."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR)
+    return path
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -82,6 +109,22 @@ class SchedulerRecord(Record):
     http_port: int | None = None
 
 
+class HostWorkers(Record):
+    desired: int = 0
+    running: int = 0
+
+
+class HostRecord(Record):
+    """A remote host as the supervisor sees it (supervisor.states.HostState values)."""
+
+    name: str
+    address: str = ""
+    state: str = "reachable"
+    since: float | None = None  # wall clock of the last change
+    last_error: str = ""
+    workers: HostWorkers = HostWorkers()
+
+
 class LedgerRecord(Record):
     """ledger.json: what the supervisor runs. Written by the supervisor only; read by the CLI."""
 
@@ -93,6 +136,7 @@ class LedgerRecord(Record):
     supervisor: SupervisorRecord = SupervisorRecord()
     scheduler: SchedulerRecord = SchedulerRecord()
     processes: list[ProcessRecord] = []
+    hosts: list[HostRecord] = []
     updated: float | None = None
 
     @property
@@ -106,6 +150,19 @@ class LedgerRecord(Record):
 
     def process(self, name: str) -> ProcessRecord | None:
         return next((p for p in self.processes if p.name == name), None)
+
+
+def forget_before_boot(record: LedgerRecord) -> LedgerRecord:
+    """Drop every pid whose process was created before this machine last booted: all of the
+    record's when it was last written before then."""
+    stale = before_boot(record.updated)
+    for p in record.processes:
+        if stale or before_boot(p.create_time):
+            p.pid = p.create_time = None
+    sup = record.supervisor
+    if stale or before_boot(sup.create_time):
+        sup.pid = sup.create_time = None
+    return record
 
 
 @dataclass
@@ -127,25 +184,37 @@ class Ledger:
         return self.root / "supervisor.lock"
 
     def read(self) -> LedgerRecord | None:
-        """The record, or None when there is none (or it cannot be read as one)."""
+        """The record, or None when there is none; raises LedgerUnreadable when the file is there
+        but is not a ledger. Identities from before the last boot are dropped (forget_before_boot)."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            raise self._unreadable(getattr(e, "strerror", None) or str(e)) from None
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise self._unreadable("empty" if not text.strip() else f"not JSON ({e})") from None
         if not isinstance(data, dict):
-            return None
+            raise self._unreadable(f"a JSON {type(data).__name__}, not an object")
         try:
-            return LedgerRecord.model_validate(data)
-        except ValidationError:
-            return None
+            return forget_before_boot(LedgerRecord.model_validate(data))
+        except ValidationError as e:
+            raise self._unreadable(f"{e.error_count()} invalid field(s)") from None
+
+    def _unreadable(self, why: str) -> LedgerUnreadable:
+        return LedgerUnreadable(self.path, why)
 
     def write(self, record: LedgerRecord) -> None:
+        private_dir(self.root)
         record = record.model_copy(update={"updated": time.time()})
-        atomic_write(self.path, record.model_dump_json(indent=2))
+        atomic_write(self.path, record.model_dump_json(indent=2), mode=PRIVATE_FILE)
 
     def new_token(self) -> str:
+        private_dir(self.root)
         token = secrets.token_urlsafe(32)
-        atomic_write(self.token_path, token, mode=0o600)
+        atomic_write(self.token_path, token, mode=PRIVATE_FILE)
         return token
 
     def read_token(self) -> str | None:
@@ -153,6 +222,13 @@ class Ledger:
             return self.token_path.read_text().strip()
         except OSError:
             return None
+
+    def set_aside(self) -> Path:
+        """Move an unreadable ledger out of the way (kept for a look), once what it described is
+        stopped: the next `up` then starts afresh."""
+        aside = self.path.with_name(self.path.name + ".unreadable")
+        os.replace(self.path, aside)
+        return aside
 
     def clear(self) -> None:
         for p in (self.path, self.token_path):

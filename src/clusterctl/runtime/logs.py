@@ -1,4 +1,8 @@
-"""Per-process log files: tails for error messages, size-based rotation."""
+"""Per-process log files: tails for error messages, size-based rotation.
+
+Logs are 0600, rotated copies too: a process's output may show what its environment
+holds (a group's `env:` may carry a token), and the state directory is the user's alone.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,23 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
+PRIVATE = 0o600
+
+
+def private_file(path: Path | str) -> BinaryIO:
+    """``path`` opened for appending, unbuffered: created 0600, an existing one tightened to 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
+    try:
+        if hasattr(os, "fchmod") and os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, PRIVATE)
+        return os.fdopen(fd, "ab", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_header(path: Path | str, argv: list[str] | tuple[str, ...], how: str = "") -> None:
@@ -18,9 +36,9 @@ def write_header(path: Path | str, argv: list[str] | tuple[str, ...], how: str =
     ``how`` says how it started when not by exec: "warm" (forked from the fork server)
     or "forked" (a fork of the CLI: the background supervisor)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     start = f"start ({how})" if how else "start"
-    with open(path, "ab") as f:  # append: a restarted process keeps its earlier runs above
+    with private_file(path) as f:  # append: a restarted process keeps its earlier runs above
         f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {start}: {' '.join(argv)}\n".encode())
 
 
@@ -53,8 +71,13 @@ def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = B
     for i in range(backups - 1, 0, -1):
         older = path.with_name(f"{path.name}.{i}")
         if older.exists():
-            os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
-    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+            newer = path.with_name(f"{path.name}.{i + 1}")
+            os.replace(older, newer)
+            os.chmod(newer, PRIVATE)  # one rotated by an older clusterctl may be 0644
+    first = path.with_name(f"{path.name}.1")
+    with open(path, "rb") as src, private_file(first) as dst:
+        dst.truncate(0)
+        shutil.copyfileobj(src, dst)
     with open(path, "r+b") as f:
         f.truncate(0)
     return True

@@ -8,8 +8,11 @@ click entry points), in its own session, logging to its own file, and shows
 that argv as its process title.
 
 Used only where it is equivalent to exec: POSIX, a local process, the Dask of
-this very interpreter, and no environment beyond ``DASK_*`` settings (other
-variables, such as OMP_NUM_THREADS, may be read by libraries at import).
+this very interpreter, and no environment beyond ``DASK_*`` and ``CLUSTERCTL_*``
+settings (other variables, such as OMP_NUM_THREADS, may be read by libraries at
+import; no library reads ours). The cluster tag must be the fork server's own:
+a forked child shows other processes the environment its server was exec'd
+with, and that is where `down` looks for the tag (process.carries).
 Anything else, or ``CLUSTERCTL_WARM=0``, uses a plain exec.
 """
 
@@ -22,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..plan.specs import ProcessSpec
+from ..plan.specs import TAG_ENV, ProcessSpec
 from ..plan.resolve import Launcher
 from .handles import WarmChild
 from .logs import write_header
@@ -58,8 +61,11 @@ def usable(spec: ProcessSpec, launcher: Launcher | None) -> bool:
     """True when forking is equivalent to exec'ing spec.argv."""
     if not enabled() or getattr(spec, "remote", False) or entry_point(spec.argv) is None:
         return False
-    if any(not k.startswith("DASK_") for k in spec.env):
+    if any(not k.startswith(("DASK_", "CLUSTERCTL_")) for k in spec.env):
         return False
+    tag = spec.env.get(TAG_ENV)
+    if tag and os.environ.get(TAG_ENV) != tag:
+        return False  # the fork server is exec'd with this process's environment: its tag or none
     exe = spec.argv[0]
     here = Path(sys.executable).parent
     mine = Path(exe).parent == here or exe == sys.executable
@@ -117,12 +123,12 @@ def spawn(spec: ProcessSpec) -> WarmChild:
         daemon=False,
     )
     proc.start()
-    return WarmChild(proc)
+    return WarmChild(proc, spec.env.get(TAG_ENV, ""))
 
 
 def _child_main(argv: list[str], log: str | None, env: dict[str, str], cwd: str | None) -> None:
     """Runs in the forked child: become the planned process, then hand over to Dask's CLI."""
-    from .process import become_detached
+    from .handles import become_detached
 
     become_detached(argv, log, cwd, env)
     import dask.config
