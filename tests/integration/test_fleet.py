@@ -137,7 +137,7 @@ def test_killing_ssh_or_supervisor_leaves_no_remote_orphan(cluster, sshd):
     assert processes_under(cluster.root) == []
 
 
-def test_unreachable_host_fails_up_by_name_and_starts_nothing(cluster, sshd):
+def _with_dead_ws9(cluster, sshd) -> None:
     with socket.socket() as s:  # a port where nothing listens: connection refused at once
         s.bind(("127.0.0.4", 0))
         dead = s.getsockname()[1]
@@ -146,7 +146,38 @@ def test_unreachable_host_fails_up_by_name_and_starts_nothing(cluster, sshd):
     text = cluster.config.read_text()
     head, tail = text.split("name: ws9", 1)
     cluster.config.write_text(head + "name: ws9" + tail.replace(f"port: {sshd.port}", f"port: {dead}", 1))
+
+
+def test_unreachable_host_at_up_leaves_the_cluster_degraded_and_says_why(cluster, sshd):
+    _with_dead_ws9(cluster, sshd)
     res = cluster.cli("up")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "(degraded)" in res.stdout and "host ws9 is unreachable" in res.stderr, res.stdout + res.stderr
+    st = cluster.status()
+    assert st["state"] == "degraded"
+    hosts = {h["name"]: h for h in st["hosts"]}
+    assert hosts["ws9"]["state"] == "unreachable" and "unreachable over SSH" in hosts["ws9"]["last_error"]
+    assert hosts["ws9"]["workers"] == {"desired": 1, "running": 0}
+    assert hosts["ws2"]["state"] == "reachable" and hosts["ws2"]["workers"] == {"desired": 1, "running": 1}
+    assert {p["name"]: p["state"] for p in st["processes"]}["default-1"] in ("waiting", "pending")
+    assert st["workers_registered"] == 1
+    plain = cluster.cli("status").stdout
+    assert "ws9" in plain and "unreachable" in plain
+    cluster.cli("down", check=True)
+    assert tagged(cluster.root) == [] and processes_under(cluster.root) == []
+
+
+@pytest.mark.parametrize("how", ["--require-all", "required: true"])
+def test_a_required_unreachable_host_fails_up_by_name_and_starts_nothing(cluster, sshd, how):
+    _with_dead_ws9(cluster, sshd)
+    args = ["up"]
+    if how == "--require-all":
+        args.append(how)
+    else:
+        text = cluster.config.read_text()
+        head, tail = text.split("name: ws9\n", 1)
+        cluster.config.write_text(head + "name: ws9\n    required: true\n" + tail)
+    res = cluster.cli(*args)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "'ws9'" in res.stderr and "unreachable" in res.stderr, res.stderr
     assert "'ws2'" not in res.stderr.splitlines()[0]

@@ -17,10 +17,11 @@ from clusterctl.errors import ClusterError
 from clusterctl.plan.specs import ProcessSpec
 from clusterctl.runtime.process import ProcessId
 from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
+from clusterctl.supervisor.hosts import Fleet, Host
 from clusterctl.supervisor.reconcile import SCHEDULER_LOST_GRACE, Reconciler, Timing
 from clusterctl.supervisor.restart import RestartTracker
 from clusterctl.supervisor.states import ChildState as S
-from clusterctl.supervisor.states import ClusterState, IllegalTransition, check
+from clusterctl.supervisor.states import ClusterState, HostState, IllegalTransition, check
 from clusterctl.topology import RestartPolicy
 
 STEP = 0.1  # seconds the fake clock moves per tick
@@ -86,6 +87,16 @@ class FakeEffects:
     def is_stopped(self, pid):
         return pid.pid in self.stopped
 
+    down: set[str] = field(default_factory=set)  # hosts that do not answer a probe
+    probes: list[str] = field(default_factory=list)
+
+    def probe_host(self, name):
+        self.probes.append(name)
+        return "ssh: connect timed out" if name in self.down else None
+
+    def sweep_host(self, name):
+        self.actions.append(("sweep", name))
+
     def emit(self, process, event, detail="", **extra):
         self.events.append((process, event, detail))
 
@@ -110,26 +121,33 @@ class FakeProbe:
 
 
 def spec(name: str, role: str = "worker", group: str = "default", policy: RestartPolicy | None = None,
-         argv: tuple[str, ...] = ("dask", "worker")) -> ProcessSpec:
+         argv: tuple[str, ...] = ("dask", "worker"), at: str = "localhost") -> ProcessSpec:
     return ProcessSpec(name=name, role=role, group=group, host="127.0.0.1", argv=argv,
-                       log_path=Path(f"/logs/{name}.log"), restart=policy or RestartPolicy())
+                       log_path=Path(f"/logs/{name}.log"), restart=policy or RestartPolicy(),
+                       at=at, remote=at != "localhost")
 
 
 class History:
     """A reconciler wired to fakes, with verbs for what happens to it."""
 
     def __init__(self, workers: int = 2, policy: RestartPolicy | None = None, early: bool = True,
-                 startup: float = 60.0, argv: tuple[str, ...] = ("dask", "worker")):
+                 startup: float = 60.0, argv: tuple[str, ...] = ("dask", "worker"), remote: int = 0,
+                 required: bool = False, scheduler_at: str = "localhost"):
         self.now = 0.0
         self.fx, self.probe = FakeEffects(), FakeProbe()
         self.policy = policy or RestartPolicy()
-        specs = [spec("scheduler", "scheduler", "scheduler", self.policy, ("dask", "scheduler"))]
+        specs = [spec("scheduler", "scheduler", "scheduler", self.policy, ("dask", "scheduler"), at=scheduler_at)]
         specs += [spec(f"default-{i}", policy=self.policy, argv=argv) for i in range(workers)]
+        specs += [spec(f"far-{i}", group="far", policy=self.policy, argv=argv, at="ws1") for i in range(remote)]
         desired = DesiredSet(specs, lambda g, i: spec(f"{g}-{i}", group=g, policy=self.policy, argv=argv))
         self.core = Reconciler(desired, self.fx, self.probe, lambda: self.now,
                                Timing(startup=startup, shutdown=10.0, early_workers=early),
                                tracker=lambda p: RestartTracker(p, rng=random.Random(0)))
         self.core.retirer.background = lambda fn, *args: fn(*args)
+        hosts = {"ws1"} | ({scheduler_at} - {"localhost"})
+        self.core.fleet = Fleet([Host(n, f"10.0.0.{i}", required=required, retry_max=8) for i, n in enumerate(sorted(hosts))],
+                                self.fx, lambda: self.now)
+        self.core.fleet.background = lambda fn, *args: fn(*args)
 
     # verbs
     def tick(self, n: int = 1) -> History:
@@ -595,3 +613,81 @@ def test_refused_edits_change_nothing(command, body, message):
     with pytest.raises(ClusterError, match=message):
         scaling.edit(h.core, topology(max_workers=4), parse(command, body))
     assert h.core.desired.specs == before
+
+
+
+def host(h: History, name: str = "ws1") -> Host:
+    return h.core.fleet.hosts[name]
+
+
+def test_a_lost_host_is_a_state_not_a_crash_and_its_workers_come_back_with_it():
+    h = History(workers=1, remote=2, policy=RestartPolicy(max_retries=1, window=600)).up()
+    h.fx.down.add("ws1")
+    for name in ("far-0", "far-1"):
+        h.exit(name, 255)
+    h.tick()
+    assert host(h).state == HostState.UNREACHABLE and host(h).last_error == "ssh to ws1 failed (exit 255)"
+    assert h.state("far-0") == S.WAITING and h.core.children["far-0"].reason == "waiting for host ws1"
+    assert h.events("ws1") == ["host-unreachable"]
+    assert h.core.state == ClusterState.DEGRADED
+    for _ in range(20):  # longer than the restart window allows: no budget is spent
+        h.wait(5).answer("default-0").tick()
+    assert h.state("far-0") == S.WAITING and h.core.children["far-0"].tracker.recent == type(h.core.children["far-0"].tracker.recent)()
+    assert not [a for a in h.fx.actions if a[0] == "spawn"]
+    h.fx.down.clear()
+    for _ in range(12):  # within retry_max (8 s) the next probe answers: swept, then its workers start
+        h.wait(1).answer("default-0").tick()
+        if "far-1" in h.spawned():
+            break
+    assert h.events("ws1") == ["host-unreachable", "host-back"]
+    sweep = h.fx.actions.index(("sweep", "ws1"))
+    assert [a[1] for a in h.fx.actions[sweep + 1:] if a[0] == "spawn"] == ["far-0", "far-1"]
+    assert host(h).state == HostState.BACK
+    h.answer("default-0", "far-0", "far-1").tick()
+    assert host(h).state == HostState.REACHABLE and h.core.state == ClusterState.RUNNING
+
+
+def test_an_unreachable_host_is_probed_with_capped_exponential_backoff():
+    h = History(workers=1, remote=1).up()
+    h.fx.down.add("ws1")
+    h.exit("far-0", 255).tick()
+    times = []
+    for _ in range(400):
+        n = len(h.fx.probes)
+        h.answer("default-0").tick()
+        if len(h.fx.probes) > n:
+            times.append(round(h.now, 1))
+    gaps = [round(b - a) for a, b in zip(times, times[1:])]
+    assert gaps[:4] == [2, 4, 8, 8], gaps  # 1 s, doubling, capped at retry_max (8 here)
+    assert h.state("far-0") == S.WAITING
+
+
+def test_a_host_down_at_up_leaves_the_cluster_degraded_and_its_workers_waiting():
+    h = History(workers=1, remote=1)
+    h.fx.down.add("ws1")
+    h.core.fleet.lost("ws1", "ssh: connect timed out")
+    h.tick()
+    assert h.spawned() == ["scheduler", "default-0"]
+    h.answer().tick()
+    h.answer("default-0").tick()
+    assert h.core.state == ClusterState.DEGRADED and h.state("far-0") in (S.PENDING, S.WAITING)
+    assert h.fx.events[-1] == ("cluster", "ready", "1 workers at tcp://127.0.0.1:9999; waiting for ws1")
+
+
+def test_a_required_host_lost_during_start_up_fails_it():
+    h = History(workers=1, remote=1, required=True)
+    h.tick()
+    h.exit("far-0", 255).tick()
+    assert h.core.failure.startswith("far-0 exited while starting (exit code 255)")
+
+
+def test_the_schedulers_host_lost_brings_everything_back_with_it():
+    h = History(workers=1, remote=1, scheduler_at="ws1").up()
+    h.fx.down.add("ws1")
+    h.exit("scheduler", 255).tick()
+    assert h.state("scheduler") == S.WAITING and h.state("default-0") == S.WAITING
+    assert h.core.children["scheduler"].tracker.recent == type(h.core.children["scheduler"].tracker.recent)()
+    h.fx.down.clear()
+    h.wait(2).tick()
+    h.tick()
+    assert h.spawned()[:1] == ["scheduler"] and set(h.spawned()) == {"scheduler", "default-0", "far-0"}

@@ -15,13 +15,14 @@ from typing import Callable
 
 from ..errors import ClusterError
 from ..plan.resolve import resolve
+from ..plan.specs import TAG_ENV, cluster_tag
 from ..runtime import handles, process
 from ..runtime.handles import ForkedChild
-from ..runtime.ledger import Ledger, LedgerRecord
+from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable, private_dir
 from ..runtime.logs import tail
 from ..supervisor import leftovers
 from ..supervisor import main as run_supervisor
-from ..supervisor.states import ChildState, ClusterState
+from ..supervisor.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import supervisor_alive
 from .stop import reap_helpers, stop_from_ledger
@@ -33,32 +34,45 @@ class StartError(ClusterError):
     """``up`` failed; nothing of the cluster is left running."""
 
 
-def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> LedgerRecord:
+def start_background(cfg: ClusterConfig, progress: Progress | None = None, require_all: bool = False) -> LedgerRecord:
     """Launch the supervisor as a fresh detached process; return the ledger's record once healthy.
 
-    Raises StartError (with the cause and log tail) when start-up fails; the
-    supervisor has then stopped everything it started."""
+    A host that does not answer leaves the cluster `degraded` (its workers join when it does),
+    unless it is required or ``require_all``. Raises StartError (with the cause and log tail)
+    when start-up fails; the supervisor has then stopped everything it started."""
     resolve(cfg.python, cfg.bin_dir)  # fail here, before anything starts, with the PATH advice
     ledger = Ledger(cfg.state_path)
-    record = ledger.read()
-    if supervisor_alive(record):
-        return record  # caller reports "already running"
-    problem = leftovers(ledger)
+    try:
+        record = ledger.read()
+        if supervisor_alive(record):
+            return record  # type: ignore[return-value] - caller reports "already running"
+        problem = leftovers(ledger)
+    except LedgerUnreadable as e:
+        raise StartError(str(e)) from None
     if problem:
         raise StartError(problem)
+    tag = cluster_tag(cfg)
+    live = process.tagged(tag)
+    if live:  # the ledger knows none of them (lost, or from before it was rewritten)
+        pids = ", ".join(str(p.pid) for p in live[:8]) + (", ..." if len(live) > 8 else "")
+        raise StartError(f"{len(live)} process(es) of cluster {cfg.name!r} still run (pid {pids}, tag {tag}); "
+                         "run `clusterctl down` to stop them first")
+    private_dir(cfg.state_path)  # before the first log or ledger is written there
     log = cfg.log_path / "supervisor.log"
     source = str(cfg.source or "cluster.yaml")
-    popen = forked_supervisor(source, log, cfg.base_dir)
+    env = {"PYTHONUNBUFFERED": "1", TAG_ENV: tag}  # as process.spawn gives an exec'd one (and so its children)
+    flags = ["--require-all"] if require_all else []
+    popen = forked_supervisor(source, log, cfg.base_dir, env, flags)
     if popen is None:
-        popen = process.spawn(supervisor_argv(source), log_path=log, cwd=cfg.base_dir, detach=True)
+        popen = process.spawn(supervisor_argv(source, flags), log_path=log, cwd=cfg.base_dir, detach=True, env=env)
     sup = process.identify(popen)
     deadline = time.monotonic() + cfg.timeouts.startup + 30
     last = ""
     while True:
-        record = ledger.read() or LedgerRecord()
+        record = _read(ledger)
         mine = record.supervisor.pid == popen.pid
         state = record.state if mine else None
-        if state == ClusterState.RUNNING:
+        if state in SERVING:  # running, or degraded: some host did not answer (record.hosts says which)
             return record
         if progress and mine:
             note = _progress_note(record)
@@ -72,7 +86,7 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> Le
             except Exception:  # noqa: BLE001 - it is stuck: force it, below
                 process.kill_tree(sup)
             reap_helpers(sup)
-            record = ledger.read() or LedgerRecord()
+            record = _read(ledger)
             if record.supervisor.pid == popen.pid and record.error:
                 raise StartError(record.error)
             raise StartError(f"the supervisor exited with code {popen.returncode}; {log}:\n{tail(log, 15)}")
@@ -83,24 +97,42 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None) -> Le
         time.sleep(0.05)
 
 
-def supervisor_argv(source: str) -> list[str]:
+def supervisor_argv(source: str, flags: list[str] | None = None) -> list[str]:
     """The background supervisor's command line for the topology file ``source``."""
-    return [sys.executable, "-m", "clusterctl.supervisor", source]
+    return [sys.executable, "-m", "clusterctl.supervisor", source, *(flags or [])]
 
 
-def forked_supervisor(source: str, log: Path, cwd: Path) -> ForkedChild | None:
+def _read(ledger: Ledger) -> LedgerRecord:
+    """The ledger while `up` waits: one being written is never torn (atomic), so an unreadable
+    one means "no news yet" here; the deadline ends the wait."""
+    try:
+        return ledger.read() or LedgerRecord()
+    except LedgerUnreadable:
+        return LedgerRecord()
+
+
+def forked_supervisor(source: str, log: Path, cwd: Path, env: dict[str, str] | None = None,
+                      flags: list[str] | None = None) -> ForkedChild | None:
     """POSIX: fork this process into the background supervisor of ``source``.
 
     The same as exec'ing supervisor_argv(source) (own session, stdin from /dev/null,
     output appended to ``log``, ``cwd``, ``ps`` shows that argv) but without a second
     interpreter start and import of clusterctl: ~0.3 s of every ``up`` (scripts/bench).
     None where fork is unavailable or unsafe, or CLUSTERCTL_FORK=0; the caller then
-    execs argv. Call it while this process has a single thread (before any spinner starts)."""
-    if os.environ.get("CLUSTERCTL_FORK", "1") == "0" or not handles.can_fork():
+    execs argv. Call it while this process has a single thread (before any spinner starts).
+    Its tag (in ``env``) shows in its title: a fork's /proc environment is the CLI's."""
+    if os.environ.get("CLUSTERCTL_FORK", "1") == "0" or not handles.can_fork() or not _can_retitle():
         return None
-    # PYTHONUNBUFFERED: as process.spawn gives an exec'd supervisor (and so its children).
-    return handles.fork_detached(lambda: run_supervisor([source]), supervisor_argv(source), log, cwd,
-                                 {"PYTHONUNBUFFERED": "1"})
+    return handles.fork_detached(lambda: run_supervisor([source, *(flags or [])]), supervisor_argv(source, flags), log, cwd,
+                                 env or {"PYTHONUNBUFFERED": "1"})
+
+
+def _can_retitle() -> bool:
+    try:
+        import setproctitle  # noqa: F401 - without it a forked supervisor could not show its tag
+    except ImportError:
+        return False
+    return True
 
 
 def _progress_note(record: LedgerRecord) -> str:

@@ -12,7 +12,9 @@ from typing import Any
 
 import psutil
 
-from ..runtime.ledger import Ledger, LedgerRecord
+from ..plan.specs import cluster_tag
+from ..runtime import process
+from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
 from ..supervisor.states import ChildState, ClusterState
 from ..topology import LOCAL_HOST, ClusterConfig
 from .connect import scheduler_probe, supervisor_alive
@@ -21,16 +23,21 @@ from .connect import scheduler_probe, supervisor_alive
 NOT_RUNNING = "not-running"  # no ledger, or nothing of it alive and no supervisor
 UNSUPERVISED = "unsupervised"  # processes alive, their supervisor gone
 GONE = "gone"  # a process the ledger calls live, with no supervisor and no process left
+UNKNOWN = "unknown"  # ledger.json is there but unreadable: `down` stops what carries the tag
 
 PROCESS_FIELDS = ("name", "role", "group", "host", "at", "pid", "state", "restarts", "exit_code", "reason", "log")
 
 
 def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
     """Live status: ledger facts enriched with psutil figures and the scheduler's own view."""
-    record = Ledger(cfg.state_path).read()
+    try:
+        record = Ledger(cfg.state_path).read()
+    except LedgerUnreadable as e:
+        tagged = process.tagged(cluster_tag(cfg))
+        return {**_empty(cfg), "state": UNKNOWN, "tagged": len(tagged),
+                "error": f"{e}; {len(tagged)} process(es) here carry it"}
     if record is None:
-        return {"name": cfg.name, "state": NOT_RUNNING, "processes": [], "workers_registered": 0,
-                "scheduler": {"address": None}, "dashboard": None, "supervisor": {"pid": None, "alive": False}}
+        return _empty(cfg)
     sup = supervisor_alive(record)
     ident = scheduler_probe(cfg, record).identity(timeout=1.0) if record.state != ClusterState.STOPPED else None
     answering = ident is not None
@@ -71,7 +78,20 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
         "supervisor": {"pid": record.supervisor.pid, "alive": sup is not None},
         "processes": procs_out,
         "external": external,
+        "hosts": hosts(record),
     }
+
+
+def hosts(record: LedgerRecord) -> list[dict[str, Any]]:
+    """The remote hosts: name, address, state (reachable, unreachable, back), since, last error,
+    workers desired / running."""
+    return [h.model_dump() for h in record.hosts]
+
+
+def _empty(cfg: ClusterConfig) -> dict[str, Any]:
+    return {"name": cfg.name, "state": NOT_RUNNING, "processes": [], "workers_registered": 0, "workers_expected": 0,
+            "scheduler": {"address": None, "answering": False}, "dashboard": None, "external": [],
+            "supervisor": {"pid": None, "alive": False}, "hosts": []}
 
 
 def cluster_summary(record: LedgerRecord, cfg: ClusterConfig) -> dict[str, Any]:
@@ -85,6 +105,8 @@ def cluster_summary(record: LedgerRecord, cfg: ClusterConfig) -> dict[str, Any]:
         "memory": ident.get("total_memory"),
         "supervisor_pid": record.supervisor.pid,
         "logs": str(cfg.log_path),
+        "state": record.state,
+        "missing_hosts": [{"name": h.name, "why": h.last_error} for h in record.hosts if h.state == "unreachable"],
     }
 
 

@@ -1,8 +1,13 @@
 """The lifeline on a remote host: owns one Dask process and never outlives its ssh session.
 
-Started over SSH by the supervisor (see plan.py)::
+Started over SSH by the supervisor (see plan/specs.py)::
 
-    python -m clusterctl.remote.agent --grace 10 --cwd .cache/clusterctl/lab --launch worker -- tls://head:8786 --name a-0
+    python -m clusterctl.remote.agent --grace 10 --cwd .cache/clusterctl/lab --launch worker \
+        --env-key OMP_NUM_THREADS --env-key TOKEN -- tls://head:8786 --name a-0
+
+Environment values never go on a command line (``ps`` on either machine would
+show them): with ``--env-key`` the first line on stdin is ``{"env": {...}}``
+with exactly those keys, read before anything starts.
 
 SSH alone leaves a remote command running when the ``ssh`` client is killed.
 The agent closes that gap: it starts the command in its own session, forwards
@@ -15,16 +20,27 @@ the command's code, so the local ``ssh`` process looks like the command itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 from ..runtime.tuning import apply_defaults
 
 TAG_ENV = "CLUSTERCTL_TAG"  # on every process an agent starts: a later sweep finds orphans by it
+KEEP_ENVIRON = {"SPT_NOENV": "1"}  # Dask's retitling must not wipe the tag from /proc/PID/environ
 POSIX = os.name != "nt"
+PREAMBLE_TIMEOUT = 30.0  # seconds to wait for the environment line on stdin
+LIFELINE_TIMEOUT = 20.0  # seconds of silence on stdin that mean the head is cut off
+PREAMBLE_MAX = 1 << 20
+
+
+class PreambleError(Exception):
+    pass
 
 
 def _say(msg: str) -> None:
@@ -41,7 +57,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tag", default="", help="cluster tag, for `sweep` to find what is left")
     p.add_argument("--launch", choices=("scheduler", "worker"), default=None,
                    help="prefix the command with this host's Dask executable (resolved here)")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="extra environment")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="extra environment (visible in ps: prefer --env-key)")
+    p.add_argument("--env-key", action="append", default=[], metavar="K",
+                   help='a variable whose value comes in {"env": {...}}, the first line on stdin')
+    p.add_argument("--lifeline-timeout", type=float, default=LIFELINE_TIMEOUT, metavar="SECONDS",
+                   help="stop the command when stdin stays silent this long: the supervisor beats every "
+                        "5 s, so silence is a cut link the kernel has not noticed (0: only EOF counts)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = p.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -60,13 +82,47 @@ def command(args: argparse.Namespace) -> list[str]:
     return [*(launcher.scheduler if args.launch == "scheduler" else launcher.worker), *args.command]
 
 
-def _watch_stdin(closed: threading.Event) -> None:
+def read_preamble(fd: int, keys: list[str], timeout: float = PREAMBLE_TIMEOUT) -> dict[str, str]:
+    """The first line on ``fd``: ``{"env": {...}}`` holding exactly ``keys``. Whatever follows
+    it is dropped: after the preamble only the pipe's end means anything (the lifeline)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PreambleError(f"no environment on stdin within {timeout:g} s")
+        if POSIX and not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise PreambleError("stdin closed before the environment arrived")
+        data += chunk
+        if len(data) > PREAMBLE_MAX:
+            raise PreambleError("the environment line is too long")
     try:
-        while os.read(0, 65536):
-            pass
-    except OSError:
-        pass
-    closed.set()
+        env = json.loads(data.split(b"\n", 1)[0])["env"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PreambleError(f"the first line on stdin is not {{\"env\": {{...}}}}: {e}") from None
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise PreambleError("the environment must map names to strings")
+    if sorted(env) != sorted(keys):
+        raise PreambleError(f"expected the keys {' '.join(sorted(keys))}, got {' '.join(sorted(env))}")
+    return env
+
+
+def _watch_stdin(stop: threading.Event, why: list[str], timeout: float) -> None:
+    """The lifeline: EOF (the supervisor, its ssh or the link went) or, on a silent partition
+    that no FIN or RST announces, no heartbeat for ``timeout`` seconds."""
+    while True:
+        if POSIX and timeout > 0 and not select.select([0], [], [], timeout)[0]:
+            why.append(f"no heartbeat on the lifeline for {timeout:g} s")
+            break
+        try:
+            if not os.read(0, 65536):
+                break
+        except OSError:
+            break
+    stop.set()
 
 
 def _kill_group(pid: int) -> None:
@@ -80,6 +136,11 @@ def _kill_group(pid: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        given = read_preamble(0, args.env_key) if args.env_key else {}
+    except (PreambleError, OSError) as e:
+        _say(f"cannot start: {e}")
+        return 2
     if args.cwd:
         os.makedirs(os.path.expanduser(args.cwd), exist_ok=True)
         os.chdir(os.path.expanduser(args.cwd))
@@ -88,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value
+    env.update(given)
     if args.tag:
         env[TAG_ENV] = args.tag
+        env.update(KEEP_ENVIRON)
     try:
         argv = command(args)
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
@@ -106,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if POSIX else ()):
         signal.signal(sig, on_signal)
-    threading.Thread(target=_watch_stdin, args=(stop,), name="lifeline", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(stop, why, args.lifeline_timeout), name="lifeline", daemon=True).start()
 
     while child.poll() is None and not stop.wait(0.1):
         pass

@@ -43,39 +43,27 @@ def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T | BaseExcepti
     return out
 
 
-def prepare(cfg: ClusterConfig) -> None:
+def prepare(cfg: ClusterConfig, require_all: bool = False) -> dict[str, str]:
     """Before anything starts: TLS material, copied to every remote host (which proves it reachable).
 
-    Raises ClusterError naming every host that failed; nothing has been started then."""
-    payload: dict[str, dict] = {}
-    if cfg.tls_enabled:
-        files = tls.ensure(cfg)
-        for name in tls.NODE_FILES:
-            mode = 0o600 if name.endswith("key.pem") else 0o644
-            payload[f"{REMOTE_TLS_DIR}/{name}"] = {"text": (files.root / name).read_text(), "mode": mode}
+    Returns {host: why} for the hosts that did not answer: the cluster starts without them
+    and their workers join when they answer. Raises ClusterError naming every host that failed
+    otherwise (clusterctl missing there, a port taken), and for an unreachable host that is
+    required (the scheduler's, `required: true`, or all with ``require_all``); nothing has
+    been started then."""
+    payload = _payload(cfg)
     hosts = cfg.remote_hosts()
     if hosts:  # where the processes' ssh will share one connection per host: private, before any ssh
         ssh.secure_control_dir(cfg, create=True)
 
     def install(name: str) -> None:
-        h = cfg.host(name)
-        argv = [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)]
-        s = cfg.scheduler
-        if name == s.at:  # the scheduler starts there: its fixed ports must be free on that host
-            argv += ["--bind", s.host, "--ports", f"{s.port},{s.dashboard_port}"]
-        res = ssh.run(cfg, name, argv, stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
-        if res.code == probe.BUSY:
-            raise ClusterError(
-                f"host {name!r} ({h.address}): scheduler {_last(res.stderr)}; stop that process or choose "
-                f"other ports in {cfg.source or 'cluster.yaml'} (scheduler.port, scheduler.dashboard_port)"
-            )
-        if res.code != 0:
-            raise ClusterError(
-                f"host {name!r} ({h.address}): `{h.python} -m clusterctl.remote.probe` failed (exit {res.code}): "
-                f"{_last(res.stderr)}; install clusterctl there or fix `python:` (see `clusterctl doctor`)"
-            )
+        _install(cfg, name, payload)
 
-    failed = [(n, r) for n, r in _each(hosts, install).items() if isinstance(r, BaseException)]
+    results = _each(hosts, install)
+    unreachable = {n: str(r) for n, r in results.items() if isinstance(r, ssh.HostUnreachable)}
+    required = {n for n in unreachable if require_all or cfg.host(n).required or n == cfg.scheduler.at}
+    failed = [(n, r) for n, r in results.items()
+              if isinstance(r, BaseException) and (n not in unreachable or n in required)]
     if failed:
         for name in hosts:  # leave no shared connection behind either
             try:
@@ -86,7 +74,63 @@ def prepare(cfg: ClusterConfig) -> None:
             ssh.control_dir(cfg).rmdir()
         except OSError:
             pass
-        raise ClusterError("; ".join(str(e) for _, e in failed))
+        why = "; ".join(str(e) for _, e in failed)
+        if required:
+            why += f" ({', '.join(sorted(required))}: required; `required: false` lets the cluster start without it)"
+        raise ClusterError(why)
+    return unreachable
+
+
+def _payload(cfg: ClusterConfig) -> dict[str, dict]:
+    payload: dict[str, dict] = {}
+    if cfg.tls_enabled:
+        files = tls.ensure(cfg)
+        for name in tls.NODE_FILES:
+            mode = 0o600 if name.endswith("key.pem") else 0o644
+            payload[f"{REMOTE_TLS_DIR}/{name}"] = {"text": (files.root / name).read_text(), "mode": mode}
+    return payload
+
+
+def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict]) -> None:
+    h = cfg.host(name)
+    argv = [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)]
+    s = cfg.scheduler
+    if name == s.at:  # the scheduler starts there: its fixed ports must be free on that host
+        argv += ["--bind", s.host, "--ports", f"{s.port},{s.dashboard_port}"]
+    res = ssh.run(cfg, name, argv, stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
+    if res.code == probe.BUSY:
+        raise ClusterError(
+            f"host {name!r} ({h.address}): scheduler {_last(res.stderr)}; stop that process or choose "
+            f"other ports in {cfg.source or 'cluster.yaml'} (scheduler.port, scheduler.dashboard_port)"
+        )
+    if res.code != 0:
+        raise ClusterError(
+            f"host {name!r} ({h.address}): `{h.python} -m clusterctl.remote.probe` failed (exit {res.code}): "
+            f"{_last(res.stderr)}; install clusterctl there or fix `python:` (see `clusterctl doctor`)"
+        )
+
+
+
+def reachable(cfg: ClusterConfig, name: str, timeout: float = 5.0) -> str | None:
+    """None when host `name` answers over SSH now (a fresh connection), else why not."""
+    try:
+        ssh.run(cfg, name, ["true"], timeout=timeout + 5, connect_timeout=timeout, shared=False)
+    except ClusterError as e:
+        return str(e)
+    return None
+
+
+def revive(cfg: ClusterConfig, name: str) -> None:
+    """A host that answers again: its files again (it may have rebooted), then stop whatever this
+    cluster's agents left running there, so no worker name is ever there twice."""
+    _install(cfg, name, _payload(cfg))
+    sweep(cfg, name)
+
+
+def sweep(cfg: ClusterConfig, name: str) -> None:
+    h = cfg.host(name)
+    ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "sweep", cluster_tag(cfg),
+                        "--grace", str(cfg.timeouts.shutdown)], timeout=cfg.timeouts.shutdown + 20)
 
 
 def shutdown(cfg: ClusterConfig) -> list[str]:
@@ -95,15 +139,13 @@ def shutdown(cfg: ClusterConfig) -> list[str]:
     notes: list[str] = []
     hosts = cfg.remote_hosts()
 
-    def sweep(name: str) -> None:
-        h = cfg.host(name)
+    def sweep_and_close(name: str) -> None:
         try:
-            ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "sweep", cluster_tag(cfg),
-                                "--grace", str(cfg.timeouts.shutdown)], timeout=cfg.timeouts.shutdown + 20)
+            sweep(cfg, name)
         finally:
             ssh.close(cfg, name)
 
-    for name, r in _each(hosts, sweep).items():
+    for name, r in _each(hosts, sweep_and_close).items():
         if isinstance(r, BaseException):
             notes.append(f"host {name!r}: {r}")
     try:

@@ -12,7 +12,11 @@ from ..errors import ClusterError
 from ..plan.ssh import CONNECT_TIMEOUT, control_dir, remote_command, ssh_argv
 from ..topology import ClusterConfig
 
-__all__ = ["CONNECT_TIMEOUT", "Result", "close", "control_dir", "run", "secure_control_dir"]
+__all__ = ["CONNECT_TIMEOUT", "HostUnreachable", "Result", "close", "control_dir", "run", "secure_control_dir"]
+
+
+class HostUnreachable(ClusterError):
+    """ssh itself failed (exit 255) or got no answer: the host, not the command."""
 
 
 @dataclass(frozen=True)
@@ -22,13 +26,21 @@ class Result:
     stderr: str
 
 
-def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = None, timeout: float = 30) -> Result:
-    """Run one short command on host `name`; ClusterError (naming the host) if ssh fails."""
+def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = None, timeout: float = 30,
+        connect_timeout: float | None = None, shared: bool = True) -> Result:
+    """Run one short command on host `name`; HostUnreachable (naming the host) if ssh fails.
+
+    ``shared=False`` opens a connection of its own: after a silent cut the shared master may
+    still look alive for the seconds its keep-alives take, and a probe must not wait on it."""
     host = cfg.host(name)
     full = ssh_argv(host, secure_control_dir(cfg, create=False))
     # Use a running cluster's shared connection, but never become one: a short command's ssh
     # would otherwise stay behind as the master (ControlPersist) or wait on others' sessions.
     full[full.index("ControlMaster=auto")] = "ControlMaster=no"
+    if not shared:
+        full[[i for i, a in enumerate(full) if a.startswith("ControlPath=")][0]] = "ControlPath=none"
+    if connect_timeout is not None:
+        full[[i for i, a in enumerate(full) if a.startswith("ConnectTimeout=")][0]] = f"ConnectTimeout={connect_timeout:g}"
     full.append(remote_command(argv))
     try:
         proc = subprocess.run(
@@ -36,11 +48,11 @@ def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = N
             stdin=None if stdin is not None else subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
-        raise ClusterError(f"host {name!r} ({host.address}): no answer over SSH within {timeout:g} s") from e
+        raise HostUnreachable(f"host {name!r} ({host.address}): no answer over SSH within {timeout:g} s") from e
     except FileNotFoundError as e:
         raise ClusterError("the `ssh` client is not installed; install OpenSSH (apt-get install openssh-client)") from e
     if proc.returncode == 255:  # ssh's own failure, not the command's
-        raise ClusterError(f"host {name!r} ({host.address}) is unreachable over SSH: {_last_line(proc.stderr)}")
+        raise HostUnreachable(f"host {name!r} ({host.address}) is unreachable over SSH: {_last_line(proc.stderr)}")
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

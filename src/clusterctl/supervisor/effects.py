@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +13,9 @@ import psutil
 from ..errors import ClusterError
 from ..plan.resolve import Launcher
 from ..plan.specs import ProcessSpec
+from ..remote import fleet
 from ..runtime import process, warm
+from ..topology import ClusterConfig
 from ..runtime.events import EventLog
 from ..runtime.logs import BACKUPS, MAX_LOG_BYTES, first_cause, tail
 from ..runtime.rotation import rotate
@@ -29,9 +32,9 @@ class RealEffects:
     """Spawn through the warm fork server or exec, stop trees by pid + create time, retire through Dask."""
 
     def __init__(self, launcher: Launcher, events: EventLog, address: Callable[[], str | None],
-                 client_kwargs: Callable[[], dict[str, Any]]):
+                 client_kwargs: Callable[[], dict[str, Any]], cfg: Callable[[], ClusterConfig]):
         self.launcher, self.events = launcher, events
-        self.address, self.client_kwargs = address, client_kwargs
+        self.address, self.client_kwargs, self.cfg = address, client_kwargs, cfg
 
     def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle:
         if spec.log_path:
@@ -90,6 +93,12 @@ class RealEffects:
         except psutil.Error:
             return False
 
+    def probe_host(self, name: str) -> str | None:
+        return fleet.reachable(self.cfg(), name)
+
+    def sweep_host(self, name: str) -> None:
+        fleet.revive(self.cfg(), name)
+
     def emit(self, process_name: str, event: str, detail: str = "", **extra: Any) -> None:
         self.events.emit(process_name, event, detail, **extra)
 
@@ -144,3 +153,37 @@ class SchedulerWatch:
 class SystemClock:
     def __call__(self) -> float:
         return time.monotonic()
+
+
+HEARTBEAT_EVERY = 5.0  # seconds between beats on each remote child's lifeline (agent default: 20 s silence)
+
+
+class Heartbeat:
+    """Beats on every remote child's stdin (the agent's lifeline) so a silent partition is noticed
+    on the far side too: an agent that hears nothing for its `--lifeline-timeout` stops its
+    process, and no orphan keeps running on a host cut off from the supervisor."""
+
+    def __init__(self, handles: Callable[[], list[Any]], every: float = HEARTBEAT_EVERY):
+        self.handles, self.every = handles, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for handle in self.handles():
+                stdin = getattr(handle, "stdin", None)
+                if stdin is None:
+                    continue
+                try:
+                    stdin.write(b"\n")
+                    stdin.flush()
+                except (OSError, ValueError):
+                    pass  # that ssh has gone: its exit is observed by the loop
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 1)

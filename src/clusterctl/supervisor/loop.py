@@ -21,19 +21,22 @@ from filelock import FileLock, Timeout
 
 from ..errors import ClusterError
 from ..plan.resolve import Launcher, resolve
-from ..plan.specs import ProcessSpec, build_plan, dashboard_url, scheduler_address, scheduler_spec, worker_spec
+from ..plan.specs import (TAG_ENV, ProcessSpec, build_plan, cluster_tag, dashboard_url, scheduler_address,
+                          scheduler_spec, worker_spec)
 from ..remote import fleet
 from ..runtime import process, tls, tuning, warm
 from ..runtime.control import ControlServer
 from ..runtime.events import EventLog
-from ..runtime.ledger import Ledger, LedgerRecord, SchedulerRecord, SupervisorRecord
+from ..runtime.ledger import (HostRecord, HostWorkers, Ledger, LedgerRecord, LedgerUnreadable, SchedulerRecord,
+                              SupervisorRecord, private_dir)
 from ..runtime.logs import BACKUPS, MAX_LOG_BYTES
 from ..runtime.rotation import rotate
 from ..runtime.probes import PortDenied, port_in_use, port_owner
 from ..topology import ClusterConfig, load_config
 from . import commands, scaling
 from .desired import DesiredSet, DesiredSize
-from .effects import RealEffects, SchedulerWatch, StartFailed
+from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed
+from .hosts import Fleet, Host
 from .reconcile import Reconciler, Timing
 from .states import SERVING, ClusterState
 
@@ -47,8 +50,9 @@ __all__ = ["StartFailed", "Supervisor", "leftovers", "main"]
 
 class Supervisor:
     def __init__(self, cfg: ClusterConfig, launcher: Launcher | None = None,
-                 echo: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic):
-        self.cfg, self.clock = cfg, clock
+                 echo: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 require_all: bool = False):
+        self.cfg, self.clock, self.require_all = cfg, clock, require_all
         self.launcher = launcher or resolve(cfg.python, cfg.bin_dir)
         self.ledger = Ledger(cfg.state_path)
         self.events = EventLog(cfg.state_path / "events.jsonl", echo=echo)
@@ -57,16 +61,19 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self.error: str | None = None
         self.control: ControlServer | None = None
+        self.heartbeat: Heartbeat | None = None
         self.stopped = False
         self.watch = SchedulerWatch(
             cfg.scheduler.host, cfg.scheduler.dashboard_port,
             None if cfg.scheduler_remote else cfg.state_path / "scheduler.json", scheduler_address(cfg))
-        fx = RealEffects(self.launcher, self.events, lambda: self.watch.address, self._client_kwargs)
+        fx = RealEffects(self.launcher, self.events, lambda: self.watch.address, self._client_kwargs, lambda: self.cfg)
         desired = DesiredSet([], self._plan_worker)
         self.core = Reconciler(desired, fx, self.watch, clock,
                                Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
                                       early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0))
         self.core.on_scheduler_ready = self._scheduler_ready
+        self.core.fleet = Fleet([Host(n, cfg.host(n).address, required=cfg.host(n).required,
+                                      retry_max=cfg.host(n).retry_max) for n in cfg.remote_hosts()], fx, clock)
         self._next_rotate = 0.0
 
     @property
@@ -76,7 +83,7 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
         """Start, supervise until asked to stop, stop. Returns 0, 1 if start failed, 4 if refused."""
-        self.cfg.state_path.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cfg.state_path)  # 0700: logs, ledger and token are nobody else's business
         lock = FileLock(str(self.ledger.lock_path))
         try:
             lock.acquire(timeout=0)
@@ -99,14 +106,18 @@ class Supervisor:
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
-        tuning.apply_defaults()  # before the fork server starts: its children inherit them
+        # Before the fork server starts: its children inherit both. The tag marks every process
+        # as this cluster's, so `down` and sweeps never touch one that is not.
+        os.environ.setdefault(TAG_ENV, cluster_tag(self.cfg))
+        tuning.apply_defaults()
         if any(warm.usable(spec, self.launcher) for spec in specs):
             # The fork server imports distributed (~0.6 s) while we set up the control
             # channel, check ports and prepare hosts; every local process then forks from it.
             warm.warm_up(warm.preload_for(specs))
         try:
             self._install_signal_handlers()
-            self.control = ControlServer(self.ledger.new_token(), self._handle).start()
+            self.control = ControlServer(self.ledger.new_token(), self._handle, read_only=commands.READ_ONLY).start()
+            self.heartbeat = Heartbeat(self._remote_handles).start()
             self._save()
             try:
                 self._prepare()
@@ -125,10 +136,12 @@ class Supervisor:
 
     def _prepare(self) -> None:
         self._check_ports()
-        try:  # TLS material, copied to every remote host; an unreachable host fails here
-            fleet.prepare(self.cfg)
+        try:  # TLS material, copied to every remote host; a required host that does not answer fails here
+            missing = fleet.prepare(self.cfg, require_all=self.require_all)
         except ClusterError as e:
             raise StartFailed(str(e)) from e
+        for name, why in missing.items():  # the others start without it; it joins when it answers
+            self.core.fleet.lost(name, why)
         (self.cfg.state_path / "scheduler.json").unlink(missing_ok=True)
 
     def _start(self) -> None:
@@ -188,6 +201,8 @@ class Supervisor:
             self._save()
             if self.control:
                 self.control.close()
+            if self.heartbeat:
+                self.heartbeat.close()
             self.watch.close()
 
     # -- planning -------------------------------------------------------------------------------
@@ -281,6 +296,9 @@ class Supervisor:
         self._save()
         return change
 
+    def _remote_handles(self) -> list[Any]:
+        return [c.handle for c in list(self.core.children.values()) if c.spec.remote and c.handle is not None]
+
     def _client_kwargs(self) -> dict[str, Any]:
         security = tls.client_security(self.cfg)
         return {"security": security} if security else {}
@@ -297,7 +315,14 @@ class Supervisor:
             scheduler=SchedulerRecord(address=self.watch.address, dashboard=dashboard_url(self.cfg, http_port),
                                       http_port=http_port),
             processes=[c.record() for c in list(self.core.children.values())],
+            hosts=[self._host_record(h) for h in list(self.core.fleet.hosts.values())],
         )
+
+    def _host_record(self, h: Host) -> HostRecord:
+        mine = [c for c in list(self.core.children.values()) if c.spec.at == h.name and c.spec.role == "worker"]
+        return HostRecord(name=h.name, address=h.address, state=h.state.value, since=h.since, last_error=h.last_error,
+                          workers=HostWorkers(desired=sum(c.name in self.core.desired for c in mine),
+                                              running=sum(c.state == "running" for c in mine)))
 
     def _save(self) -> None:
         self.core.dirty = False
@@ -322,7 +347,10 @@ class Supervisor:
 
 def leftovers(ledger: Ledger) -> str | None:
     """Why a new supervisor must not start here, or None: never a second cluster over the first."""
-    old = ledger.read()
+    try:
+        old = ledger.read()
+    except LedgerUnreadable as e:  # unknown is not "nothing runs": `down` sweeps by tag first
+        return f"{e}; run `clusterctl down` (it stops this cluster's processes by their tag)"
     if old is None:
         return None
     sup = old.supervisor_id
@@ -350,14 +378,16 @@ def _say(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the background supervisor: ``python -m clusterctl.supervisor CONFIG``."""
-    args = argv if argv is not None else sys.argv[1:]
+    """Entry point of the background supervisor: ``python -m clusterctl.supervisor CONFIG [--require-all]``."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    require_all = "--require-all" in args
+    args = [a for a in args if a != "--require-all"]
     if len(args) != 1:
-        print("usage: python -m clusterctl.supervisor CONFIG", file=sys.stderr)
+        print("usage: python -m clusterctl.supervisor CONFIG [--require-all]", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args[0])
-        sup = Supervisor(cfg, echo=lambda s: print(s, flush=True))
+        sup = Supervisor(cfg, echo=lambda s: print(s, flush=True), require_all=require_all)
         return sup.run()
     except ClusterError as e:
         print(str(e), file=sys.stderr, flush=True)

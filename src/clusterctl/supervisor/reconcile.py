@@ -18,50 +18,24 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ..errors import ClusterError
 from ..plan.specs import SCHEDULER, ProcessSpec
-from ..runtime.process import ProcessId
-from .child import Child, Handle, describe_exit
+from . import health
+from .child import Child, describe_exit
+from .interfaces import Effects, Probe
 from .desired import DesiredSet
 from .restart import RestartTracker
 from .retire import Retirer
+from .hosts import SSH_FAILED, Fleet
 from .states import ChildState as S
-from .states import ClusterState
-from .verdicts import memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
+from .states import ClusterState, HostState
 
 PROBE_FAST = 0.05  # seconds between scheduler probes while someone starts: `ready` is seen at once
 PROBE_SLOW = 1.0  # ... and while all is well
-MEMORY_EVERY = 1.0
 SCHEDULER_LOST_GRACE = 0.5  # workers' data died with the scheduler: no point in a polite stop
 UNHEALTHY_GRACE = 2.0  # stop grace for a process found unhealthy
-
-
-class Effects(Protocol):
-    """Everything the core does to the world (runtime.* in production, fakes in tests)."""
-
-    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle: ...
-    def identify(self, handle: Handle) -> ProcessId: ...
-    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]: ...
-    def kill(self, pid: ProcessId | None, handle: Handle | None) -> None: ...
-    def retire(self, names: list[str]) -> list[str]: ...
-    def rss(self, pid: ProcessId) -> int | None: ...
-    def is_stopped(self, pid: ProcessId) -> bool: ...  # SIGSTOPped (state T)
-    def emit(self, process: str, event: str, detail: str = "", **extra: Any) -> None: ...
-    def log_tail(self, spec: ProcessSpec) -> tuple[str, str]: ...  # (first cause, last lines)
-
-
-class Probe(Protocol):
-    """The scheduler's last answer: when, its address, and the workers registered by name."""
-
-    answered_at: float
-    address: str | None
-    workers: dict[str, dict] | None
-    interval: float
-
-    def refresh(self) -> None: ...
-    def poke(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,24 +56,26 @@ class Reconciler:
         self.dirty = True  # the ledger needs writing
         self.retirer = Retirer(fx, timing.shutdown)
         self.kill_names = self.retirer.kill_names  # removals asked as abrupt kills
+        self.fleet = Fleet([], fx, clock)  # remote hosts' states (Supervisor fills it)
         self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
-        self._next_memory = 0.0
+        self.next_memory = 0.0  # when health.judge next checks each process
         self._logged: set[tuple[str, str]] = set()
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> None:
         now = self.clock()
-        self._guard(None, "probe", self.probe.refresh)
+        self.guard(None, "probe", self.probe.refresh)
+        self.guard(None, "hosts", self.fleet.tick)
         for child in list(self.children.values()):
-            self._guard(child, "watch", self._observe, child, now)
-        self._guard(self.children.get(SCHEDULER), "health", self._judge, now)
-        self._guard(None, "reconcile", self._reconcile, now)
-        self._guard(None, "retire", self._finish_retirements)
+            self.guard(child, "watch", self._observe, child, now)
+        self.guard(self.children.get(SCHEDULER), "health", health.judge, self, now)
+        self.guard(None, "reconcile", self._reconcile, now)
+        self.guard(None, "retire", self._finish_retirements)
         self._settle()
         starting = any(c.state in (S.STARTING, S.PENDING) for c in self.children.values())
         self.probe.interval = PROBE_FAST if starting else PROBE_SLOW
 
-    def _guard(self, child: Child | None, step: str, fn: Callable, *args: Any) -> None:
+    def guard(self, child: Child | None, step: str, fn: Callable, *args: Any) -> None:
         """One step for one child, isolated: its exception is that child's failure, never the loop's."""
         try:
             fn(*args)
@@ -129,62 +105,18 @@ class Reconciler:
             if code is not None:
                 c.exit_code = code
                 self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
+                if c.spec.remote and code == SSH_FAILED and not self._host_required(c):
+                    return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
                 self._failed(c, now, code, describe_exit(code), exited=True)
 
-    def _judge(self, now: float) -> None:
-        sched = self.children.get(SCHEDULER)
-        if sched is None or sched.state not in (S.STARTING, S.RUNNING):
-            return
-        v = scheduler_verdict(now=now, starting=sched.state == S.STARTING, started_at=sched.started_at,
-                              ready_at=sched.ready_at, answered_at=self.probe.answered_at,
-                              startup=self.timing.startup, grace=sched.spec.restart.unhealthy_grace)
-        if v.kind == "ready":
-            self._ready(sched, self.probe.address, now)
-            self.on_scheduler_ready(self.probe.address)
-        elif v.kind == "unhealthy":  # silent: it cannot act on SIGTERM either
-            return self._unhealthy(sched, v.why, now, grace=0.0)
-        if sched.state != S.RUNNING:
-            return  # workers register only with a running scheduler
-        memory = now >= self._next_memory
-        if memory:
-            self._next_memory = now + MEMORY_EVERY
-        for c in [c for c in self.children.values() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]:
-            self._guard(c, "health", self._judge_worker, c, now, memory)
-
-    def _judge_worker(self, c: Child, now: float, memory: bool) -> None:
-        seen = self.probe.workers or {}
-        v = worker_verdict(now=now, name=c.name, starting=c.state == S.STARTING, started_at=c.started_at,
-                           ready_at=c.ready_at, unhealthy_since=c.unhealthy_since, answered_at=self.probe.answered_at,
-                           seen=seen, startup=self.timing.startup, grace=c.spec.restart.unhealthy_grace)
-        if v.kind == "ready":
-            self._ready(c, v.address, now)
-        elif v.kind == "ok":
-            c.unhealthy_since = None
-        elif v.kind == "wait":
-            c.unhealthy_since = v.since
-        else:
-            return self._unhealthy(c, v.why, now)
-        if c.state != S.RUNNING or not memory or c.pid is None:
-            return  # the process checks below run once a second
-        info = seen.get(c.name) or {}
-        c.stopped_since = (c.stopped_since or now) if self.fx.is_stopped(c.pid) else None
-        v = silence_verdict(now=now, heartbeat_age=info.get("heartbeat_age"), stopped_since=c.stopped_since,
-                            grace=c.spec.restart.unhealthy_grace)
-        if v.kind == "unhealthy":  # a hung process cannot leave politely
-            return self._unhealthy(c, v.why, now, grace=0.0)
-        if "--no-nanny" in c.spec.argv:
-            v = memory_verdict(rss=self.fx.rss(c.pid), limit=info.get("memory_limit"))
-            if v.kind == "unhealthy":
-                self._unhealthy(c, v.why, now)
-
-    def _ready(self, c: Child, address: str | None, now: float) -> None:
+    def mark_ready(self, c: Child, address: str | None, now: float) -> None:
         c.move(S.RUNNING, "")
         c.ready_at, c.address, c.unhealthy_since = now, address, None
         took = now - c.started_at
         self.dirty = True
         self.fx.emit(c.name, "ready", f"{address} after {took:.2f} s", address=address, seconds=round(took, 3))
 
-    def _unhealthy(self, c: Child, why: str, now: float, grace: float = UNHEALTHY_GRACE) -> None:
+    def mark_unhealthy(self, c: Child, why: str, now: float, grace: float = UNHEALTHY_GRACE) -> None:
         self.fx.emit(c.name, "unhealthy", why)
         self.fx.stop([(c.pid, c.handle)], grace)
         self._failed(c, now, None, why)
@@ -219,6 +151,19 @@ class Reconciler:
         if c.spec.role == "scheduler":
             self._scheduler_lost(fatal=c.state != S.BACKOFF)
 
+    def _host_failed(self, c: Child, why: str) -> None:
+        """Its host, not the process, failed: wait for the host, without spending the restart budget."""
+        self.fleet.lost(c.spec.at, why)
+        c.move(S.WAITING, f"waiting for host {c.spec.at}")
+        self.dirty = True
+        if c.spec.role == "scheduler":
+            self._scheduler_lost(fatal=False)
+
+    def _host_required(self, c: Child) -> bool:
+        """Start-up fails for this host (the scheduler's, or `required: true`), rather than waiting."""
+        host = self.fleet.hosts.get(c.spec.at)
+        return self.state == ClusterState.STARTING and (c.spec.role == "scheduler" or (host and host.required))
+
     def _scheduler_lost(self, fatal: bool) -> None:
         """Workers never reconnect to a restarted scheduler: stop them now, start them with the next."""
         live = [c for c in self.children.values() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]
@@ -252,17 +197,23 @@ class Reconciler:
         sched = self.children.get(SCHEDULER)
         for c in list(self.children.values()):
             if c.state == S.BACKOFF and now >= c.retry_at:
-                c.move(S.WAITING if c.is_worker and not _up(sched) else S.PENDING)
-            if c.state == S.WAITING and _up(sched):
+                c.move(S.PENDING if self._can_run(c, sched) else S.WAITING)
+            if c.state == S.WAITING and self._can_run(c, sched):
                 c.move(S.PENDING)
             if c.state == S.PENDING and self._may_start(c, sched):
-                self._guard(c, "spawn", self._spawn, c, now)
+                self.guard(c, "spawn", self._spawn, c, now)
+
+    def _can_run(self, c: Child, sched: Child | None) -> bool:
+        """Its host answers and, for a worker, the scheduler is up: what it waits for is there."""
+        if c.spec.remote and not self.fleet.usable(c.spec.at):
+            return False
+        return not c.is_worker or _up(sched)
 
     def _may_start(self, c: Child, sched: Child | None) -> bool:
+        if not self._can_run(c, sched):
+            return False
         if not c.is_worker:
             return True
-        if sched is None or not _up(sched):
-            return False
         # A fixed address lets workers start (interpreter, imports) while the scheduler does.
         return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
 
@@ -295,16 +246,24 @@ class Reconciler:
 
     # -- the cluster as a whole ----------------------------------------------------------------
     def _settle(self) -> None:
+        for h in self.fleet.hosts.values():
+            if h.state == HostState.BACK and all(c.state == S.RUNNING for c in self._on(h.name)):
+                self.fleet.settled(h.name)
+                self.dirty = True
+        away = self.fleet.unreachable()
         if self.state == ClusterState.STARTING:
+            waiting = {h.name for h in away}
             if self.failure is None and self.children and all(
-                    c.state == S.RUNNING for n, c in self.children.items() if n in self.desired):
-                self.state = ClusterState.RUNNING
-                workers = sum(c.is_worker for c in self.children.values())
-                self.fx.emit("cluster", "ready", f"{workers} workers at {self.probe.address}")
+                    c.state == S.RUNNING or (c.spec.remote and c.spec.at in waiting)
+                    for n, c in self.children.items() if n in self.desired):
+                self.state = ClusterState.DEGRADED if away else ClusterState.RUNNING
+                running = sum(c.is_worker and c.state == S.RUNNING for c in self.children.values())
+                missing = f"; waiting for {', '.join(sorted(waiting))}" if waiting else ""
+                self.fx.emit("cluster", "ready", f"{running} workers at {self.probe.address}{missing}")
                 self.dirty = True
         elif self.state in (ClusterState.RUNNING, ClusterState.DEGRADED):
             fatal = any(c.state == S.FATAL for c in self.children.values())
-            state = ClusterState.DEGRADED if fatal else ClusterState.RUNNING
+            state = ClusterState.DEGRADED if fatal or away else ClusterState.RUNNING
             if state != self.state:
                 self.state, self.dirty = state, True
 
@@ -339,6 +298,9 @@ class Reconciler:
         c.move(S.STOPPED, "killed after the shutdown grace" if result == "killed" else "stopped by operator")
         if result != "gone":
             self.fx.emit(c.name, "stopped", result)
+
+    def _on(self, host: str) -> list[Child]:
+        return [c for c in self.children.values() if c.spec.remote and c.spec.at == host and c.name in self.desired]
 
     def replace_specs(self, specs: list[ProcessSpec]) -> None:
         """New specs for the same names (ports pinned after a port-0 start): used from the next spawn."""

@@ -67,3 +67,9 @@ class ClusterState(StrEnum):
 
 
 SERVING = frozenset({ClusterState.RUNNING, ClusterState.DEGRADED})
+
+
+class HostState(StrEnum):
+    REACHABLE = "reachable"
+    UNREACHABLE = "unreachable"  # its workers wait for it, without spending their restart budget
+    BACK = "back"  # answered again: swept, its workers starting; reachable once they run

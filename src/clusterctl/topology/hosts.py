@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import NAME_RE, Bool, FieldError, Int, Model, _check_env
+from .base import Num, NAME_RE, Bool, FieldError, Int, Model, _check_env
 from .limits import PRIVILEGED_PORTS
 
 LOCAL_HOST = "localhost"  # the head: always known, never reached over SSH
@@ -37,6 +37,11 @@ class HostConfig(Model):
     env: dict[str, str] = Field(default_factory=dict)
     ssh_options: list[str] = Field(default_factory=list, description="extra `-o Key=Value` options")
     ssh: Bool | None = Field(None, description="default: no SSH for localhost/127.0.0.1/::1")
+    required: Bool = Field(False, description="`up` fails when this host cannot be reached (else: degraded)")
+    retry_max: Num = Field(30.0, gt=0, le=3600, description="cap, seconds, between probes of it while unreachable")
+    lifeline_timeout: Num = Field(
+        20.0, ge=0, le=3600,
+        description="its agents stop their process after this long without the supervisor's heartbeat (0: off)")
 
     @field_validator("name")
     @classmethod

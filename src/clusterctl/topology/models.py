@@ -90,6 +90,9 @@ class ClusterConfig(Model):
         description="concurrent: start workers with the scheduler (they wait for it); "
         "sequential: only after it answers. A scheduler on port 0 is always sequential.",
     )
+    versions: Literal["strict", "warn"] = Field(
+        "strict", description="strict: `up` refuses a host whose Dask stack differs from this machine's; warn: says so"
+    )
 
     # Resolved at load time, never read from YAML.
     source: Path | None = Field(None, exclude=True)

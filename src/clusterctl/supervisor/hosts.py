@@ -1,0 +1,110 @@
+"""Hosts come and go: a workstation that cannot be reached is a state, not a crash.
+
+A remote child whose ssh fails (exit 255) or a host that does not answer at `up`
+makes the host `unreachable`: its workers wait for it without spending their
+restart budget. It is probed (ssh with a short ConnectTimeout, on a thread) with
+capped exponential backoff for as long as the cluster runs; when it answers, what
+this cluster left there is swept first (never a duplicate worker name), it is
+`back`, and the reconcile loop starts its workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .states import HostState
+
+SSH_FAILED = 255  # ssh's own exit code: the connection failed or dropped, not the command
+FIRST_RETRY = 1.0  # seconds before the first probe of a host just lost
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    required: bool = False
+    retry_max: float = 30.0
+    state: HostState = HostState.REACHABLE
+    since: float = field(default_factory=time.time)  # wall clock, for people
+    last_error: str = ""
+    attempts: int = 0
+    next_probe: float = 0.0  # supervisor clock
+    probe: threading.Thread | None = None
+    answer: tuple[str | None] | None = None  # set by the probe thread: (error or None,)
+
+    def delay(self) -> float:
+        return min(self.retry_max, FIRST_RETRY * 2 ** min(self.attempts, 16))
+
+
+class Fleet:
+    """The remote hosts' states; the reconcile loop asks it whether a host may run processes."""
+
+    def __init__(self, hosts: list[Host], fx: Any, clock: Callable[[], float]):
+        self.hosts = {h.name: h for h in hosts}
+        self.fx, self.clock = fx, clock
+        self.background: Callable[..., None] = _thread  # tests probe inline
+
+    def usable(self, name: str) -> bool:
+        h = self.hosts.get(name)
+        return h is None or h.state != HostState.UNREACHABLE
+
+    def lost(self, name: str, why: str) -> bool:
+        """The host failed us; True when this is news (it was reachable until now)."""
+        h = self.hosts.get(name)
+        if h is None or h.state == HostState.UNREACHABLE:
+            if h is not None:
+                h.last_error = why
+            return False
+        h.state, h.since, h.last_error = HostState.UNREACHABLE, time.time(), why
+        h.attempts, h.next_probe = 0, self.clock() + FIRST_RETRY
+        self.fx.emit(name, "host-unreachable", why)
+        return True
+
+    def tick(self) -> list[str]:
+        """Start due probes and collect answers; returns the hosts that came back."""
+        back = []
+        now = self.clock()
+        for h in self.hosts.values():
+            if h.state != HostState.UNREACHABLE:
+                continue
+            if h.answer is not None:
+                (error,), h.answer, h.probe = h.answer, None, None
+                if error is None:
+                    away = time.time() - h.since
+                    h.state, h.since, h.attempts, h.last_error = HostState.BACK, time.time(), 0, ""
+                    self.fx.emit(h.name, "host-back", f"answers again after {away:.0f} s; swept, starting its workers")
+                    back.append(h.name)
+                    continue
+                h.attempts += 1
+                h.last_error = error
+                h.next_probe = now + h.delay()
+            if h.probe is None and now >= h.next_probe:
+                h.probe = threading.Thread()  # a marker until the real thread runs
+                self.background(self._probe, h)
+        return back
+
+    def _probe(self, h: Host) -> None:
+        """On its own thread: ssh there; when it answers, sweep what this cluster left there."""
+        try:
+            error = self.fx.probe_host(h.name)
+            if error is None:
+                self.fx.sweep_host(h.name)
+        except Exception as e:  # noqa: BLE001 - a probe that fails says why, and is tried again
+            error = f"{type(e).__name__}: {e}"
+        h.answer = (error,)
+
+    def settled(self, name: str) -> None:
+        """Its workers run again: back to plain reachable."""
+        h = self.hosts.get(name)
+        if h is not None and h.state == HostState.BACK:
+            h.state, h.since = HostState.REACHABLE, time.time()
+
+    def unreachable(self) -> list[Host]:
+        return [h for h in self.hosts.values() if h.state == HostState.UNREACHABLE]
+
+
+def _thread(fn: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=fn, args=args, name="host-probe", daemon=True).start()

@@ -1,0 +1,38 @@
+"""What the reconcile loop needs from the world, as protocols: runtime.* and remote.* in
+production (supervisor/effects.py), fakes in tests (tests/unit/test_histories.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..plan.specs import ProcessSpec
+from ..runtime.process import ProcessId
+from .child import Handle
+
+
+class Effects(Protocol):
+    """Everything the core does to the world (runtime.* in production, fakes in tests)."""
+
+    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle: ...
+    def identify(self, handle: Handle) -> ProcessId: ...
+    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]: ...
+    def kill(self, pid: ProcessId | None, handle: Handle | None) -> None: ...
+    def retire(self, names: list[str]) -> list[str]: ...
+    def rss(self, pid: ProcessId) -> int | None: ...
+    def is_stopped(self, pid: ProcessId) -> bool: ...  # SIGSTOPped (state T)
+    def probe_host(self, name: str) -> str | None: ...  # None: it answers; else why not
+    def sweep_host(self, name: str) -> None: ...  # stop what this cluster left there
+    def emit(self, process: str, event: str, detail: str = "", **extra: Any) -> None: ...
+    def log_tail(self, spec: ProcessSpec) -> tuple[str, str]: ...  # (first cause, last lines)
+
+
+class Probe(Protocol):
+    """The scheduler's last answer: when, its address, and the workers registered by name."""
+
+    answered_at: float
+    address: str | None
+    workers: dict[str, dict] | None
+    interval: float
+
+    def refresh(self) -> None: ...
+    def poke(self) -> None: ...
