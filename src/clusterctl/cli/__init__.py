@@ -15,6 +15,7 @@ app = typer.Typer(
 
 from . import cluster, demo, fleet, jobs, scale  # noqa: E402,F401 - registers the commands
 from . import extras  # noqa: E402,F401 - dashboard, env, schema
+from . import service  # noqa: E402,F401 - service install/remove
 
 
 def main() -> None:
