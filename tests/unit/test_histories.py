@@ -75,6 +75,9 @@ class FakeEffects:
         self.actions.append(("kill", next(n for n, h in self.handles.items() if h is handle)))
         handle.code = -9
 
+    def forget(self, addresses):
+        self.actions.append(("forget", tuple(addresses)))
+
     def retire(self, names):
         if self.retire_error:
             raise self.retire_error
@@ -691,3 +694,27 @@ def test_the_schedulers_host_lost_brings_everything_back_with_it():
     h.wait(2).tick()
     h.tick()
     assert h.spawned()[:1] == ["scheduler"] and set(h.spawned()) == {"scheduler", "default-0", "far-0"}
+
+
+def test_a_stale_registration_of_the_previous_incarnation_is_not_ready():
+    h = History().up()
+    h.exit("default-1").tick()  # restarted at once; Dask still lists the old one under the name
+    h.wait(1).answer("default-0", "default-1", **{"default-1": {"heartbeat_age": 3.0}}).tick()
+    assert h.state("default-1") == S.STARTING
+    h.wait(0.5).answer("default-0", "default-1", **{"default-1": {"heartbeat_age": 0.1}}).tick()
+    assert h.state("default-1") == S.RUNNING
+
+
+def test_a_silent_remote_worker_gets_ssh_time_to_notice_a_cut_first():
+    h = History(workers=1, remote=1, policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(1).answer("default-0", "far-0", **{"far-0": {"heartbeat_age": 14.0}}).tick()
+    assert h.state("far-0") == S.RUNNING  # a local worker would be hung by now; ssh needs 15 s
+    h.exit("far-0", 255).tick()  # the keep-alives noticed: its host, not the worker
+    assert h.state("far-0") == S.WAITING and h.events("far-0") == ["exited"]
+    assert ("forget", ("tcp://w/far-0",)) in h.fx.actions  # its tasks move now, not after worker-ttl
+
+
+def test_a_silent_remote_worker_on_a_reachable_host_is_hung_after_the_ssh_window():
+    h = History(workers=1, remote=1, policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.wait(1).answer("default-0", "far-0", **{"far-0": {"heartbeat_age": 21.0}}).tick()
+    assert h.events("far-0")[:2] == ["unhealthy", "restarting"]

@@ -130,7 +130,8 @@ def revive(cfg: ClusterConfig, name: str) -> None:
 def sweep(cfg: ClusterConfig, name: str) -> None:
     h = cfg.host(name)
     ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "sweep", cluster_tag(cfg),
-                        "--grace", str(cfg.timeouts.shutdown)], timeout=cfg.timeouts.shutdown + 20)
+                        "--grace", str(cfg.timeouts.shutdown), "--workdir", remote_workdir(cfg, name)],
+            timeout=cfg.timeouts.shutdown + 20)
 
 
 def shutdown(cfg: ClusterConfig) -> list[str]:

@@ -123,15 +123,30 @@ def install(root: str, payload: dict) -> dict:
     return {"root": os.path.abspath(root), "written": written}
 
 
-def sweep(tag: str, grace: float) -> dict:
-    """Stop every agent of this cluster here (they stop their children), then kill stragglers by tag."""
+def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
+    """Stop every agent of this cluster here (they stop their children), then kill stragglers by tag.
+
+    With ``workdir``, only processes running in it (the agents chdir there, their Dask processes
+    inherit it): this "host" may share its process table with the head (the same machine reached
+    over ssh, or a network namespace), whose own processes carry the same tag."""
     import psutil
+
+    root = os.path.realpath(os.path.expanduser(workdir)) if workdir else None
+
+    def inside(p) -> bool:
+        if root is None:
+            return True
+        try:
+            cwd = os.path.realpath(p.cwd())
+        except (psutil.Error, OSError):
+            return False
+        return cwd == root or cwd.startswith(root + os.sep)
 
     def tagged_agents():
         found = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmd = p.info["cmdline"] or []
-            if "clusterctl.remote.agent" in cmd and tag in cmd and p.pid != os.getpid():
+            if "clusterctl.remote.agent" in cmd and tag in cmd and p.pid != os.getpid() and inside(p):
                 found.append(p)
         return found
 
@@ -147,7 +162,7 @@ def sweep(tag: str, grace: float) -> dict:
         if p.pid == os.getpid():
             continue
         try:
-            if p.environ().get(TAG_ENV) == tag:
+            if p.environ().get(TAG_ENV) == tag and inside(p):
                 left.append(p)
         except (psutil.Error, OSError):
             continue
@@ -174,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sweep", help="stop what a cluster's agents left here")
     s.add_argument("tag")
     s.add_argument("--grace", type=float, default=10.0)
+    s.add_argument("--workdir", default=None, help="only processes running in this directory")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.what == "facts":
         ports = [int(x) for x in args.ports.split(",") if x.strip()]
@@ -186,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             return BUSY
         result = install(args.root, payload)
     else:
-        result = sweep(args.tag, args.grace)
+        result = sweep(args.tag, args.grace, args.workdir)
     print(json.dumps(result))
     return 0
 

@@ -79,6 +79,16 @@ class RealEffects:
             info = client.retire_workers(names=names, close_workers=False, remove=True)
         return sorted(str(w.get("name")) for w in (info or {}).values())
 
+    def forget(self, addresses: list[str]) -> None:
+        """Make the scheduler drop workers on a host that cannot be reached: their tasks run elsewhere
+        now, not after worker-ttl (5 minutes), and their names are free for the workers' return."""
+        from distributed import Client
+
+        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+            for address in addresses:
+                client.sync(client.scheduler.unregister, address=address, stimulus_id=f"clusterctl-host-lost-{time.time()}",
+                            close=False)
+
     def rss(self, pid: ProcessId) -> int | None:
         proc = pid.get()
         try:

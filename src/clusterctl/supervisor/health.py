@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..plan.specs import SCHEDULER
+from ..plan.ssh import ALIVE_COUNT, ALIVE_INTERVAL
 from .child import Child
 from .states import ChildState as S
 from .verdicts import memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .reconcile import Reconciler
 
 MEMORY_EVERY = 1.0  # seconds between the per-process checks (memory, SIGSTOP)
+SSH_NOTICE = ALIVE_INTERVAL * ALIVE_COUNT  # seconds ssh takes to notice a dead link
 
 
 def judge(core: Reconciler, now: float) -> None:
@@ -54,8 +56,11 @@ def judge_worker(core: Reconciler, c: Child, now: float, memory: bool) -> None:
         return  # the process checks below run once a second
     info = seen.get(c.name) or {}
     c.stopped_since = (c.stopped_since or now) if core.fx.is_stopped(c.pid) else None
+    grace = c.spec.restart.unhealthy_grace
+    if c.spec.remote:  # silence may be a cut link: ssh's keep-alives say so first (its host then waits)
+        grace = max(grace, SSH_NOTICE + 5)
     v = silence_verdict(now=now, heartbeat_age=info.get("heartbeat_age"), stopped_since=c.stopped_since,
-                        grace=c.spec.restart.unhealthy_grace)
+                        grace=grace)
     if v.kind == "unhealthy":  # a hung process cannot leave politely
         return core.mark_unhealthy(c, v.why, now, grace=0.0)
     if "--no-nanny" in c.spec.argv:

@@ -154,10 +154,18 @@ class Reconciler:
     def _host_failed(self, c: Child, why: str) -> None:
         """Its host, not the process, failed: wait for the host, without spending the restart budget."""
         self.fleet.lost(c.spec.at, why)
+        if c.is_worker and c.address:  # unreachable: Dask would keep it (and its tasks) until worker-ttl
+            self.retirer.background(self._forget, [c.address])
         c.move(S.WAITING, f"waiting for host {c.spec.at}")
         self.dirty = True
         if c.spec.role == "scheduler":
             self._scheduler_lost(fatal=False)
+
+    def _forget(self, addresses: list[str]) -> None:
+        try:
+            self.fx.forget(addresses)
+        except Exception as e:  # noqa: BLE001 - then Dask's own worker-ttl does it, later
+            self.fx.emit("cluster", "forget-failed", f"{type(e).__name__}: {e}")
 
     def _host_required(self, c: Child) -> bool:
         """Start-up fails for this host (the scheduler's, or `required: true`), rather than waiting."""

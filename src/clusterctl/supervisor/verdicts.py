@@ -45,8 +45,11 @@ def worker_verdict(*, now: float, name: str, starting: bool, started_at: float, 
                    startup: float, grace: float) -> Verdict:
     """A worker is ready once an answer newer than its start lists it under its name; a running
     one that newer answers keep lacking for ``grace`` seconds is unhealthy."""
-    if name in seen and answered_at >= started_at:
-        info = seen[name]
+    info = seen.get(name)
+    age = (info or {}).get("heartbeat_age")
+    # Heard from since this incarnation started: the name may still be the previous one's, which
+    # Dask keeps registered until worker-ttl when it vanished without a word (a cut link).
+    if info is not None and answered_at >= started_at and (age is None or answered_at - age >= started_at):
         return Verdict("ready" if starting else "ok", address=info.get("address"))
     if starting:
         if now - started_at > startup:
