@@ -7,6 +7,8 @@ repeats measured in this one run, and comparisons are ratios.
     scripts/bench [--repeat 3] [--counts 3,16] [--big-counts 64 --big-repeat 2] [--quick] [--json artifacts/bench.json]
     scripts/bench --compare BEFORE_TREE [--after TREE] [--repeat 3] [--pairs 3]   # writes artifacts/bench-compare.json
 
+    scripts/bench --fleet 3x4 [--fleet-repeat 3]   # root only: workers on network-namespace hosts vs on the head
+
 --compare times two clusterctl trees side by side, interleaved (before, after; then after,
 before; ...), each through its own venv: `<tree>/.venv/bin/python -m clusterctl up/down`, and
 the job in a `<tree>/.venv/bin/python` subprocess. This process imports neither tree.
@@ -145,7 +147,7 @@ def startup_timeout(workers: int) -> int:
     return max(120, 5 * workers)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """Below the ephemeral range, so workers binding port 0 at start cannot take it first."""
     import random
 
@@ -153,7 +155,7 @@ def free_port() -> int:
         port = random.randrange(20000, 32000)
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 continue
             return port
@@ -166,6 +168,8 @@ def median(xs: list[float]) -> float:
 
 class Topology:
     """A clusterctl topology in a temp dir, on free ports, run by ``python -m clusterctl`` with that dir as cwd."""
+
+    host = "127.0.0.1"  # where the scheduler and its dashboard listen
 
     def __init__(self, workers: int, nthreads: int | None = 1, nanny: bool | None = None, launch: str = "concurrent",
                  python: str = PY, label: str = "clusterctl"):
@@ -213,7 +217,7 @@ class Topology:
         """Workers the scheduler counts (Dask's own /json/counts.json: no clusterctl code involved)."""
         deadline = time.monotonic() + wait
         while True:
-            got = (http_json(f"http://127.0.0.1:{self.dash}/json/counts.json", 2) or {}).get("workers", 0)
+            got = (http_json(f"http://{self.host}:{self.dash}/json/counts.json", 2) or {}).get("workers", 0)
             if got == want or time.monotonic() > deadline:
                 return got
             time.sleep(0.1)
@@ -423,6 +427,138 @@ def recover(topo: Topology, name: str, kill_scheduler: bool) -> float:
         time.sleep(0.02)
 
 
+# -- a fleet: workers on network-namespace hosts over ssh, against the same count on the head ---------
+
+FLEET_AIM = 1.5  # issue 13: a fleet's `up` and `down` within 1.5x of a local one with the same worker count
+
+
+def fleet_size(text: str) -> tuple[int, int]:
+    """`HOSTSxWORKERS`, e.g. 3x4: that many namespace hosts, that many workers on each."""
+    try:
+        hosts, per = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOSTSxWORKERS (e.g. 3x4)") from None
+    if not (1 <= hosts <= 16 and 1 <= per <= 32):
+        raise argparse.ArgumentTypeError(f"{text!r}: hosts must be 1-16 and workers per host 1-32")
+    return hosts, per
+
+
+def netns_module():
+    """tests/netns.py (and the tests/sshd.py it imports): the integration tests' namespace hosts."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import netns
+
+    return netns
+
+
+class FleetTopology(Topology):
+    """The scheduler on the fleet's head address (so TLS is on), and ``hosts x per`` workers: on the namespace
+    hosts (``at: {ns0: per, ...}``, each over its own ssh session) or, with ``remote=False``, all on the head."""
+
+    def __init__(self, fleet, per: int, remote: bool):
+        self.host = fleet.head_address
+        self.dir = tmpdir("fleet-" if remote else "fleet-local-")
+        n = len(fleet.hosts) * per
+        self.workers, self.python, self.label = n, PY, f"fleet {len(fleet.hosts)}x{per}" if remote else f"local {n}"
+        self.port = free_port(self.host)
+        self.dash = free_port(self.host)
+        while self.dash == self.port:
+            self.dash = free_port(self.host)
+        self.startup = startup_timeout(n)
+        self.running = False
+        if remote:
+            at = ", ".join(f"ns{h.index}: {per}" for h in fleet.hosts)
+            group = f"  - name: w\n    nthreads: 1\n    at: {{{at}}}\n"
+            hosts = "hosts:\n" + "".join(fleet.host_yaml(f"ns{h.index}", h, PY, self.dir / "remote" / f"ns{h.index}")
+                                         for h in fleet.hosts)
+        else:
+            group, hosts = f"  - name: w\n    count: {n}\n    nthreads: 1\n", ""
+        (self.dir / "cluster.yaml").write_text(
+            f"name: bench\nscheduler: {{host: {self.host}, port: {self.port}, dashboard_port: {self.dash}}}\n"
+            f"tls: {{enabled: true}}\nworkers:\n{group}{hosts}timeouts: {{startup: {self.startup}, shutdown: 10}}\n"
+        )
+
+    @property
+    def address(self) -> str:
+        return f"tls://{self.host}:{self.port}"
+
+
+def time_fleet_topology(topo: FleetTopology) -> tuple[float, float]:
+    """`clusterctl up` (returns once every worker is registered) and `down`, as time_clusterctl does."""
+    try:
+        t0 = time.perf_counter()
+        topo.cli("up")
+        up = time.perf_counter() - t0
+        seen = topo.workers_registered(topo.workers)
+        if seen != topo.workers:
+            raise RuntimeError(f"{topo.label}: `up` returned with {seen} of {topo.workers} workers registered")
+        t0 = time.perf_counter()
+        topo.cli("down")
+        return up, time.perf_counter() - t0
+    finally:
+        topo.close()
+
+
+def fleet_figures(hosts: int, per: int, repeat: int) -> dict:
+    """Medians of `up`/`down` for hosts x per workers on namespace hosts and for as many on the head, interleaved
+    (local, fleet; fleet, local; ...). Without root or netns: {"skipped": why}."""
+    try:
+        netns = netns_module()
+    except Exception as e:  # noqa: BLE001 - a missing helper is a reason to skip, said once
+        return {"skipped": f"cannot import tests/netns.py: {type(e).__name__}: {e}"}
+    n = hosts * per
+    samples: dict[str, list[float]] = {k: [] for k in ("local_up", "local_down", "fleet_up", "fleet_down")}
+    fleet = netns.NetnsFleet(tmpdir("netns-"), hosts=hosts)
+    try:
+        t0 = time.perf_counter()
+        try:
+            fleet.start()
+        except netns.NetnsUnavailable as e:
+            return {"skipped": str(e)}
+        setup = time.perf_counter() - t0
+        for i in range(repeat):
+            for kind in (("local", "fleet") if i % 2 == 0 else ("fleet", "local")):
+                up, down = time_fleet_topology(FleetTopology(fleet, per, remote=kind == "fleet"))
+                samples[f"{kind}_up"].append(up); samples[f"{kind}_down"].append(down)
+                print(f"fleet row #{i + 1}/{repeat} {kind} ({n} workers): up {up:.2f} s, down {down:.2f} s", file=sys.stderr)
+    finally:
+        fleet.close()
+        if fleet.leftovers:
+            LEFTOVERS.append({"where": "the namespace hosts", "killed": fleet.leftovers})
+            print(f"warning: the namespace hosts held {len(fleet.leftovers)} process(es) at teardown; killed:\n  "
+                  + "\n  ".join(fleet.leftovers), file=sys.stderr)
+    med = {k: median(v) for k, v in samples.items()}
+    return {"hosts": hosts, "workers_per_host": per, "workers": n, "repeat": repeat, "fleet_setup_s": setup,
+            **med, "up_ratio": med["fleet_up"] / med["local_up"], "down_ratio": med["fleet_down"] / med["local_down"],
+            "aim_ratio": FLEET_AIM, "all": samples}
+
+
+def fleet_markdown(f: dict) -> list[str]:
+    if "skipped" in f:
+        return [f"Fleet row skipped: {f['skipped']}.", ""]
+
+    def mark(r: float) -> str:
+        return f"{r:.2f}x" + (" (within the aim)" if r <= f["aim_ratio"] else " (over the aim)")
+
+    return [
+        "| workers | up, on the head | up, on the fleet | fleet / local | down, on the head | down, on the fleet "
+        "| fleet / local | aim | repetitions |",
+        "|---|---|---|---|---|---|---|---|---|",
+        (f"| {f['workers']} ({f['hosts']} hosts x {f['workers_per_host']}) | {f['local_up']:.2f} s | {f['fleet_up']:.2f} s "
+         f"| {mark(f['up_ratio'])} | {f['local_down']:.2f} s | {f['fleet_down']:.2f} s | {mark(f['down_ratio'])} "
+         f"| {f['aim_ratio']:.1f}x | {f['repeat']} |"),
+        "",
+        ("Both columns: `clusterctl up` until it returns (every worker registered) and `down`, one thread per worker, "
+         "no nanny, the scheduler on the fleet's head address with TLS on (like for like). On the head: every worker "
+         "local (warm start). On the fleet: the workers on network-namespace hosts (tests/netns.py: one sshd each, "
+         "on a bridge), each under `clusterctl.remote.agent` over ssh. Interleaved (local, fleet; fleet, local; ...), "
+         "medians."),
+        "",
+    ]
+
+
 # -- two trees side by side (--compare) --------------------------------------------------------
 
 
@@ -628,8 +764,12 @@ def main() -> None:
     ap.add_argument("--big-repeat", type=int, default=2, help="repetitions for --big-counts (64 workers take ~30 s each)")
     ap.add_argument("--quick", action="store_true", help="smaller job, for a fast look")
     ap.add_argument("--json", default=None, help="default: artifacts/bench.json, or artifacts/bench-compare.json with --compare")
-    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision "
-                                                 "(with --compare: startup,job; default all)")
+    ap.add_argument("--fleet", metavar="HOSTSxWORKERS", type=fleet_size, default=None,
+                    help="time `up`/`down` of workers on network-namespace hosts (root only) against as many on the "
+                         "head, e.g. 3x4 or 6x4; alone, runs only that part (with --only fleet: 3x4)")
+    ap.add_argument("--fleet-repeat", type=int, default=3, help="interleaved repetitions for --fleet")
+    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision,fleet "
+                                                 "(with --compare: startup,job; default all but fleet)")
     ap.add_argument("--compare", metavar="BEFORE_TREE", help="time this other clusterctl checkout (with its .venv) "
                                                               "side by side with --after")
     ap.add_argument("--after", metavar="TREE", default=str(ROOT), help="with --compare: the tree after the change "
@@ -638,7 +778,12 @@ def main() -> None:
                                                          "per tree and repetition")
     ap.add_argument("--no-local", dest="local", action="store_false", help="with --compare: skip LocalCluster")
     args = ap.parse_args()
-    parts = set((args.only or ("startup,job" if args.compare else "startup,job,kernel,supervision")).split(","))
+    default_parts = "startup,job" if args.compare else "fleet" if args.fleet else "startup,job,kernel,supervision"
+    parts = set((args.only or default_parts).split(","))
+    if args.compare and "fleet" in parts:
+        ap.error("the fleet row is not timed with --compare")
+    if args.fleet_repeat < 1:
+        ap.error("--fleet-repeat must be at least 1")
     counts, big = ints(args.counts), ints(args.big_counts)
     json_path = Path(args.json) if args.json else ROOT / "artifacts" / ("bench-compare.json" if args.compare else "bench.json")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
@@ -712,6 +857,13 @@ def single_tree(args: argparse.Namespace, parts: set[str], counts: list[int], bi
     if "supervision" in parts:
         results["supervision"] = supervision_figures(args.repeat)
         print(f"supervision: {results['supervision']}", file=sys.stderr)
+
+    if "fleet" in parts:
+        hosts, per = args.fleet or (3, 4)
+        results["fleet"] = fleet_figures(hosts, per, args.fleet_repeat)
+        f = results["fleet"]
+        print("fleet: " + (f"skipped: {f['skipped']}" if "skipped" in f else
+                           ", ".join(f"{k} {v:.2f}" for k, v in f.items() if isinstance(v, float))), file=sys.stderr)
     return results
 
 
@@ -759,6 +911,8 @@ def markdown(r: dict) -> str:
                   f"| scheduler SIGKILL to scheduler + 3 workers registered | {s['scheduler_recovery_s']:.2f} s |",
                   f"| idle supervisor CPU | {s['supervisor_idle_cpu_pct']:.2f}% of a core |",
                   f"| idle supervisor RSS | {s['supervisor_rss_mb']:.0f} MB |", ""]
+    if "fleet" in r:
+        lines += fleet_markdown(r["fleet"])
     return "\n".join(lines)
 
 
