@@ -5,7 +5,9 @@ Remote hosts use this venv's Python (same machine), so the agent imports cluster
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -14,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import distributed
 import pandas as pd
 import psutil
 import pytest
 
+import clusterctl
 import sshd as sshd_helper
 from conftest import kill_all, missing_tool, processes_under, wait_for
 from clusterctl.client.connect import client_address, client_kwargs
@@ -196,9 +200,55 @@ def test_doctor_catches_a_version_mismatch(cluster, sshd, tmp_path):
     assert rows["ws2"].rstrip().endswith("ok") and rows["localhost"].rstrip().endswith("ok"), res.stdout
     assert rows["ws3"].rstrip().endswith("FAIL"), res.stdout
     assert "ws3: distributed is missing here" in res.stdout
+    assert "ws3: clusterctl is missing here" in res.stdout
+    assert " same " in rows["ws2"] and re.search(r" \d+ differ ", rows["ws3"]), res.stdout
+    # the same table `up` refuses with: package | head | ws3 | what strict does
+    tail = res.stdout.split("ws3: versions differ from this machine's (versions: strict)\n", 1)[1].splitlines()
+    table = {cells[0]: cells[1:] for cells in (line.split() for line in tail) if cells}
+    assert table["package"] == ["head", "ws3", "strict"], res.stdout
+    assert table["distributed"] == [distributed.__version__, "MISSING", "refuses"]
+    assert table["dask"][1:] == ["MISSING", "refuses"] and table["clusterctl"][1:] == ["MISSING", "refuses"]
+    assert "ws2: versions differ" not in res.stdout and "localhost: versions differ" not in res.stdout
     data = cluster.cli("doctor", "--json")
     assert data.returncode == 1 and '"ok": false' in data.stdout
+    hosts = {h["host"]: h for h in json.loads(data.stdout)["hosts"]}
+    assert hosts["ws2"]["differences"] == []
+    assert {"package": "distributed", "head": distributed.__version__, "host": None, "refuses": True} \
+        in hosts["ws3"]["differences"]
     assert processes_under(cluster.root) == []
+
+
+def venv_with_clusterctl_only(path: Path) -> Path:
+    """A real interpreter that runs clusterctl's probe but has no Dask stack: a host where
+    clusterctl was copied but Dask never installed (the probe needs the standard library only)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=60)
+    site = next(path.glob("lib/python*/site-packages"))
+    (site / "clusterctl_src.pth").write_text(str(Path(clusterctl.__file__).resolve().parents[1]) + "\n")
+    return path / "bin" / "python"
+
+
+def test_up_refuses_a_host_whose_versions_differ_with_its_table(cluster, sshd, tmp_path):
+    other = venv_with_clusterctl_only(tmp_path / "no-dask-venv")
+    assert subprocess.run([str(other), "-c", "import distributed"], capture_output=True, timeout=30).returncode == 1
+    fleet_yaml(cluster, sshd, workers="  - name: default\n    nthreads: 1\n    at: {ws2: 1, ws3: 1}\n",
+               hosts={"ws2": ("127.0.0.2", PY), "ws3": ("127.0.0.3", str(other))})
+    t0 = time.monotonic()
+    res = cluster.cli("up")
+    took = time.monotonic() - t0
+    assert res.returncode == 1, res.stdout + res.stderr
+    first, *lines = res.stderr.strip().splitlines()
+    assert "'ws3' (127.0.0.3)" in first and "'ws2'" not in first and "versions: warn" in first, res.stderr
+    assert "dask" in first and "distributed" in first, first
+    table = {cells[0]: cells[1:] for cells in (line.split() for line in lines)}
+    assert table["package"] == ["head", "ws3", "strict"], res.stderr
+    assert table["distributed"] == [distributed.__version__, "MISSING", "refuses"]
+    refused = {pkg for pkg, cells in table.items() if cells[-1] == "refuses"}
+    assert refused >= {"dask", "distributed", "msgpack", "cloudpickle", "tornado", "toolz"}, res.stderr
+    assert table["numpy"][1:] == ["MISSING", "warns"], "an optional package is listed, not refused"
+    assert "python" not in table, "only what differs: the same interpreter"
+    assert tagged(cluster.root) == [] and processes_under(cluster.root) == []
+    assert not (cluster.state / "logs" / "scheduler.log").exists(), "nothing may start"
+    print(f"up refused in {took:.2f} s:\n{res.stderr}")
 
 
 def test_agent_stops_its_command_when_stdin_closes(tmp_path):

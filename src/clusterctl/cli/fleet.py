@@ -18,15 +18,16 @@ from ..remote import fleet
 from . import app
 from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
 
-COLUMNS = ("host", "address", "ssh", "python", "dask", "distributed", "executables", "ports", "clock")
+COLUMNS = ("host", "address", "ssh", "python", "dask", "distributed", "versions", "executables", "ports", "clock")
 
 
 @app.command()
 @user_errors
 def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check every host before `up`: SSH, Python, dask/distributed equal to this machine's, Dask found, ports, clock.
+    """Check every host before `up`: SSH, Python, versions equal to this machine's, Dask found, ports, clock.
 
-    Exits 1 when any host has a problem.
+    Versions are compared as `up` compares them (Dask's packages and clusterctl; see `versions:`),
+    with a table per host that differs. Exits 1 when any host has a problem.
 
     Example: clusterctl doctor -f cluster.yaml
     """
@@ -34,6 +35,7 @@ def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     rows = fleet.doctor(cfg)
     if as_json:
         out.print_json(json.dumps({"ok": all(r.ok for r in rows), "head": fleet.head_versions(),
+                                   "head_versions": fleet.head_report(), "versions_mode": cfg.versions,
                                    "warnings": cfg.warnings(), "hosts": [r.to_dict() for r in rows]}))
     else:
         cells = [[str(getattr(r, c)) for c in COLUMNS] + ["ok" if r.ok else "FAIL"] for r in rows]
@@ -53,6 +55,12 @@ def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         for r in rows:
             for problem in r.problems:
                 out.print(f"  {r.host}: {problem}", markup=False)
+        for r in rows:
+            lines = fleet.version_table(r)
+            if lines:
+                out.print(f"\n{r.host}: versions differ from this machine's (versions: {cfg.versions})", markup=False)
+                for line in lines:
+                    out.print(f"  {line}", markup=False)
         for w in cfg.warnings():
             err.print(f"warning: {w}", markup=False)
     if not all(r.ok for r in rows):

@@ -1,6 +1,6 @@
 """Fleet-wide steps around a cluster's life: prepare every host, check them, clean them up.
 
->>> prepare(cfg)          # TLS material made here, node files copied to each host   # doctest: +SKIP
+>>> prepare(cfg)          # TLS material made here, node files copied to each host, versions compared   # doctest: +SKIP
 >>> rows = doctor(cfg)    # one row per host: reachable, versions, Dask, ports, clock
 >>> shutdown(cfg)         # sweep what is left on each host, close the shared connections
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,11 +22,17 @@ from ..runtime import tls
 from ..topology import LOCAL_HOST, ClusterConfig
 from ..errors import ClusterError
 from ..plan.specs import REMOTE_TLS_DIR, cluster_tag, remote_workdir
-from . import probe, ssh
+from . import probe, ssh, versions
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
 CLOCK_LIMIT = 2.0  # seconds of offset doctor accepts (logs and certificates line up)
 T = TypeVar("T")
+OnDiffer = Callable[[str, str], None]  # (host, table) for a host whose versions differ but may run
+
+# The versions report each host passed with, by (cluster tag, host), for the life of this process
+# (the supervisor's: the cluster's). A host coming back with the same report is not compared again.
+_checked: dict[tuple[str, str], dict[str, str | None]] = {}
+_checked_lock = threading.Lock()
 
 
 def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T | BaseException]:
@@ -43,8 +50,11 @@ def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T | BaseExcepti
     return out
 
 
-def prepare(cfg: ClusterConfig, require_all: bool = False) -> dict[str, str]:
-    """Before anything starts: TLS material, copied to every remote host (which proves it reachable).
+def prepare(cfg: ClusterConfig, require_all: bool = False, on_differ: OnDiffer | None = None) -> dict[str, str]:
+    """Before anything starts: TLS material, copied to every remote host (which proves it reachable),
+    and each host's versions compared with this machine's (`versions.py` says which differences
+    refuse under `versions: strict`: a ClusterError naming the hosts, then the table). Differences
+    that do not refuse go to ``on_differ(host, table)``, one call per host.
 
     Returns {host: why} for the hosts that did not answer: the cluster starts without them
     and their workers join when they answer. Raises ClusterError naming every host that failed
@@ -56,8 +66,8 @@ def prepare(cfg: ClusterConfig, require_all: bool = False) -> dict[str, str]:
     if hosts:  # where the processes' ssh will share one connection per host: private, before any ssh
         ssh.secure_control_dir(cfg, create=True)
 
-    def install(name: str) -> None:
-        _install(cfg, name, payload)
+    def install(name: str) -> dict[str, str | None] | None:
+        return _install(cfg, name, payload)
 
     results = _each(hosts, install)
     unreachable = {n: str(r) for n, r in results.items() if isinstance(r, ssh.HostUnreachable)}
@@ -65,20 +75,52 @@ def prepare(cfg: ClusterConfig, require_all: bool = False) -> dict[str, str]:
     failed = [(n, r) for n, r in results.items()
               if isinstance(r, BaseException) and (n not in unreachable or n in required)]
     if failed:
-        for name in hosts:  # leave no shared connection behind either
-            try:
-                ssh.close(cfg, name)
-            except (OSError, subprocess.SubprocessError):
-                pass
-        try:
-            ssh.control_dir(cfg).rmdir()
-        except OSError:
-            pass
+        _abandon(cfg, hosts)
         why = "; ".join(str(e) for _, e in failed)
         if required:
             why += f" ({', '.join(sorted(required))}: required; `required: false` lets the cluster start without it)"
         raise ClusterError(why)
+    head = probe.versions()
+    reports = {n: r for n, r in results.items() if not isinstance(r, BaseException)}
+    diffs = {n: _differences(head, r) for n, r in reports.items()}
+    refused = {n: d for n, d in diffs.items() if versions.refusing(d, cfg.versions)}
+    if refused:
+        _abandon(cfg, hosts)
+        raise ClusterError(_refusal(cfg, refused))
+    tag = cluster_tag(cfg)
+    for name, report in reports.items():
+        with _checked_lock:
+            _checked[(tag, name)] = dict(report or {})
+        if diffs[name] and on_differ is not None:
+            on_differ(name, "\n".join(versions.table({name: diffs[name]})))
     return unreachable
+
+
+def _abandon(cfg: ClusterConfig, hosts: list[str]) -> None:
+    """A start refused: leave no shared connection behind either."""
+    for name in hosts:
+        try:
+            ssh.close(cfg, name)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        ssh.control_dir(cfg).rmdir()
+    except OSError:
+        pass
+
+
+def _differences(head: dict[str, str | None], report: dict[str, str | None] | None) -> list[versions.Difference]:
+    if report is None:  # a probe older than the versions report: clusterctl differs, the rest is unknown
+        return [versions.Difference("clusterctl", head.get("clusterctl"), "older (no versions report)", True)]
+    return versions.compare(head, report)
+
+
+def _refusal(cfg: ClusterConfig, refused: dict[str, list[versions.Difference]]) -> str:
+    names = ", ".join(f"{n!r} ({cfg.host(n).address})" for n in sorted(refused))
+    what = sorted({d.package for ds in refused.values() for d in ds if d.refuses})
+    first = (f"host{'s' if len(refused) > 1 else ''} {names}: {', '.join(what)} differ from this machine's; "
+             f"install the head's versions there, or set `versions: warn` in {cfg.source or 'cluster.yaml'} to start anyway")
+    return "\n".join([first, *versions.table(dict(sorted(refused.items())))])
 
 
 def _payload(cfg: ClusterConfig) -> dict[str, dict]:
@@ -91,7 +133,8 @@ def _payload(cfg: ClusterConfig) -> dict[str, dict]:
     return payload
 
 
-def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict]) -> None:
+def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict]) -> dict[str, str | None] | None:
+    """Files to host `name`; returns its versions report (None from a probe too old to send one)."""
     h = cfg.host(name)
     argv = [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)]
     s = cfg.scheduler
@@ -108,7 +151,11 @@ def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict]) -> None:
             f"host {name!r} ({h.address}): `{h.python} -m clusterctl.remote.probe` failed (exit {res.code}): "
             f"{_last(res.stderr)}; install clusterctl there or fix `python:` (see `clusterctl doctor`)"
         )
-
+    try:
+        report = json.loads(_last(res.stdout)).get("versions")
+    except (ValueError, AttributeError):
+        report = None
+    return report if isinstance(report, dict) else None
 
 
 def reachable(cfg: ClusterConfig, name: str, timeout: float = 5.0) -> str | None:
@@ -120,10 +167,24 @@ def reachable(cfg: ClusterConfig, name: str, timeout: float = 5.0) -> str | None
     return None
 
 
-def revive(cfg: ClusterConfig, name: str) -> None:
+def revive(cfg: ClusterConfig, name: str, on_differ: OnDiffer | None = None) -> None:
     """A host that answers again: its files again (it may have rebooted), then stop whatever this
-    cluster's agents left running there, so no worker name is ever there twice."""
-    _install(cfg, name, _payload(cfg))
+    cluster's agents left running there, so no worker name is ever there twice.
+
+    Its versions are compared again only if its report changed since it was checked (it may
+    have been reinstalled while away); a refusal raises ClusterError before the sweep."""
+    report = _install(cfg, name, _payload(cfg))
+    key = (cluster_tag(cfg), name)
+    with _checked_lock:
+        known = key in _checked and report is not None and _checked[key] == report
+    if not known:
+        diffs = _differences(probe.versions(), report)
+        if versions.refusing(diffs, cfg.versions):
+            raise ClusterError(_refusal(cfg, {name: diffs}))
+        with _checked_lock:
+            _checked[key] = dict(report or {})
+        if diffs and on_differ is not None:
+            on_differ(name, "\n".join(versions.table({name: diffs})))
     sweep(cfg, name)
 
 
@@ -166,11 +227,13 @@ class Row:
     python: str = "-"
     dask: str = "-"
     distributed: str = "-"
+    versions: str = "-"  # "same", or how many packages differ from the head's
     executables: str = "-"
     ports: str = "-"
     clock: str = "-"
     interpreter: str = "-"
     launcher: list[str] = field(default_factory=list)
+    differences: list[dict[str, Any]] = field(default_factory=list)  # versions.Difference.to_dict()
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -191,15 +254,26 @@ def head_versions() -> dict[str, str | None]:
     return {"python": ".".join(map(str, sys.version_info[:3])), "dask": v("dask"), "distributed": v("distributed")}
 
 
+def head_report() -> dict[str, str | None]:
+    """This machine's versions report, as every host's is compared with it."""
+    return probe.versions()
+
+
+def version_table(row: Row) -> list[str]:
+    """doctor's table of one host's differences (package | head | host | strict), [] when none."""
+    return versions.table({row.host: [versions.Difference(**d) for d in row.differences]})
+
+
 def doctor(cfg: ClusterConfig) -> list[Row]:
     """Check every host the topology uses; a row with problems fails."""
     names = cfg.used_hosts()
-    head = head_versions()
+    head = probe.versions()
     sched_at = cfg.scheduler.at or LOCAL_HOST
     return [r for r in _each(names, lambda n: _check(cfg, n, head, n == sched_at)).values()]  # type: ignore[misc]
 
 
 def _check(cfg: ClusterConfig, name: str, head: dict[str, str | None], runs_scheduler: bool) -> Row:
+    """One host's row; `head` is this machine's versions report (probe.versions())."""
     h = cfg.host(name)
     row = Row(host=name, address=h.address)
     ports = [p for p in (cfg.scheduler.port, cfg.scheduler.dashboard_port) if p] if runs_scheduler else []
@@ -237,10 +311,11 @@ def _check(cfg: ClusterConfig, name: str, head: dict[str, str | None], runs_sche
     row.python = facts["python"]
     row.interpreter = facts["executable"]
     for dist in ("dask", "distributed"):
-        have, want = facts.get(dist), head[dist]
-        setattr(row, dist, have or "missing")
-        if have != want:
-            row.problems.append(f"{dist} {have or 'is missing'} here, {want} on the head: install {dist}=={want} into {python}")
+        setattr(row, dist, facts.get(dist) or "missing")
+    diffs = _differences(head, facts.get("versions"))  # what `up` compares, by the same rules
+    row.differences = [d.to_dict() for d in diffs]
+    row.versions = f"{len(diffs)} differ" if diffs else "same"
+    row.problems += [versions.advice(d, python) for d in versions.refusing(diffs, cfg.versions)]
     if facts.get("launcher"):
         row.executables = facts["launcher"]["how"].split(":", 1)[0]  # 'dask beside the interpreter'
         row.launcher = facts["launcher"]["worker"]

@@ -7,6 +7,9 @@ there anyway. Standard library only at import time::
 
     $ python -m clusterctl.remote.probe facts --bind 127.0.0.1 --ports 8786,8787
     {"python": "3.11.2", "dask": "2026.8.0", ...}
+
+``facts`` and ``install`` both report the host's versions as ``versions`` (see ``versions()``):
+`up` compares them with the head's before anything starts there, `doctor` shows them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
+# Dask's `distributed.versions` lists, required then optional (tests/unit/test_versions.py keeps
+# them equal): the host reports them without importing distributed (that import takes ~1 s).
+DASK_PACKAGES = ("dask", "distributed", "msgpack", "cloudpickle", "tornado", "toolz", "numpy", "pandas", "lz4")
+
+
+def versions() -> dict:
+    """What ``distributed.versions.get_versions()["packages"]`` reports here, plus clusterctl."""
+    out = {"python": ".".join(map(str, sys.version_info))}  # as Dask writes it: 3.11.9.final.0
+    for dist in DASK_PACKAGES:
+        out[dist] = _version(dist)
+    out["clusterctl"] = _version("clusterctl")
+    return out
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -59,6 +76,7 @@ def facts(bind: str | None, ports: list[int]) -> dict:
         "dask": _version("dask"),
         "distributed": _version("distributed"),
         "clusterctl": _version("clusterctl"),
+        "versions": versions(),
         "launcher": None,
         "resolve_error": None,
         "ports": {},
@@ -120,7 +138,7 @@ def install(root: str, payload: dict) -> dict:
                 pass
             raise
         written.append(rel)
-    return {"root": os.path.abspath(root), "written": written}
+    return {"root": os.path.abspath(root), "written": written, "versions": versions()}
 
 
 def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:

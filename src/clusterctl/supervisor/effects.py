@@ -107,7 +107,7 @@ class RealEffects:
         return fleet.reachable(self.cfg(), name)
 
     def sweep_host(self, name: str) -> None:
-        fleet.revive(self.cfg(), name)
+        fleet.revive(self.cfg(), name, on_differ=lambda host, table: self.emit(host, "versions-differ", table))
 
     def emit(self, process_name: str, event: str, detail: str = "", **extra: Any) -> None:
         self.events.emit(process_name, event, detail, **extra)
