@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from ..client.connect import log_file, read_record, supervisor_alive
-from ..client.start import start_background
+from ..client.start import adoption, start_background
 from ..client.status import NOT_RUNNING, UNSUPERVISED, cluster_summary
 from ..client.status import status as cluster_status
 from ..client.stop import stop
@@ -58,6 +58,7 @@ def up(
         finally:
             spinner.stop()
     summary = cluster_summary(record, cfg)
+    summary["adopted"] = adopted = adoption(cfg, record)
     summary["already_running"] = already
     summary["seconds"] = round(time.monotonic() - t0, 3)
     if as_json:
@@ -68,6 +69,9 @@ def up(
     else:
         out.print(f"cluster {cfg.name!r} is up in {summary['seconds']:.1f} s"
                   + (" (degraded)" if summary["state"] == ClusterState.DEGRADED else ""))
+    if adopted:
+        out.print(f"  adopted {len(adopted['adopted'])} running process(es) from the previous supervisor"
+                  + (f"; started again: {', '.join(adopted['restarted'])}" if adopted["restarted"] else ""))
     _print_summary(summary)
     for h in summary["missing_hosts"]:  # exit 0 all the same: its workers join when it answers
         err.print(f"[yellow]warning:[/] host {h['name']} is unreachable ({escape(h['why'])}); "

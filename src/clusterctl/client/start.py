@@ -18,10 +18,11 @@ from ..plan.resolve import resolve
 from ..plan.specs import TAG_ENV, cluster_tag
 from ..runtime import handles, process
 from ..runtime.handles import ForkedChild
+from ..runtime.events import read_events
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable, private_dir
 from ..runtime.logs import tail
-from ..supervisor import leftovers
 from ..supervisor import main as run_supervisor
+from ..supervisor.adopt import leftovers, strangers
 from ..supervisor.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import supervisor_alive
@@ -39,7 +40,11 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
 
     A host that does not answer leaves the cluster `degraded` (its workers join when it does),
     unless it is required or ``require_all``. Raises StartError (with the cause and log tail)
-    when start-up fails; the supervisor has then stopped everything it started."""
+    when start-up fails; the supervisor has then stopped everything it started.
+
+    Over a cluster whose supervisor was SIGKILLed, the new supervisor adopts what still runs
+    (supervisor/adopt.py; adoption() says what it adopted). Refused only when a process carrying
+    the cluster's tag runs that the ledger does not account for."""
     resolve(cfg.python, cfg.bin_dir)  # fail here, before anything starts, with the PATH advice
     ledger = Ledger(cfg.state_path)
     try:
@@ -52,7 +57,10 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
     if problem:
         raise StartError(problem)
     tag = cluster_tag(cfg)
-    live = process.tagged(tag)
+    old = record.supervisor_id if record else None
+    if old is not None:  # its warm fork server may linger in its process group: never adopted
+        reap_helpers(old.tagged(tag))
+    live = strangers(record, process.tagged(tag), tag)
     if live:  # the ledger knows none of them (lost, or from before it was rewritten)
         pids = ", ".join(str(p.pid) for p in live[:8]) + (", ..." if len(live) > 8 else "")
         raise StartError(f"{len(live)} process(es) of cluster {cfg.name!r} still run (pid {pids}, tag {tag}); "
@@ -95,6 +103,15 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
             stop_from_ledger(cfg)
             raise StartError(f"the cluster was not healthy within {cfg.timeouts.startup + 30:g} s; see {log}")
         time.sleep(0.05)
+
+
+def adoption(cfg: ClusterConfig, record: LedgerRecord) -> dict[str, list[str]] | None:
+    """What the supervisor of ``record`` adopted when it started, from its `adopted` event:
+    {"adopted": names kept with their pids, "restarted": names it started again}; None if nothing."""
+    for e in reversed(read_events(cfg.state_path / "events.jsonl", limit=10_000)):
+        if e.get("process") == "cluster" and e.get("event") == "adopted" and e.get("supervisor") == record.supervisor.pid:
+            return {"adopted": list(e.get("adopted") or []), "restarted": list(e.get("restarted") or [])}
+    return None
 
 
 def supervisor_argv(source: str, flags: list[str] | None = None) -> list[str]:

@@ -3,7 +3,9 @@
 Two kinds of child skip exec: `up` forks the CLI into the background supervisor
 (ForkedChild: a child of this process), and the supervisor forks Dask processes
 from the warm fork server (WarmChild: a child of that server, whose exit code
-comes back through multiprocessing). Both answer ``pid``, ``returncode``,
+comes back through multiprocessing). A third is no child at all: a process a new
+supervisor adopted from a SIGKILLed one (Adopted), whose exit is seen but whose
+exit code is lost (UNKNOWN_EXIT). All answer ``pid``, ``returncode``,
 ``poll()``, ``wait(timeout)`` and ``send_signal(sig)`` as Popen does, so
 process.stop and the supervisor treat every child alike.
 
@@ -15,6 +17,7 @@ process.stop and the supervisor treat every child alike.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -30,6 +33,9 @@ from .logs import private_file, write_header
 from .process import KEEP_ENVIRON, carries
 
 POLL_INTERVAL = 0.02
+# The exit code of a process that was not our child: it went, but only its parent learnt the code.
+# Outside both ranges Popen uses (0..255, and minus a signal number), so nobody mistakes it for one.
+UNKNOWN_EXIT = 256
 
 
 class ChildHandle:
@@ -89,6 +95,59 @@ class WarmChild(ChildHandle):
 
     def _pause(self, most: float | None) -> None:
         self._proc.join(most)  # wakes as soon as it exits
+
+
+class Adopted(ChildHandle):
+    """A live process this supervisor did not start (its first supervisor was SIGKILLed).
+
+    Not our child, so no waitpid: its exit is seen through a pidfd (Linux 5.3+: readable once it
+    exits, and bound to that very process, so a reused pid cannot fool it), else by asking psutil
+    for ``ident`` (pid, create time and tag). The exit code is lost with its parent: UNKNOWN_EXIT."""
+
+    def __init__(self, ident: Any):
+        super().__init__(ident.pid, ident.tag)
+        self.ident = ident
+        self._fd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(ident.pid)
+            except OSError:
+                fd = None  # gone already, or out of descriptors: psutil answers instead
+            if fd is not None and ident.get() is None:  # the pid was reused before we held it
+                os.close(fd)
+                fd = None
+                self.returncode = UNKNOWN_EXIT
+            self._fd = fd
+
+    def _exit_code(self) -> int | None:
+        if self._fd is not None:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
+            if not poller.poll(0):
+                return None
+            self.close()
+            return UNKNOWN_EXIT
+        return None if self.ident.get() is not None else UNKNOWN_EXIT
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            if self._fd is not None:
+                signal.pidfd_send_signal(self._fd, sig)
+            elif self.ident.get() is not None:
+                os.kill(self.pid, sig)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            finally:
+                self._fd = None
+
+    def __del__(self) -> None:  # a handle dropped while it still runs (a test, a shutdown)
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter teardown
+            pass
 
 
 def become_detached(argv: list[str] | tuple[str, ...], log: Path | str | None, cwd: Path | str | None,

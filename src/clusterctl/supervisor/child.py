@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..plan.specs import ProcessSpec
+from ..runtime.handles import UNKNOWN_EXIT
 from ..runtime.ledger import ProcessRecord
 from ..runtime.process import ProcessId
 from .restart import RestartTracker
@@ -72,6 +73,8 @@ def describe_exit(code: int | None) -> str:
 
     if code is None:
         return "unknown exit"
+    if code == UNKNOWN_EXIT:
+        return "exited (code unknown: adopted, not our child)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

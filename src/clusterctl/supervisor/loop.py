@@ -33,7 +33,8 @@ from ..runtime.logs import BACKUPS, MAX_LOG_BYTES
 from ..runtime.rotation import rotate
 from ..runtime.probes import PortDenied, port_in_use, port_owner
 from ..topology import ClusterConfig, load_config
-from . import commands, scaling
+from . import adopt, commands, scaling
+from .adopt import leftovers
 from .desired import DesiredSet, DesiredSize
 from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed
 from .hosts import Fleet, Host
@@ -100,12 +101,20 @@ class Supervisor:
             lock.release()
 
     def _run_locked(self) -> int:
+        try:  # under the lock: what the previous run left, adopted if its supervisor was SIGKILLed
+            found = adopt.survey(self.ledger.read(), cluster_tag(self.cfg))
+        except LedgerUnreadable:
+            found = adopt.Survey()  # leftovers() refused already; a ledger broken since is "nothing"
+        if found.scheduler:
+            self._adopt_scheduler(found)
         counts = self.size.load(self._config_counts())
         if self.size.problem:
             self.events.emit("cluster", "desired-ignored", self.size.problem)
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
+        adopt.install(found, self.core, {s.name: s for s in specs}, self._plan_worker)
+        adopt.stop_strays(found, cluster_tag(self.cfg), self.core)  # and the old supervisor's helpers
         # Before the fork server starts: its children inherit both. The tag marks every process
         # as this cluster's, so `down` and sweeps never touch one that is not.
         os.environ.setdefault(TAG_ENV, cluster_tag(self.cfg))
@@ -120,7 +129,7 @@ class Supervisor:
             self.heartbeat = Heartbeat(self._remote_handles).start()
             self._save()
             try:
-                self._prepare()
+                self._prepare(adopting=found.scheduler)
                 self.core.desired.specs = {s.name: s for s in specs}
                 self._start()
             except StartFailed as e:
@@ -134,15 +143,25 @@ class Supervisor:
         finally:
             self._shutdown()
 
-    def _prepare(self) -> None:
-        self._check_ports()
+    def _prepare(self, adopting: bool = False) -> None:
+        if not adopting:  # an adopted scheduler holds its ports, and its scheduler file
+            _check_ports(self.cfg)
         try:  # TLS material, copied to every remote host; a required host that does not answer fails here
-            missing = fleet.prepare(self.cfg, require_all=self.require_all)
+            missing = fleet.prepare(self.cfg, require_all=self.require_all,
+                                    on_differ=lambda host, table: self.events.emit(host, "versions-differ", table))
         except ClusterError as e:
             raise StartFailed(str(e)) from e
         for name, why in missing.items():  # the others start without it; it joins when it answers
             self.core.fleet.lost(name, why)
-        (self.cfg.state_path / "scheduler.json").unlink(missing_ok=True)
+        if not adopting:
+            (self.cfg.state_path / "scheduler.json").unlink(missing_ok=True)
+
+    def _adopt_scheduler(self, found: adopt.Survey) -> None:
+        """Its ports (pinned if they were 0) in the plan, and the probe on its HTTP port at once."""
+        self.cfg = adopt.pin_ports(self.cfg, found)
+        self.watch.close()
+        self.watch = SchedulerWatch(self.cfg.scheduler.host, int(found.http_port or 0), None, str(found.address))
+        self.core.probe = self.watch
 
     def _start(self) -> None:
         """Tick until every desired process is proven ready; any failure fails `up` at once."""
@@ -211,26 +230,6 @@ class Supervisor:
 
     def _plan_worker(self, group: str, index: int) -> ProcessSpec:
         return worker_spec(self.cfg, self.launcher, self.cfg.group(group), index)
-
-    def _check_ports(self) -> None:
-        s = self.cfg.scheduler
-        if self.cfg.scheduler_remote:
-            return  # its ports are on that host: fleet.prepare checks them there
-        for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
-            if not port:
-                continue
-            try:
-                busy = port_in_use(s.host, port)
-            except PortDenied as e:
-                raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
-                                  f"{self.cfg.source or 'cluster.yaml'}") from e
-            if busy:
-                owner = port_owner(port)
-                who = f" by {owner}" if owner else ""
-                raise StartFailed(
-                    f"{label} {s.host}:{port} is already in use{who}; stop that process "
-                    f"or choose another port in {self.cfg.source or 'cluster.yaml'}"
-                )
 
     def _scheduler_ready(self, address: str | None) -> None:
         """Port 0 picked free ports: keep them, so workers and any restart use the same address."""
@@ -345,25 +344,26 @@ class Supervisor:
                 signal.signal(getattr(signal, name), on_signal)
 
 
-def leftovers(ledger: Ledger) -> str | None:
-    """Why a new supervisor must not start here, or None: never a second cluster over the first."""
-    try:
-        old = ledger.read()
-    except LedgerUnreadable as e:  # unknown is not "nothing runs": `down` sweeps by tag first
-        return f"{e}; run `clusterctl down` (it stops this cluster's processes by their tag)"
-    if old is None:
-        return None
-    sup = old.supervisor_id
-    if sup and sup.pid != os.getpid() and sup.alive():
-        return f"supervisor pid {sup.pid} already runs this cluster; use `clusterctl status`"
-    alive = [(p.name, pid.pid) for p, pid in old.process_ids() if pid.alive()]
-    if alive:
-        names = ", ".join(f"{n} (pid {p})" for n, p in alive)
-        return (
-            f"processes of an earlier run whose supervisor is gone are still alive: {names}; "
-            "run `clusterctl down` to stop them first"
-        )
-    return None
+def _check_ports(cfg: ClusterConfig) -> None:
+    """Refuse a start whose scheduler ports are taken (before anything starts): one line, who has them."""
+    s = cfg.scheduler
+    if cfg.scheduler_remote:
+        return  # its ports are on that host: fleet.prepare checks them there
+    for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
+        if not port:
+            continue
+        try:
+            busy = port_in_use(s.host, port)
+        except PortDenied as e:
+            raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
+                              f"{cfg.source or 'cluster.yaml'}") from e
+        if busy:
+            owner = port_owner(port)
+            who = f" by {owner}" if owner else ""
+            raise StartFailed(
+                f"{label} {s.host}:{port} is already in use{who}; stop that process "
+                f"or choose another port in {cfg.source or 'cluster.yaml'}"
+            )
 
 
 def _index(name: str) -> int:
