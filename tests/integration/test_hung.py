@@ -73,6 +73,7 @@ def test_job_with_a_task_on_a_sigstopped_worker_finishes_with_identical_results(
     pd.testing.assert_frame_equal(pd.read_csv(calm), pd.read_csv(hung_csv), check_exact=True)
     # Replaced after its grace; the job then finishes (a generous deadline, not a benchmark:
     # Dask alone would have waited for worker-ttl, 300 s).
+    print(f"job finished {took:.1f} s after the SIGSTOP")
     assert took < GRACE + 60, f"the job took {took:.0f} s after the SIGSTOP"
     hung = [e for e in events(cluster) if e["process"] == "default-1" and e["event"] == "unhealthy"]
     assert hung and hung[0]["detail"].startswith("hung:"), hung

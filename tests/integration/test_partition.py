@@ -87,8 +87,8 @@ def test_a_link_cut_longer_than_the_restart_window_heals_without_an_operator(clu
         if job.poll() is None:
             job.kill()
     back_at = time.monotonic()
-    st = wait_for(lambda: (s := cluster.status())["state"] == "running" and s["workers_registered"] == 3 and s,
-                  60, 0.5, "full strength again")
+    st = wait_for(lambda: (s := cluster.status())["state"] == "running" and s["workers_registered"] == 3
+                  and host_of(s, "ns0")["state"] == "reachable" and s, 60, 0.5, "full strength again")
     took = time.monotonic() - back_at
     assert took < 40, f"full strength {took:.0f} s after the link came back"
     assert host_of(st, "ns0")["state"] == "reachable"
@@ -114,8 +114,8 @@ def test_a_host_off_at_up_joins_when_it_answers(cluster, fleet):
         assert host_of(st, "ns1")["workers"] == {"desired": 1, "running": 0}
     finally:
         fleet.restore(1)
-    st = wait_for(lambda: (s := cluster.status())["state"] == "running" and s["workers_registered"] == 2 and s,
-                  60, 0.5, "ns1's worker joining")
+    st = wait_for(lambda: (s := cluster.status())["state"] == "running" and s["workers_registered"] == 2
+                  and host_of(s, "ns1")["state"] == "reachable" and s, 60, 0.5, "ns1's worker joining")
     assert host_of(st, "ns1")["state"] == "reachable"
     cluster.cli("down", check=True)
     assert processes_under(cluster.root) == []

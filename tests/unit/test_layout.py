@@ -89,3 +89,10 @@ def imported_tops_at(path: Path, own: list[str]) -> set[str]:
             base = own[: len(own) - (node.level - 1)]
             out.add((base + node.module.split("."))[0])
     return out
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test modules by basename: a second test_x.py aborts the whole collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
