@@ -15,8 +15,11 @@ from clusterctl.runtime.rotation import rotate
 WRITER = """
 import os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+import time
 for i in range(int(sys.argv[2])):
     os.write(fd, b"line %08d %s\\n" % (i, b"x" * 80))
+    if i % 2000 == 1999:
+        time.sleep(0.002)  # a real log's writer pauses: rotations interleave with it on every run
 """
 
 
@@ -46,7 +49,7 @@ def test_rotation_under_a_concurrent_writer_loses_nothing(tmp_path):
     try:
         deadline = time.monotonic() + 60
         while writer.poll() is None and time.monotonic() < deadline:
-            if rotate(log, max_bytes=64 * 1024, backups=10_000):
+            if rotate(log, max_bytes=32 * 1024, backups=10_000):
                 rotations += 1
     finally:
         writer.kill() if writer.poll() is None else None
