@@ -134,6 +134,19 @@ def cluster(tmp_path: Path):
             pytest.fail("processes left behind after the test:\n" + "\n".join(desc))
 
 
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A private sshd on loopback (tests/sshd.py) playing the fleet's workstations."""
+    import sshd as sshd_helper
+
+    try:
+        daemon = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
+    except sshd_helper.SshdUnavailable as e:
+        missing_tool(f"no sshd for the fleet tests: {e}")
+    yield daemon
+    daemon.stop()
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     """Poll until predicate() is truthy; fail (never hang) after timeout."""
     deadline = time.monotonic() + timeout

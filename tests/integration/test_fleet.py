@@ -22,24 +22,13 @@ import psutil
 import pytest
 
 import clusterctl
-import sshd as sshd_helper
-from conftest import kill_all, missing_tool, processes_under, wait_for
+from conftest import kill_all, processes_under, wait_for
 from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.topology import load_config
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
 GONE_WITHIN = 15  # seconds a remote process may take to go once its lifeline is cut
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    try:
-        daemon = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
-    except sshd_helper.SshdUnavailable as e:
-        missing_tool(f"no sshd for the fleet tests: {e}")
-    yield daemon
-    daemon.stop()
 
 
 def fleet_yaml(cluster, sshd, *, workers: str, tls_on: bool = False, hosts: dict[str, tuple[str, str]] | None = None) -> Path:

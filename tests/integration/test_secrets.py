@@ -87,19 +87,6 @@ def test_a_state_directory_left_open_by_an_older_version_is_tightened(cluster):
         cluster.cli("down", check=True)
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    import sshd as sshd_helper
-    from conftest import missing_tool
-
-    try:
-        daemon = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
-    except sshd_helper.SshdUnavailable as e:
-        missing_tool(f"no sshd for the fleet tests: {e}")
-    yield daemon
-    daemon.stop()
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX")
 def test_a_remote_workers_env_travels_over_the_agents_stdin_not_a_command_line(cluster, sshd):
     """Over real ssh (a private sshd on 127.0.0.2 plays the host): neither machine's `ps` shows

@@ -10,6 +10,7 @@ import pytest
 
 from clusterctl.runtime import handles
 from clusterctl.runtime.handles import ForkedChild
+from conftest import kill_all
 
 
 def _fork(fn) -> ForkedChild:
@@ -169,11 +170,8 @@ def test_a_fork_of_a_tagged_process_keeps_the_tag_in_its_environment_through_ret
         assert psutil.Process(pid).environ()[TAG_ENV] == TAG  # ... /proc still shows it
         assert process.carries(psutil.Process(pid), TAG)
     finally:
-        for p in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        top = psutil.Process(parent.pid)
+        kill_all(top.children(recursive=True) + [top])
         parent.wait(timeout=10)
 
 
@@ -207,9 +205,6 @@ def test_the_title_keeps_its_tag_when_the_environment_changes_and_the_command_li
         assert process.carries(psutil.Process(pid), TAG), psutil.Process(pid).cmdline()
         assert "-m clusterctl.supervisor x.yaml" in " ".join(psutil.Process(pid).cmdline()), cmd
     finally:
-        for p in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        top = psutil.Process(parent.pid)
+        kill_all(top.children(recursive=True) + [top])
         parent.wait(timeout=10)

@@ -59,9 +59,9 @@ def _port_free(host: str, port: int) -> bool:
         try:
             s.bind((host, port))
         except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+            if e.errno == errno.EADDRINUSE:
                 return False
-            raise
+            raise  # EACCES (a port below 1024 without root): "cannot bind ...: Permission denied", not "in use"
     return True
 
 

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .rotation import shift_backups
+
 MAX_EVENT_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
 PENDING_MAX = 10_000  # lines kept while the disk refuses them
@@ -87,10 +89,7 @@ class EventLog:
                 return
         except FileNotFoundError:
             return
-        for i in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        shift_backups(self.path, self.backups)  # the supervisor is its only writer: a rename loses nothing
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
 

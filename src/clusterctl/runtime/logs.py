@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from . import rotation
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
@@ -62,25 +63,8 @@ def tail(path: Path | None, lines: int = 20) -> str:
 
 
 def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = BACKUPS) -> bool:
-    """Copy then truncate (children keep their O_APPEND descriptor): log -> log.1 -> log.2 ..."""
-    try:
-        if path.stat().st_size < max_bytes:
-            return False
-    except FileNotFoundError:
-        return False
-    for i in range(backups - 1, 0, -1):
-        older = path.with_name(f"{path.name}.{i}")
-        if older.exists():
-            newer = path.with_name(f"{path.name}.{i + 1}")
-            os.replace(older, newer)
-            os.chmod(newer, PRIVATE)  # one rotated by an older clusterctl may be 0644
-    first = path.with_name(f"{path.name}.1")
-    with open(path, "rb") as src, private_file(first) as dst:
-        dst.truncate(0)
-        shutil.copyfileobj(src, dst)
-    with open(path, "r+b") as f:
-        f.truncate(0)
-    return True
+    """log -> log.1 -> log.2 ... without losing a line a child appends meanwhile (runtime/rotation.py)."""
+    return rotation.rotate(path, max_bytes, backups, mode=PRIVATE)
 
 
 _HEADER = re.compile(r"^\s*--- .* start(?: \([a-z]+\))?: ")

@@ -46,15 +46,22 @@ def rotate(path: Path, max_bytes: int, backups: int, mode: int = 0o600) -> bool:
         return False
     if size < max_bytes:
         return False
-    for i in range(backups - 1, 0, -1):
-        older = path.with_name(f"{path.name}.{i}")
-        if older.exists():
-            os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+    shift_backups(path, backups, mode)
     first = path.with_name(f"{path.name}.1")
     with open(path, "r+b") as live:
         if not _collapse_head(live, first, mode):
             _copy_truncate(live, first, mode)
     return True
+
+
+def shift_backups(path: Path, backups: int, mode: int = 0o600) -> None:
+    """log.1 -> log.2 ... (the oldest falls off), each private: one rotated by an older clusterctl may be 0644."""
+    for i in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            newer = path.with_name(f"{path.name}.{i + 1}")
+            os.replace(older, newer)
+            os.chmod(newer, mode)
 
 
 def _collapse_head(live, first: Path, mode: int) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..plan.specs import ProcessSpec
 from ..runtime.handles import UNKNOWN_EXIT
@@ -82,6 +82,3 @@ def describe_exit(code: int | None) -> str:
             return f"killed by signal {-code}"
     return f"exit code {code}"
 
-
-def as_dict(child: Child) -> dict[str, Any]:
-    return child.record().model_dump()

@@ -17,8 +17,7 @@ from ..remote import fleet
 from ..runtime import process, warm
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
-from ..runtime.logs import BACKUPS, MAX_LOG_BYTES, first_cause, tail
-from ..runtime.rotation import rotate
+from ..runtime.logs import first_cause, rotate_if_large, tail
 from ..runtime.probes import HealthWatch, SchedulerInfo, SchedulerProbe
 from ..runtime.process import ProcessId
 from .child import Handle
@@ -39,7 +38,7 @@ class RealEffects:
     def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle:
         if spec.log_path:
             try:
-                rotate(spec.log_path, MAX_LOG_BYTES, BACKUPS)
+                rotate_if_large(spec.log_path)
             except OSError:
                 pass  # a full disk must not stop a restart; rotated at the next chance
         try:
@@ -158,11 +157,6 @@ class SchedulerWatch:
     def close(self) -> None:
         if self.watch:
             self.watch.close()
-
-
-class SystemClock:
-    def __call__(self) -> float:
-        return time.monotonic()
 
 
 HEARTBEAT_EVERY = 5.0  # seconds between beats on each remote child's lifeline (agent default: 20 s silence)

@@ -32,7 +32,7 @@ class Host:
     last_error: str = ""
     attempts: int = 0
     next_probe: float = 0.0  # supervisor clock
-    probe: threading.Thread | None = None
+    probing: bool = False  # a probe thread runs for it
     answer: tuple[str | None] | None = None  # set by the probe thread: (error or None,)
 
     def delay(self) -> float:
@@ -71,7 +71,7 @@ class Fleet:
             if h.state != HostState.UNREACHABLE:
                 continue
             if h.answer is not None:
-                (error,), h.answer, h.probe = h.answer, None, None
+                (error,), h.answer, h.probing = h.answer, None, False
                 if error is None:
                     away = time.time() - h.since
                     h.state, h.since, h.attempts, h.last_error = HostState.BACK, time.time(), 0, ""
@@ -81,8 +81,8 @@ class Fleet:
                 h.attempts += 1
                 h.last_error = error
                 h.next_probe = now + h.delay()
-            if h.probe is None and now >= h.next_probe:
-                h.probe = threading.Thread()  # a marker until the real thread runs
+            if not h.probing and now >= h.next_probe:
+                h.probing = True
                 self.background(self._probe, h)
         return back
 

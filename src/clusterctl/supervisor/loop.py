@@ -29,8 +29,7 @@ from ..runtime.control import ControlServer
 from ..runtime.events import EventLog
 from ..runtime.ledger import (HostRecord, HostWorkers, Ledger, LedgerRecord, LedgerUnreadable, SchedulerRecord,
                               SupervisorRecord, private_dir)
-from ..runtime.logs import BACKUPS, MAX_LOG_BYTES
-from ..runtime.rotation import rotate
+from ..runtime.logs import rotate_if_large
 from ..runtime.probes import PortDenied, port_in_use, port_owner
 from ..topology import ClusterConfig, load_config
 from . import adopt, commands, scaling
@@ -198,7 +197,7 @@ class Supervisor:
         logs = [(c.name, c.spec.log_path) for c in self.core.children.values() if c.spec.log_path]
         for name, path in [*logs, ("supervisor", self.cfg.log_path / "supervisor.log")]:
             try:
-                if rotate(path, MAX_LOG_BYTES, BACKUPS):
+                if rotate_if_large(path):
                     self.events.emit(name, "log-rotated", str(path))
             except OSError as e:  # a full disk: try again at the next round
                 self.core.log_exception(f"rotate {name}", e)
@@ -259,9 +258,8 @@ class Supervisor:
             raise ClusterError(f"the cluster is {self.core.state.value}; scaling needs it running")
         change = self._call(lambda: self._edit(request))
         removing = change["removing"]
-        deadline = time.monotonic() + COMMAND_TIMEOUT
-        while any(n in self.core.children for n in removing) and time.monotonic() < deadline:
-            time.sleep(0.05)  # retiring on the loop's thread: results move first
+        with self.core.removed:  # retiring on the loop's thread: results move first
+            self.core.removed.wait_for(lambda: not any(n in self.core.children for n in removing), COMMAND_TIMEOUT)
         change["retired"] = [] if change["kill"] else sorted(n for n in removing if self.core.retirer.retired.get(n))
         return change
 

@@ -15,6 +15,7 @@ come from outside, so tests replay scripted histories against fakes::
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Reconciler:
         self.dirty = True  # the ledger needs writing
         self.retirer = Retirer(fx, timing.shutdown)
         self.kill_names = self.retirer.kill_names  # removals asked as abrupt kills
+        self.removed = threading.Condition()  # notified when retired children leave `children`
         self.fleet = Fleet([], fx, clock)  # remote hosts' states (Supervisor fills it)
         self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
         self.next_memory = 0.0  # when health.judge next checks each process
@@ -281,6 +283,8 @@ class Reconciler:
             self.children.pop(c.name, None)
             self.fx.emit(c.name, "removed", how)
             self.dirty = True
+            with self.removed:
+                self.removed.notify_all()
 
     def stop_all(self) -> None:
         """Workers first (all at once), then the scheduler; polite, then firm. A stop is final."""
