@@ -23,6 +23,7 @@ import pytest
 
 import clusterctl
 from conftest import kill_all, processes_under, wait_for
+from clusterctl.remote import forkserver
 from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.topology import load_config
 
@@ -50,6 +51,10 @@ def tagged(root: Path) -> list[psutil.Process]:
         if (p.info["cwd"] or "").startswith(str(root / "remote")):
             found.append(p)
     return found
+
+
+def fork_server(p: psutil.Process) -> bool:
+    return "clusterctl.remote.forkserver" in " ".join(p.info["cmdline"] or [])
 
 
 def ledger_proc(cluster, name: str) -> dict:
@@ -114,7 +119,7 @@ def test_killing_ssh_or_supervisor_leaves_no_remote_orphan(cluster, sshd):
 
     # the ssh client of default-0 dies: its remote agent stops the worker; the supervisor restarts it
     ssh_pid = ledger_proc(cluster, "default-0")["pid"]
-    remote_ws2 = [p for p in tagged(cluster.root) if "/ws2" in p.info["cwd"]]
+    remote_ws2 = [p for p in tagged(cluster.root) if "/ws2" in p.info["cwd"] and not fork_server(p)]
     os.kill(ssh_pid, signal.SIGKILL)
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in remote_ws2),
              GONE_WITHIN, what="ws2's agent and worker to go after its ssh client died")
@@ -125,7 +130,11 @@ def test_killing_ssh_or_supervisor_leaves_no_remote_orphan(cluster, sshd):
     remote = tagged(cluster.root)
     assert remote
     os.kill(cluster.ledger()["supervisor"]["pid"], signal.SIGKILL)
-    wait_for(lambda: tagged(cluster.root) == [], GONE_WITHIN, what="no remote process after the supervisor's death")
+    wait_for(lambda: [p for p in tagged(cluster.root) if not fork_server(p)] == [], GONE_WITHIN,
+             what="no remote agent or Dask process after the supervisor's death")
+    # The hosts' fork servers hold no Dask process now: they leave once idle (remote/forkserver.py)
+    wait_for(lambda: tagged(cluster.root) == [], GONE_WITHIN + forkserver.IDLE,
+             what="the idle fork servers to leave by themselves")
     cluster.cli("down", check=True)
     assert processes_under(cluster.root) == []
 
@@ -235,8 +244,9 @@ def test_up_refuses_a_host_whose_versions_differ_with_its_table(cluster, sshd, t
     assert refused >= {"dask", "distributed", "msgpack", "cloudpickle", "tornado", "toolz"}, res.stderr
     assert table["numpy"][1:] == ["MISSING", "warns"], "an optional package is listed, not refused"
     assert "python" not in table, "only what differs: the same interpreter"
-    assert tagged(cluster.root) == [] and processes_under(cluster.root) == []
-    assert not (cluster.state / "logs" / "scheduler.log").exists(), "nothing may start"
+    assert [" ".join(p.cmdline()) for p in tagged(cluster.root) + processes_under(cluster.root)] == []
+    # The local scheduler starts while the hosts are checked (a refusal stops it); on no host does anything start.
+    assert not list((cluster.state / "logs").glob("default-*.log")), "no worker may start"
     print(f"up refused in {took:.2f} s:\n{res.stderr}")
 
 
@@ -273,20 +283,19 @@ def remote_scheduler_yaml(cluster, sshd, *, workers: str, at: str = "ws2") -> Pa
 
 
 def remote_scheduler(root: Path, host: str = "ws2") -> psutil.Process | None:
-    """The Dask scheduler on that host: the child of the agent run with `--launch scheduler`.
-
-    (Dask retitles its processes with setproctitle, which also clobbers what /proc shows of
-    their environment, so the agent's command line and tag are the reliable marks.)"""
-    for agent in tagged(root):
+    """The Dask scheduler on that host: run in the host's workdir, by its agent (`--launch scheduler`) or
+    forked by the host's fork server for that agent. (Dask retitles its processes; the agent's
+    command line and the workdir are the reliable marks.)"""
+    agents = [p for p in tagged(root) if (p.info["cwd"] or "").endswith(f"/{host}")
+              and "--launch scheduler" in " ".join(p.info["cmdline"] or [])]
+    if not agents:
+        return None
+    for p in tagged(root):
         try:
-            cmd = agent.cmdline()
-            if not (agent.info["cwd"] or "").endswith(f"/{host}") or "clusterctl.remote.agent" not in cmd or "--tag" not in cmd \
-                    or cmd[cmd.index("--launch") + 1:][:1] != ["scheduler"]:
-                continue
-            for child in agent.children():
-                if child.status() != psutil.STATUS_ZOMBIE and "dask scheduler" in " ".join(child.cmdline()):
-                    return child
-        except (psutil.Error, ValueError):
+            if (p.info["cwd"] or "").endswith(f"/{host}") and p.status() != psutil.STATUS_ZOMBIE \
+                    and " ".join(p.cmdline()).startswith("dask scheduler"):
+                return p
+        except psutil.Error:
             continue
     return None
 

@@ -46,8 +46,10 @@ def host_of(st: dict, name: str) -> dict:
 
 
 def dask_under(path: Path) -> list[psutil.Process]:
-    """Dask processes whose working directory is a host's workdir: the 'remote' ones there."""
-    return [p for p in processes_under(path) if "dask" in " ".join(p.cmdline()) and "agent" not in " ".join(p.cmdline())]
+    """Dask processes whose working directory is a host's workdir: the 'remote' ones there (not the agents,
+    nor the host's fork server, which holds no Dask process of its own)."""
+    return [p for p in processes_under(path) if "dask" in " ".join(p.cmdline())
+            and "clusterctl.remote.agent" not in " ".join(p.cmdline()) and "clusterctl.remote.forkserver" not in " ".join(p.cmdline())]
 
 
 @pytest.mark.timeout(300)

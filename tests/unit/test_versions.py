@@ -101,9 +101,9 @@ def scripted(monkeypatch):
     """fleet's ssh steps replaced: `reports[host]` is what that host's install answers."""
     reports: dict[str, dict | None] = {}
     calls: list[str] = []
-    monkeypatch.setattr(fleet, "_install", lambda cfg, name, payload: reports[name])
+    monkeypatch.setattr(fleet, "_install", lambda cfg, name, payload, warm=True: reports[name])
     monkeypatch.setattr(fleet, "_payload", lambda cfg: {})
-    monkeypatch.setattr(fleet, "_abandon", lambda cfg, hosts: calls.append("abandon"))
+    monkeypatch.setattr(fleet, "_abandon", lambda cfg, hosts, answered=(): calls.append("abandon"))
     monkeypatch.setattr(fleet, "sweep", lambda cfg, name: calls.append(f"sweep {name}"))
     monkeypatch.setattr(fleet.ssh, "secure_control_dir", lambda cfg, create: None)
     monkeypatch.setattr(fleet, "_checked", {})

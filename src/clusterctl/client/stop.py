@@ -56,7 +56,7 @@ def stop(cfg: ClusterConfig) -> dict[str, Any]:
             how = "supervisor"
         except ClusterError:
             pass  # not answering: stop_from_ledger forces it below
-    stop_from_ledger(cfg)
+    stop_from_ledger(cfg, remote=how != "supervisor")  # a supervisor that stopped swept its hosts itself
     recorded = record.supervisor_id
     if recorded:  # also after a SIGKILLed supervisor: its fork server may linger in its group
         reap_helpers(recorded.tagged(tag))
@@ -90,7 +90,7 @@ def reap_helpers(sup: ProcessId) -> None:
         process.stop_many([(sup, None)], grace=2.0)
 
 
-def stop_from_ledger(cfg: ClusterConfig) -> None:
+def stop_from_ledger(cfg: ClusterConfig, remote: bool = True) -> None:
     """Stop whatever the ledger names (matching create time and tag only): workers, then
     scheduler; then record them, and the cluster, as stopped."""
     ledger = Ledger(cfg.state_path)
@@ -119,7 +119,7 @@ def stop_from_ledger(cfg: ClusterConfig) -> None:
         if record.state != ClusterState.FAILED:
             record.state = ClusterState.STOPPED
         ledger.write(record)
-    if cfg.remote_hosts():  # a killed supervisor's remote processes: the agents' sweep (fleet issue)
+    if remote and cfg.remote_hosts():  # a killed supervisor's remote processes: the agents' sweep
         from ..remote import fleet
 
         fleet.shutdown(cfg)

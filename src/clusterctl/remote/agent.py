@@ -28,11 +28,13 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
+from ..plan.tag import KEEP_ENVIRON, TAG_ENV
+from ..runtime.entry import UNKNOWN_EXIT
 from ..runtime.tuning import apply_defaults
+from . import forked
 
-TAG_ENV = "CLUSTERCTL_TAG"  # on every process an agent starts: a later sweep finds orphans by it
-KEEP_ENVIRON = {"SPT_NOENV": "1"}  # Dask's retitling must not wipe the tag from /proc/PID/environ
 POSIX = os.name != "nt"
 PREAMBLE_TIMEOUT = 30.0  # seconds to wait for the environment line on stdin
 LIFELINE_TIMEOUT = 20.0  # seconds of silence on stdin that mean the head is cut off
@@ -155,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
         env.update(KEEP_ENVIRON)
     try:
         argv = command(args)
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
+        child: Any = forked.spawn(argv, env, args.grace) if POSIX else None  # the host's warm start
+        if child is None:
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
     except Exception as e:  # noqa: BLE001 - reported over the channel, then a shell-like code
         _say(f"cannot start {args.command[:1] or args.launch}: {e}")
         return 127
@@ -184,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
             pass
     _kill_group(child.pid)  # what the command left behind (a nanny's worker) goes too
     code = child.wait()
+    if code == UNKNOWN_EXIT:  # its server went before it: it exited, how is lost
+        return 1
     return 128 - code if code < 0 else code
 
 

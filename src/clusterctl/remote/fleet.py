@@ -75,7 +75,7 @@ def prepare(cfg: ClusterConfig, require_all: bool = False, on_differ: OnDiffer |
     failed = [(n, r) for n, r in results.items()
               if isinstance(r, BaseException) and (n not in unreachable or n in required)]
     if failed:
-        _abandon(cfg, hosts)
+        _abandon(cfg, hosts, answered=[n for n, r in results.items() if not isinstance(r, BaseException)])
         why = "; ".join(str(e) for _, e in failed)
         if required:
             why += f" ({', '.join(sorted(required))}: required; `required: false` lets the cluster start without it)"
@@ -85,7 +85,7 @@ def prepare(cfg: ClusterConfig, require_all: bool = False, on_differ: OnDiffer |
     diffs = {n: _differences(head, r) for n, r in reports.items()}
     refused = {n: d for n, d in diffs.items() if versions.refusing(d, cfg.versions)}
     if refused:
-        _abandon(cfg, hosts)
+        _abandon(cfg, hosts, answered=list(reports))
         raise ClusterError(_refusal(cfg, refused))
     tag = cluster_tag(cfg)
     for name, report in reports.items():
@@ -96,8 +96,10 @@ def prepare(cfg: ClusterConfig, require_all: bool = False, on_differ: OnDiffer |
     return unreachable
 
 
-def _abandon(cfg: ClusterConfig, hosts: list[str]) -> None:
-    """A start refused: leave no shared connection behind either."""
+def _abandon(cfg: ClusterConfig, hosts: list[str], answered: list[str] = ()) -> None:
+    """A start refused: stop the fork servers the hosts that answered started, and leave no
+    shared connection behind either."""
+    _each(list(answered), lambda name: sweep(cfg, name))
     for name in hosts:
         try:
             ssh.close(cfg, name)
@@ -133,14 +135,16 @@ def _payload(cfg: ClusterConfig) -> dict[str, dict]:
     return payload
 
 
-def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict]) -> dict[str, str | None] | None:
+def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict], warm: bool = True) -> dict[str, str | None] | None:
     """Files to host `name`; returns its versions report (None from a probe too old to send one)."""
     h = cfg.host(name)
     argv = [h.python, "-m", "clusterctl.remote.probe", "install", remote_workdir(cfg, name)]
+    if warm:  # its fork server imports distributed while the head starts the scheduler
+        argv += ["--warm", cluster_tag(cfg)]
     s = cfg.scheduler
     if name == s.at:  # the scheduler starts there: its fixed ports must be free on that host
         argv += ["--bind", s.host, "--ports", f"{s.port},{s.dashboard_port}"]
-    res = ssh.run(cfg, name, argv, stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20)
+    res = ssh.run(cfg, name, argv, stdin=json.dumps(payload), timeout=ssh.CONNECT_TIMEOUT + 20, master=True)
     if res.code == probe.BUSY:
         raise ClusterError(
             f"host {name!r} ({h.address}): scheduler {_last(res.stderr)}; stop that process or choose "
@@ -173,7 +177,7 @@ def revive(cfg: ClusterConfig, name: str, on_differ: OnDiffer | None = None) -> 
 
     Its versions are compared again only if its report changed since it was checked (it may
     have been reinstalled while away); a refusal raises ClusterError before the sweep."""
-    report = _install(cfg, name, _payload(cfg))
+    report = _install(cfg, name, _payload(cfg), warm=False)  # the sweep below would stop its fork server
     key = (cluster_tag(cfg), name)
     with _checked_lock:
         known = key in _checked and report is not None and _checked[key] == report

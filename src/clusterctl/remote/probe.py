@@ -141,6 +141,25 @@ def install(root: str, payload: dict) -> dict:
     return {"root": os.path.abspath(root), "written": written, "versions": versions()}
 
 
+def start_forkserver(root: str, tag: str) -> bool:
+    """The host's fork server, started in the background with the environment an agent gives its
+    Dask process (so their requests match), importing distributed while the head starts the scheduler."""
+    from ..plan.tag import KEEP_ENVIRON, TAG_ENV as TAG
+    from ..runtime.tuning import apply_defaults
+    from . import forked
+
+    env = dict(os.environ)
+    apply_defaults(env)
+    env.update({TAG: tag, **KEEP_ENVIRON})
+    try:  # an optimisation: a server that cannot start means agents exec their processes
+        os.makedirs(os.path.expanduser(root), exist_ok=True)
+        os.chdir(os.path.expanduser(root))
+        return forked.start(env)
+    except OSError as e:
+        print(f"no fork server: {e}", file=sys.stderr)
+        return False
+
+
 def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
     """Stop every agent of this cluster here (they stop their children), then kill stragglers by tag.
 
@@ -148,6 +167,8 @@ def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
     inherit it): this "host" may share its process table with the head (the same machine reached
     over ssh, or a network namespace), whose own processes carry the same tag."""
     import psutil
+
+    from ..runtime.process import wait_gone  # a zombie is gone: a slow init reaps it seconds later
 
     root = os.path.realpath(os.path.expanduser(workdir)) if workdir else None
 
@@ -174,7 +195,7 @@ def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(agents, timeout=grace + 2)
+    wait_gone(agents, timeout=grace + 2)
     left = []
     for p in psutil.process_iter(["pid"]):
         if p.pid == os.getpid():
@@ -190,7 +211,7 @@ def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(left, timeout=5)
+    wait_gone(left, timeout=5)
     return {"agents": len(agents), "killed": len(left)}
 
 
@@ -204,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("root")
     i.add_argument("--bind", default=None, help="with --ports: fail (exit 3) if one is in use there")
     i.add_argument("--ports", default="")
+    i.add_argument("--warm", default=None, metavar="TAG",
+                   help="then start this cluster's fork server in ROOT (remote/forkserver.py), if none runs there")
     s = sub.add_parser("sweep", help="stop what a cluster's agents left here")
     s.add_argument("tag")
     s.add_argument("--grace", type=float, default=10.0)
@@ -219,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"port {', '.join(busy)} on {args.bind} is already in use", file=sys.stderr)
             return BUSY
         result = install(args.root, payload)
+        if args.warm:
+            result["warm"] = start_forkserver(args.root, args.warm)
     else:
         result = sweep(args.tag, args.grace, args.workdir)
     print(json.dumps(result))

@@ -27,16 +27,18 @@ class Result:
 
 
 def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = None, timeout: float = 30,
-        connect_timeout: float | None = None, shared: bool = True) -> Result:
+        connect_timeout: float | None = None, shared: bool = True, master: bool = False) -> Result:
     """Run one short command on host `name`; HostUnreachable (naming the host) if ssh fails.
 
     ``shared=False`` opens a connection of its own: after a silent cut the shared master may
-    still look alive for the seconds its keep-alives take, and a probe must not wait on it."""
+    still look alive for the seconds its keep-alives take, and a probe must not wait on it.
+    ``master=True`` leaves the shared connection open behind it (ControlPersist; it detaches
+    from our pipes): `up` prepares a host so, and the processes started next all share it,
+    rather than racing to be the master (the losers each pay a full ssh handshake)."""
     host = cfg.host(name)
     full = ssh_argv(host, secure_control_dir(cfg, create=False))
-    # Use a running cluster's shared connection, but never become one: a short command's ssh
-    # would otherwise stay behind as the master (ControlPersist) or wait on others' sessions.
-    full[full.index("ControlMaster=auto")] = "ControlMaster=no"
+    if not master:  # use a running cluster's shared connection, but never become one
+        full[full.index("ControlMaster=auto")] = "ControlMaster=no"
     if not shared:
         full[[i for i, a in enumerate(full) if a.startswith("ControlPath=")][0]] = "ControlPath=none"
     if connect_timeout is not None:

@@ -28,14 +28,12 @@ from typing import Any, Callable
 
 import psutil
 
-from ..plan.specs import TAG_ENV
+from ..plan.tag import TAG_ENV
+from .entry import UNKNOWN_EXIT
 from .logs import private_file, write_header
 from .process import KEEP_ENVIRON, carries
 
 POLL_INTERVAL = 0.02
-# The exit code of a process that was not our child: it went, but only its parent learnt the code.
-# Outside both ranges Popen uses (0..255, and minus a signal number), so nobody mistakes it for one.
-UNKNOWN_EXIT = 256
 
 
 class ChildHandle:

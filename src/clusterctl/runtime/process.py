@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from ..plan.specs import TAG_ENV
+from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from .logs import private_file, write_header
 
 WINDOWS = os.name == "nt"
@@ -28,7 +28,6 @@ BOOT_SLACK = 1.0  # seconds: the boot time psutil derives moves a little with th
 ORPHAN_GRACE = 0.5  # seconds a stopped tree's leftovers get before SIGKILL
 # setproctitle (Dask retitles its processes) would otherwise overwrite what /proc/PID/environ
 # shows, and with it the tag; the title then fits in the command line's own space.
-KEEP_ENVIRON = {"SPT_NOENV": "1"}
 _owned: set[tuple[int, float, str]] = set()  # (pid, create time, tag) already proven: env never changes
 
 

@@ -23,38 +23,19 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..plan.specs import TAG_ENV, ProcessSpec
-from ..plan.resolve import Launcher
+from ..plan.tag import TAG_ENV
+from .entry import ENTRY, PRELOAD, enabled, entry_point  # noqa: F401 - warm.entry_point is its API
 from .handles import WarmChild
 from .logs import write_header
 
-PRELOAD = ["distributed", "distributed.cli.dask_scheduler", "distributed.cli.dask_worker"]
-ENTRY = {
-    "scheduler": "distributed.cli.dask_scheduler",
-    "worker": "distributed.cli.dask_worker",
-    "dask-scheduler": "distributed.cli.dask_scheduler",
-    "dask-worker": "distributed.cli.dask_worker",
-}
+if TYPE_CHECKING:
+    from ..plan.resolve import Launcher
+    from ..plan.specs import ProcessSpec
+
 _lock = threading.Lock()
 _ctx: Any = None
-
-
-def enabled() -> bool:
-    return os.name == "posix" and os.environ.get("CLUSTERCTL_WARM", "1") != "0"
-
-
-def entry_point(argv: tuple[str, ...] | list[str]) -> tuple[str, list[str], str] | None:
-    """(module, click args, prog name) for a planned Dask argv, or None if it is not one."""
-    if len(argv) >= 2 and argv[1] in ("scheduler", "worker"):
-        return ENTRY[argv[1]], list(argv[2:]), f"dask {argv[1]}"
-    if len(argv) >= 3 and argv[1] == "-m" and argv[2] in ENTRY.values():
-        return argv[2], list(argv[3:]), argv[2]
-    name = Path(argv[0]).name if argv else ""
-    if name in ("dask-scheduler", "dask-worker"):
-        return ENTRY[name], list(argv[1:]), name
-    return None
 
 
 def usable(spec: ProcessSpec, launcher: Launcher | None) -> bool:
