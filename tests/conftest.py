@@ -115,6 +115,23 @@ def kill_all(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_registry(tmp_path_factory):
+    """The cluster registry (runtime/registry.py) in a temp dir for the whole session, for this
+    process and every CLI it runs: tests never read nor write the real user's."""
+    keys = ("XDG_STATE_HOME", "LOCALAPPDATA") if os.name == "nt" else ("XDG_STATE_HOME",)
+    saved = {k: os.environ.get(k) for k in keys}
+    state = tmp_path_factory.mktemp("xdg-state")
+    for k in keys:
+        os.environ[k] = str(state)
+    yield state
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):
     """A fresh topology on free ports; afterwards `down`, then force and report anything left."""

@@ -65,7 +65,7 @@ def test_the_units_command_runs_the_cluster_and_sigterm_stops_it_all(cluster, tm
     assert s["KillMode"] == ["mixed"]
     # systemd's environment for a unit: its Environment= lines plus a few of its own, not the caller's.
     env = {"PATH": path_assignment[len("PATH="):], "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8",
-           "USER": os.environ.get("USER", "root")}
+           "USER": os.environ.get("USER", "root"), "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
     main = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

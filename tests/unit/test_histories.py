@@ -8,6 +8,7 @@ No process is started; each history runs in a few milliseconds.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from clusterctl.plan.specs import ProcessSpec
 from clusterctl.runtime.process import ProcessId
 from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
 from clusterctl.supervisor.hosts import Fleet, Host
+from clusterctl.supervisor import authority
+from clusterctl.supervisor.adaptive import GroupAdapt
 from clusterctl.supervisor.reconcile import SCHEDULER_LOST_GRACE, Reconciler, Timing
 from clusterctl.supervisor.restart import RestartTracker
 from clusterctl.supervisor.states import ChildState as S
@@ -481,7 +484,9 @@ def test_stop_during_start_up_is_final():
 
 def test_restart_policies_never_and_on_failure():
     h = History(policy=RestartPolicy(policy="on-failure")).up()
-    h.exit("default-0", 0).tick()
+    h.exit("default-0", 0).tick()  # a clean exit waits for the scheduler: did Dask retire it?
+    assert h.state("default-0") == S.RUNNING and h.events("default-0") == []
+    h.answer("default-1").tick()  # no: a plain exit, decided by the policy
     assert h.state("default-0") == S.EXITED
     assert h.events("default-0") == ["exited", "stays-down"]
     h.exit("default-1", 3).tick()
@@ -718,3 +723,109 @@ def test_a_silent_remote_worker_on_a_reachable_host_is_hung_after_the_ssh_window
     h = History(workers=1, remote=1, policy=RestartPolicy(unhealthy_grace=10)).up()
     h.wait(1).answer("default-0", "far-0", **{"far-0": {"heartbeat_age": 21.0}}).tick()
     assert h.events("far-0")[:2] == ["unhealthy", "restarting"]
+
+
+# -- Dask is the authority on retirement and shutdown (supervisor/authority.py) ---------------------
+
+def test_a_worker_dask_retires_lowers_its_groups_desired_count_and_is_not_restarted():
+    h = History(workers=3).up()
+    saved = []
+    h.core.on_desired_changed = lambda: saved.append(len(h.core.desired.workers("default")))
+    h.probe.retired = {"default-1": {"at": time.time() + 1, "stimulus": "retire-workers-1"}}
+    h.tick()
+    assert "default-1" not in h.core.desired and saved == [2]
+    assert h.events("default-1")[:2] == ["retired-by-dask", "retiring"]
+    h.tick(3)
+    assert "default-1" not in h.core.children, "retired and gone, never started again"
+    assert h.spawned().count("default-1") == 0  # (up() forgot the first start)
+
+
+def test_a_clean_exit_that_dask_reports_as_a_retirement_is_not_restarted():
+    h = History(workers=2).up()
+    h.exit("default-0", 0).tick()
+    assert h.state("default-0") == S.RUNNING, "held until the scheduler answers"
+    h.probe.retired = {"default-0": {"at": time.time() + 1, "stimulus": "retire-workers-2"}}
+    h.answer("default-1").tick(3)
+    assert "default-0" not in h.core.desired and "default-0" not in h.core.children
+    assert h.spawned().count("default-0") == 0  # (up() forgot the first start)
+    assert "retired-by-dask" in h.events("default-0")
+
+
+def test_a_clean_exit_is_restarted_once_the_scheduler_answers_or_after_the_deadline():
+    h = History(workers=2).up()
+    h.exit("default-0", 0).tick()
+    h.answer("default-1").tick()
+    assert h.events("default-0")[:2] == ["exited", "restarting"]
+    h = History(workers=2).up()
+    h.exit("default-0", 0).tick()
+    h.wait(authority.DECIDE_WITHIN + 1).tick()  # the scheduler never answered: decide anyway
+    assert h.events("default-0")[:2] == ["exited", "restarting"]
+
+
+def test_an_old_retirement_record_does_not_retire_a_new_worker_of_the_same_name():
+    h = History(workers=2)
+    h.probe.retired = {"default-0": {"at": time.time() - 3600, "stimulus": "retire-workers-0"}}
+    h.up().tick(3)
+    assert "default-0" in h.core.desired and h.state("default-0") == S.RUNNING
+
+
+def test_a_client_shutdown_stops_the_cluster_once_and_says_who_asked():
+    h = History().up()
+    asked = []
+    h.core.on_shutdown = asked.append
+    h.probe.shutdown = {"by": "tcp://127.0.0.1:50000", "at": time.time() + 1}
+    h.tick(3)
+    assert asked == ["tcp://127.0.0.1:50000"]
+    assert [d for p, e, d in h.fx.events if e == "shutdown-requested"] == \
+        ["by a client at tcp://127.0.0.1:50000 (client.shutdown()); stopping everything"]
+
+
+# -- adaptive groups (supervisor/adaptive.py) -----------------------------------------------------
+
+def adaptive(h: History, minimum: int = 1, maximum: int = 6, wait_count: int = 3) -> History:
+    h.core.adapter.set(GroupAdapt("default", minimum, maximum, wait_count=wait_count, interval=1.0))
+    return h
+
+
+def recommend(h: History, target: int, to_close: tuple[str, ...] = (), queued: int = 0) -> History:
+    h.probe.recommendation = {"target": target, "to_close": list(to_close), "queued": queued, "processing": 0}
+    return h.answer(*[n for n, c in h.core.children.items() if c.is_worker and c.state == S.RUNNING])
+
+
+def test_an_adaptive_group_grows_at_once_when_work_queues_and_stops_at_its_maximum():
+    h = adaptive(History(workers=1).up())
+    recommend(h, 4, queued=40).tick()
+    assert sorted(h.core.desired.workers("default")) == ["default-0", "default-1", "default-2", "default-3"]
+    assert h.events("default")[-1] == "adapt-up" and h.core.adapter.groups["default"].target == 4
+    recommend(h, 50, queued=400).wait(1).tick()
+    assert len(h.core.desired.workers("default")) == 6, "never beyond maximum"
+
+
+def test_an_adaptive_group_shrinks_only_after_wait_count_lower_answers_and_only_closable_workers():
+    h = adaptive(History(workers=4).up(), minimum=1, wait_count=3)
+    for i in range(2):
+        recommend(h, 1, to_close=("default-1", "default-2", "default-3")).wait(1).tick()
+        assert len(h.core.desired.workers("default")) == 4, f"answer {i + 1} of 3: not yet"
+    h.tick()  # the same answer again: it does not count twice
+    assert len(h.core.desired.workers("default")) == 4
+    recommend(h, 1, to_close=("default-2", "default-3")).wait(1).tick()
+    assert sorted(h.core.desired.workers("default")) == ["default-0", "default-1"], \
+        "only the workers Dask named, newest first; the rest waits for the next round"
+    assert "adapt-down" in h.events("default")
+    assert {h.state(n) for n in ("default-2", "default-3") if n in h.core.children} <= {S.RETIRING, S.STOPPED}
+
+
+def test_a_recommendation_between_two_lower_ones_resets_the_count():
+    h = adaptive(History(workers=3).up(), wait_count=2)
+    recommend(h, 1, to_close=("default-2",)).wait(1).tick()
+    recommend(h, 3).wait(1).tick()
+    recommend(h, 1, to_close=("default-2",)).wait(1).tick()
+    assert len(h.core.desired.workers("default")) == 3, "no flapping: two lower answers in a row are needed"
+    recommend(h, 1, to_close=("default-2",)).wait(1).tick()
+    assert len(h.core.desired.workers("default")) == 2
+
+
+def test_adaptive_never_goes_below_minimum():
+    h = adaptive(History(workers=3).up(), minimum=2, wait_count=1)
+    recommend(h, 0, to_close=("default-0", "default-1", "default-2")).wait(1).tick()
+    assert len(h.core.desired.workers("default")) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -13,16 +14,15 @@ from rich import box
 from rich.table import Table
 
 from ..client.connect import log_file, read_record, supervisor_alive
-from ..client.start import adoption, start_background
+from ..client.start import adoption, run_foreground, start_background
 from ..client.status import NOT_RUNNING, UNSUPERVISED, cluster_summary
 from ..client.status import status as cluster_status
 from ..client.stop import stop
 from ..runtime import tuning
 from ..runtime.events import read_events
 from ..runtime.ledger import Ledger
-from ..plan.specs import TAG_ENV, build_plan, cluster_tag
+from ..plan.specs import TAG_ENV, build_plan, cluster_tag, dashboard_url
 from ..plan.resolve import resolve
-from ..supervisor import Supervisor
 from ..supervisor.states import ChildState, ClusterState
 from . import app
 from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
@@ -107,10 +107,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def _foreground(cfg, require_all: bool = False) -> None:
-    sup = Supervisor(cfg, echo=lambda line: out.print(line, markup=False), require_all=require_all)
-    code = sup.run()
+    code, error = run_foreground(cfg, echo=lambda line: out.print(line, markup=False), require_all=require_all)
     if code == 1:
-        first, *rest = (sup.error or "start failed").splitlines()
+        first, *rest = (error or "start failed").splitlines()
         err.print(f"[bold red]error:[/] {escape(first)}")
         for line in rest:
             err.print(line, markup=False)
@@ -167,6 +166,11 @@ def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     out.print(f"  scheduler {sched['address']}  dashboard {st['dashboard'] or '-'}  "
               f"workers {st['workers_registered']}/{st['workers_expected']}  threads {st.get('threads') or '-'}  "
               f"memory {format_bytes(st.get('memory'))}  supervisor pid {st['supervisor']['pid']}")
+    if st.get("metrics"):
+        out.print(f"  metrics {st['metrics']}", markup=False, highlight=False)
+    for group, a in (st.get("adaptive") or {}).items():
+        out.print(f"  adaptive {group}: {a['minimum']}-{a['maximum']} workers, target {a['target'] if a['target'] is not None else '-'}"
+                  f" ({a['reason']})", markup=False, highlight=False)
     headers = ("name", "role", "group", "host", "pid", "state", "restarts", "rss", "cpu%", "registered")
     rows = []
     externals = [dict(name=e["name"], role="worker", group="external", host=e["address"], pid=None, state="external",
@@ -216,7 +220,7 @@ def _print_hosts(hosts: list[dict[str, Any]], colour: bool) -> None:
 @app.command()
 @user_errors
 def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check cluster.yaml and print the resolved plan; starts nothing.
+    """Check cluster.yaml and print the resolved plan, and where each tuning value comes from; starts nothing.
 
     Example: clusterctl validate -f cluster.yaml
     """
@@ -226,22 +230,56 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     launcher = resolve(cfg.python, cfg.bin_dir)
     specs = build_plan(cfg, launcher)
     defaults = tuning.apply_defaults(dict(os.environ))  # what every process gets, unless its env says otherwise
+    problems: list[str] = []
+    base = tuning.sources(os.environ, problems)
+    groups = _group_tuning(specs)
+    remote = sorted({s.at for s in specs if s.remote})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dashboard = dashboard_url(cfg)
+    for line in problems + [str(w.message) for w in caught]:
+        err.print(f"warning: {line}", markup=False)
     tag = cluster_tag(cfg)
     if as_json:  # env values from the topology are masked (to_dict): they may be secrets
+        tuned = {"values": [t.to_dict() for t in base],
+                 "groups": {g: [t.to_dict() for t in ts] for g, ts in groups.items()},
+                 "remote_hosts": remote}
         out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "env_defaults": defaults, "tag": tag,
-                                   "processes": [s.to_dict() for s in specs]}))
+                                   "dashboard": dashboard, "tuning": tuned,
+                                   "processes": [s.to_dict() for s in specs]}, default=str))
         return
     out.print(f"{cfg.source}: valid; cluster {cfg.name!r}, {len(specs) - 1} workers")
     out.print(f"dask: {launcher.how}")
     out.print(f"state: {cfg.state_path}")
+    out.print(f"dashboard: {dashboard or '(disabled)'}", markup=False)
     out.print(f"tag: {TAG_ENV}={tag} (every process carries it; `down` stops by it)", markup=False)
-    if defaults:
-        out.print("env defaults: " + " ".join(f"{k}={v}" for k, v in defaults.items()), markup=False)
+    out.print("tuning (a group's env: beats the environment, which beats your dask config, "
+              "which beats clusterctl's defaults):", markup=False)
+    width = max(len(t.setting or t.key) for t in base)
+    for t in base:
+        out.print(f"  {t.setting or t.key:<{width}}  {t.value!s:<9} {t.source}", markup=False)
+    for g, ts in groups.items():
+        for t in ts:
+            out.print(f"  {g}: {t.setting or t.key} = {t.value}  {t.source}", markup=False)
+    for h in remote:
+        out.print(f"  on host {h}: that host's own environment and dask config decide, as here "
+                  "(its agent reads them there)", markup=False)
     for s in specs:
         shown = {k: v for k, v in s.to_dict()["env"].items() if k != TAG_ENV}
         shown.update(s.to_dict()["remote_env"])  # sent to the host's agent over stdin
         env = " ".join(f"{k}={v}" for k, v in shown.items())
         out.print(f"  {s.name:<14} {(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
+
+
+def _group_tuning(specs: list) -> dict[str, list[tuning.Source]]:
+    """The tuning values a group's env: (with its host's, on another host) sets itself, by group
+    (and host, when the group's processes run on several with different env)."""
+    by: dict[str, list[tuning.Source]] = {}
+    for s in specs:
+        found = tuning.group_sources(s.remote_env if s.remote else s.env)
+        if found:
+            by.setdefault(f"{s.group}@{s.at}" if s.remote else s.group, found)
+    return by
 
 
 @app.command()

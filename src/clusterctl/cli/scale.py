@@ -92,3 +92,37 @@ def worker_remove(
         raise ClusterError("name the workers to remove, or give --count")
     body = {"names": names or [], "count": count, "group": group, "kill": kill}
     _report(cfg, ask_supervisor(cfg, "remove", body), as_json)
+
+
+@app.command()
+@user_errors
+def adapt(
+    group: GroupOption = None,
+    minimum: Annotated[Optional[int], typer.Option("--min", help="Never fewer workers than this.")] = None,
+    maximum: Annotated[Optional[int], typer.Option("--max", help="Never more workers than this.")] = None,
+    target_duration: Annotated[Optional[float], typer.Option(
+        "--target-duration", help="Seconds the queued work should take (Dask's target-duration); default 5.")] = None,
+    wait_count: Annotated[Optional[int], typer.Option(
+        "--wait-count", help="Consecutive lower recommendations before shrinking; default 3.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Stop adapting: keep the current size.")] = False,
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let a group follow Dask's own recommendation between --min and --max (grow at once, shrink gracefully).
+
+    Example: clusterctl adapt --group default --min 1 --max 8   (and: clusterctl adapt --off)
+    """
+    cfg = config(file)
+    body = {"group": group, "off": off, "minimum": minimum, "maximum": maximum,
+            "target_duration": target_duration, "wait_count": wait_count}
+    result = ask_supervisor(cfg, "adapt", {k: v for k, v in body.items() if v is not None})
+    if as_json:
+        out.print_json(json.dumps(result))
+    elif result.get("adaptive"):
+        a = result["adaptive"]
+        out.print(f"{result['group']}: adaptive between {a['minimum']} and {a['maximum']} workers "
+                  f"(target duration {a['target_duration']:g} s; shrinks after {a['wait_count']} lower "
+                  f"recommendations); {result['workers']} now", markup=False)
+    else:
+        was = "no longer adaptive" if result.get("was_adaptive") else "was not adaptive"
+        out.print(f"{result['group']}: {was}; fixed at {result['workers']} workers", markup=False)

@@ -16,11 +16,12 @@ from typing import Callable
 from ..errors import ClusterError
 from ..plan.resolve import resolve
 from ..plan.specs import TAG_ENV, cluster_tag
-from ..runtime import handles, process
+from ..runtime import handles, process, registry
 from ..runtime.handles import ForkedChild
 from ..runtime.events import read_events
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable, private_dir
 from ..runtime.logs import tail
+from ..supervisor import Supervisor
 from ..supervisor import main as run_supervisor
 from ..supervisor.adopt import leftovers, strangers
 from ..supervisor.states import SERVING, ChildState, ClusterState
@@ -35,8 +36,13 @@ class StartError(ClusterError):
     """``up`` failed; nothing of the cluster is left running."""
 
 
-def start_background(cfg: ClusterConfig, progress: Progress | None = None, require_all: bool = False) -> LedgerRecord:
+def start_background(cfg: ClusterConfig, progress: Progress | None = None, require_all: bool = False,
+                     fork: bool = True) -> LedgerRecord:
     """Launch the supervisor as a fresh detached process; return the ledger's record once healthy.
+
+    The cluster is registered (runtime/registry.py: `clusterctl list`) as its supervisor starts,
+    and again when it already runs. ``fork=False`` execs the supervisor instead of forking this
+    process (a library caller's interpreter, with its memory and threads, is no one to copy).
 
     A host that does not answer leaves the cluster `degraded` (its workers join when it does),
     unless it is required or ``require_all``. Raises StartError (with the cause and log tail)
@@ -50,6 +56,7 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
     try:
         record = ledger.read()
         if supervisor_alive(record):
+            register(cfg)  # e.g. started before the registry existed
             return record  # type: ignore[return-value] - caller reports "already running"
         problem = leftovers(ledger)
     except LedgerUnreadable as e:
@@ -70,10 +77,11 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
     source = str(cfg.source or "cluster.yaml")
     env = {"PYTHONUNBUFFERED": "1", TAG_ENV: tag}  # as process.spawn gives an exec'd one (and so its children)
     flags = ["--require-all"] if require_all else []
-    popen = forked_supervisor(source, log, cfg.base_dir, env, flags)
+    popen = forked_supervisor(source, log, cfg.base_dir, env, flags) if fork else None
     if popen is None:
         popen = process.spawn(supervisor_argv(source, flags), log_path=log, cwd=cfg.base_dir, detach=True, env=env)
     sup = process.identify(popen)
+    register(cfg)
     deadline = time.monotonic() + cfg.timeouts.startup + 30
     last = ""
     while True:
@@ -103,6 +111,24 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
             stop_from_ledger(cfg)
             raise StartError(f"the cluster was not healthy within {cfg.timeouts.startup + 30:g} s; see {log}")
         time.sleep(0.05)
+
+
+def run_foreground(cfg: ClusterConfig, echo: Callable[[str], None], require_all: bool = False) -> tuple[int, str | None]:
+    """`up --foreground`: this process is the supervisor until the cluster stops (Ctrl-C, SIGTERM,
+    `down`); registered first, so `clusterctl list` shows it. Returns its exit code and error."""
+    register(cfg)
+    sup = Supervisor(cfg, echo=echo, require_all=require_all)
+    code = sup.run()
+    return code, sup.error
+
+
+def register(cfg: ClusterConfig) -> None:
+    """Put the cluster in this user's registry. A registry that cannot be written (a read-only
+    home) costs `clusterctl list` this entry, never the start."""
+    try:
+        registry.register(cfg.name, cfg.source, cfg.state_path)
+    except OSError:
+        pass
 
 
 def adoption(cfg: ClusterConfig, record: LedgerRecord) -> dict[str, list[str]] | None:

@@ -71,6 +71,7 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
         "scheduler": {"address": record.scheduler.address, "answering": answering,
                       "at": cfg.scheduler.at or LOCAL_HOST, "host": cfg.scheduler.host},
         "dashboard": record.scheduler.dashboard,
+        "metrics": record.supervisor.metrics if sup else None,  # the supervisor serves it: gone with it
         "workers_registered": len(registered),
         "workers_expected": sum(1 for p in procs_out if p["role"] == "worker"),
         "threads": ident.get("total_threads"),
@@ -79,6 +80,7 @@ def status(cfg: ClusterConfig, sample: float = 0.2) -> dict[str, Any]:
         "processes": procs_out,
         "external": external,
         "hosts": hosts(record),
+        "adaptive": dict(record.adaptive),
     }
 
 
@@ -90,7 +92,7 @@ def hosts(record: LedgerRecord) -> list[dict[str, Any]]:
 
 def _empty(cfg: ClusterConfig) -> dict[str, Any]:
     return {"name": cfg.name, "state": NOT_RUNNING, "processes": [], "workers_registered": 0, "workers_expected": 0,
-            "scheduler": {"address": None, "answering": False}, "dashboard": None, "external": [],
+            "scheduler": {"address": None, "answering": False}, "dashboard": None, "metrics": None, "external": [],
             "supervisor": {"pid": None, "alive": False}, "hosts": []}
 
 
@@ -100,6 +102,7 @@ def cluster_summary(record: LedgerRecord, cfg: ClusterConfig) -> dict[str, Any]:
     return {
         "scheduler": record.scheduler.address,
         "dashboard": record.scheduler.dashboard,
+        "metrics": record.supervisor.metrics,
         "workers": ident.get("n_workers", len(ident.get("workers") or {})),
         "threads": ident.get("total_threads"),
         "memory": ident.get("total_memory"),

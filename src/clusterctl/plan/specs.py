@@ -21,15 +21,16 @@ from ..topology import LOCAL_HOST, MAX_GROUP_WORKERS, ClusterConfig, RestartPoli
 from ..errors import ConfigError
 from .ssh import control_dir, remote_command, ssh_argv
 from .resolve import Launcher
+# TAG_ENV is in the environment of every process clusterctl starts, here and on other hosts: the
+# proof that a pid is this cluster's before anything signals it (runtime/process.py), and what
+# `down` sweeps by. Re-exported: the plan's users import it from here.
+from .tag import TAG_ENV
 
 Role = Literal["scheduler", "worker"]
 SCHEDULER = "scheduler"
 SCHEDULER_PLUGIN = Path(__file__).resolve().parent.parent / "runtime" / "scheduler_plugin.py"
 # On another host the head's file path means nothing; clusterctl is installed there (the agent needs it).
 SCHEDULER_PLUGIN_MODULE = "clusterctl.runtime.scheduler_plugin"
-# In the environment of every process clusterctl starts, here and on other hosts: the proof that a
-# pid is this cluster's before anything signals it (runtime/process.py), and what `down` sweeps by.
-TAG_ENV = "CLUSTERCTL_TAG"
 MASK = "***"
 
 
@@ -154,11 +155,85 @@ def _tagged(cfg: ClusterConfig, env: dict[str, str]) -> dict[str, str]:
     return {**env, TAG_ENV: cluster_tag(cfg)}
 
 
+DASHBOARD_LINK = "{scheme}://{host}:{port}/status"  # distributed.dashboard.link's default
+_LINK_KEYS = ("distributed.dashboard.link", "diagnostics-link", "distributed.scheduler.dashboard.tls.cert")
+_DASK_CONFIG_ERROR: list[Exception] = []  # why dask.config does not import here: not tried again
+
+
 def dashboard_url(cfg: ClusterConfig, port: int | None = None) -> str | None:
+    """The dashboard's link for `up`, `status` and the ledger: Dask's ``distributed.dashboard.link``
+    (e.g. "/user/{JUPYTERHUB_USER}/proxy/{port}/status" behind jupyter-server-proxy) formatted as
+    ``distributed.utils.format_dashboard_link`` does, with scheme, host, port and the environment;
+    an IPv6 host in brackets. A template that does not format gives the default link and a
+    warning, as Dask's own scheduler does: a display convenience must not fail a ledger write."""
+    import warnings
+
     if not cfg.scheduler.dashboard:
         return None
     p = port if port is not None else cfg.scheduler.dashboard_port
-    return f"http://{hostport(connect_host(cfg.scheduler.host), p)}/status"
+    host = hostport(connect_host(cfg.scheduler.host), 0).rsplit(":", 1)[0]  # IPv6 in brackets
+    try:
+        template, scheme = _dashboard_config()
+    except Exception as e:  # noqa: BLE001 - e.g. Dask refuses a malformed config file on import
+        template, scheme = None, "http"
+        why = (str(e).splitlines() or [repr(e)])[0].split(", original error message")[0].rstrip(":")
+        warnings.warn(f"cannot read the dask config ({why}); showing the default dashboard link", stacklevel=2)
+    default = DASHBOARD_LINK.format(scheme=scheme, host=host, port=p)
+    if template is None or template == DASHBOARD_LINK:
+        return default
+    try:
+        return str(template).format(**{**os.environ, "scheme": scheme, "host": host, "port": p})
+    except KeyError as e:
+        why = f"names {e.args[0]}, which is not set" if e.args else "does not format"
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        why = f"does not format ({e})"
+    warnings.warn(f"dask config distributed.dashboard.link {template!r} {why}; showing {default}", stacklevel=2)
+    return default
+
+
+def _dashboard_config() -> tuple[object, str]:
+    """The user's link template (None: not set) and the scheme, from Dask's config: imported here,
+    not at the top (every command imports this module; ~50 ms, or ~0.5 s for distributed.utils,
+    where Dask's own function is), and only if a Dask config exists: the supervisor writes its
+    first ledger before it starts the scheduler, so `up` does not wait for that import for nothing."""
+    import sys
+
+    if "dask.config" not in sys.modules and not _dask_config_may_set(_LINK_KEYS):
+        return None, "http"
+    if _DASK_CONFIG_ERROR:
+        raise _DASK_CONFIG_ERROR[0]
+    try:
+        import dask.config
+    except Exception as e:
+        _DASK_CONFIG_ERROR.append(e)
+        raise
+    get = dask.config.get
+    template = get(_LINK_KEYS[0], None) or get(_LINK_KEYS[1], None)  # its old name, renamed by distributed
+    return template, "https" if get(_LINK_KEYS[2], None) else "http"
+
+
+def _dask_config_may_set(keys: tuple[str, ...]) -> bool:
+    """A file in Dask's search path (dask.config._get_paths, as runtime/tuning.py reads it; tests compare
+    both with Dask's) or a DASK_* variable on the way to one of ``keys``."""
+    import site
+    import sys
+
+    on_the_way = {".".join(k.split(".")[:i]) for k in keys for i in range(1, k.count(".") + 2)}
+    if any(n == "DASK_INTERNAL_INHERIT_CONFIG" or n.startswith("DASK_") and
+           n[5:].lower().replace("__", ".").replace("_", "-") in on_the_way for n in os.environ):
+        return True
+    env = os.environ
+    paths = [env.get("DASK_ROOT_CONFIG", "/etc/dask"), *[os.path.join(p, "etc", "dask") for p in
+             (sys.prefix, *getattr(site, "PREFIXES", []))], os.path.join(os.path.expanduser("~"), ".config", "dask"),
+             *([env["DASK_CONFIG"]] if "DASK_CONFIG" in env else [])]
+    for path in paths:
+        try:
+            if os.path.isfile(path) or any(os.path.splitext(f)[1].lower() in (".json", ".yaml", ".yml")
+                                           for f in os.listdir(path)):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def connect_host(bind_host: str) -> str:

@@ -18,6 +18,7 @@ import os
 import secrets
 import tempfile
 import time
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class SupervisorRecord(Record):
     pid: int | None = None
     create_time: float | None = None
     control: str | None = None  # host:port of the control channel
+    metrics: str | None = None  # URL of the supervisor's Prometheus metrics page (runtime/metrics.py)
 
 
 class SchedulerRecord(Record):
@@ -137,6 +139,8 @@ class LedgerRecord(Record):
     scheduler: SchedulerRecord = SchedulerRecord()
     processes: list[ProcessRecord] = []
     hosts: list[HostRecord] = []
+    # adaptive groups: {group: {minimum, maximum, target, reason, ...}} (supervisor/adaptive.py)
+    adaptive: dict[str, dict[str, Any]] = {}
     updated: float | None = None
 
     @property

@@ -61,6 +61,7 @@ class SchedulerProbe:
 
     def __init__(self, host: str, http_port: int):
         self.base = f"http://{hostport(connect_host(host), http_port)}"
+        self.adaptive = 0.0  # a target duration (s): also ask for Dask's adaptive recommendation
 
     def healthy(self, timeout: float = 1.0) -> bool:
         return http_ok(self.base + "/health", timeout)
@@ -69,7 +70,8 @@ class SchedulerProbe:
         """The scheduler's summary from clusterctl's preload: address, totals, workers by name.
 
         (Dask's /json/identity.json raises a TypeError while tasks run, so it is no probe.)"""
-        return http_json(self.base + "/clusterctl/workers.json", timeout)
+        query = f"?adaptive={self.adaptive:g}" if self.adaptive else ""  # Dask's recommendation too
+        return http_json(self.base + "/clusterctl/workers.json" + query, timeout)
 
     def workers_by_name(self, timeout: float = 2.0) -> dict[str, dict] | None:
         """{name: worker info}; None when the scheduler does not answer."""

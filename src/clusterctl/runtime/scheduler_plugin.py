@@ -6,9 +6,11 @@ Dask's own ``/json/identity.json`` fails with a TypeError while tasks run
 what every Dask scheduler has (distributed, tornado), so it works from a file path in any environment.
 """
 
+import asyncio
 import json
 import threading
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -49,6 +51,57 @@ class ComputeCounter(SchedulerPlugin):
 
 
 
+MAX_RETIRED = 4096
+SHUTDOWN_FALLBACK = 10.0  # seconds: with no supervisor to act on a client's shutdown, the scheduler closes itself
+
+
+class Retirements(SchedulerPlugin):
+    """Which workers the scheduler retired (``retire_workers``: a client, Dask's Adaptive, the
+    dashboard; their stimulus id says so), by name and when: the supervisor lowers their group's
+    desired count instead of starting them again. ``client.restart()`` is not a retirement."""
+
+    name = "clusterctl-retirements"
+
+    def __init__(self):
+        super().__init__()
+        self.names = {}  # address -> worker name (the name is gone from the scheduler at removal)
+        self.retired = OrderedDict()  # name -> {"at": wall time, "stimulus": id}
+
+    def add_worker(self, scheduler=None, worker=None, **kwargs):
+        ws = scheduler.workers.get(worker) if scheduler is not None else None
+        if ws is not None:
+            self.names[worker] = str(ws.name)
+
+    def remove_worker(self, scheduler=None, worker=None, *, stimulus_id=None, **kwargs):
+        name = self.names.pop(worker, None)
+        if name is not None and str(stimulus_id or "").startswith("retire-workers"):
+            self.retired.pop(name, None)
+            self.retired[name] = {"at": time.time(), "stimulus": str(stimulus_id)}
+            while len(self.retired) > MAX_RETIRED:
+                self.retired.popitem(last=False)
+
+
+class Shutdown:
+    """``client.shutdown()`` asks the scheduler to terminate. Under clusterctl that means the whole
+    cluster, supervisor included, as Dask's docs promise: the request is recorded (who asked, when)
+    for the supervisor, which stops everything within a second or two; were no supervisor to act,
+    the scheduler closes itself after SHUTDOWN_FALLBACK seconds, as Dask would at once."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.requested = None
+        self._terminate = scheduler.handlers["terminate"]
+        scheduler.handlers["terminate"] = self.terminate
+
+    async def terminate(self, comm=None, **kwargs):  # `comm` first: distributed passes the caller's comm
+        if self.requested is None:
+            self.requested = {"by": str(getattr(comm, "peer_address", "") or "unknown"), "at": time.time()}
+            self.scheduler.loop.call_later(SHUTDOWN_FALLBACK, self._fallback, kwargs)
+
+    def _fallback(self, kwargs):
+        asyncio.ensure_future(self._terminate(**kwargs))
+
+
 class ComputedJSON(web.RequestHandler):
     def initialize(self, counter):
         self.counter = counter
@@ -63,8 +116,9 @@ class ComputedJSON(web.RequestHandler):
 
 
 class WorkersJSON(web.RequestHandler):
-    def initialize(self, scheduler):
+    def initialize(self, scheduler, retirements=None, shutdown=None):
         self.scheduler = scheduler
+        self.retirements, self.shutdown = retirements, shutdown
 
     def get(self):
         s = self.scheduler
@@ -82,16 +136,40 @@ class WorkersJSON(web.RequestHandler):
                 # GIL in C code, a sleeping laptop) stays registered until worker-ttl (5 min).
                 "heartbeat_age": round(max(0.0, now - ws.last_seen), 3),
             }
+        adaptive = None
+        duration = self.get_argument("adaptive", None)  # the supervisor adapts a group: Dask's recommendation
+        if duration is not None:
+            adaptive = recommendation(s, duration)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.write(json.dumps({
+            "adaptive": adaptive,
             "address": s.address,
             "n_workers": len(workers),
             "total_threads": sum(w["nthreads"] for w in workers.values()),
             "total_memory": sum(w["memory_limit"] or 0 for w in workers.values()),
             "tasks": len(s.tasks),
             "workers": workers,
+            "retired": dict(self.retirements.retired) if self.retirements is not None else {},
+            "shutdown": self.shutdown.requested if self.shutdown is not None else None,
         }))
+
+
+def recommendation(s, duration):
+    """What Dask's own Adaptive asks the scheduler: how many workers the work wants
+    (``adaptive_target``) and which workers it could close at low cost (``workers_to_close``)."""
+    try:
+        target = int(s.adaptive_target(target_duration=float(duration)))
+        to_close = [str(n) for n in s.workers_to_close(attribute="name")]
+    except Exception as e:  # noqa: BLE001 - a recommendation that fails is reported, never a 500
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {
+        "target": target,
+        "to_close": to_close,
+        "queued": len(s.queued) + len(s.unrunnable),
+        "processing": sum(len(ws.processing) for ws in s.workers.values()),
+        "tasks": len(s.tasks),
+    }
 
 
 class DashboardStarting(web.RequestHandler):
@@ -151,9 +229,13 @@ class Dashboard:
 def dask_setup(scheduler):
     counter = ComputeCounter()
     scheduler.add_plugin(counter, name=counter.name)
+    retirements = Retirements()
+    scheduler.add_plugin(retirements, name=retirements.name)
+    shutdown = Shutdown(scheduler)
     scheduler.http_application.add_application(
         web.Application([
-            (r"/clusterctl/workers\.json", WorkersJSON, {"scheduler": scheduler}),
+            (r"/clusterctl/workers\.json", WorkersJSON,
+             {"scheduler": scheduler, "retirements": retirements, "shutdown": shutdown}),
             (r"/clusterctl/computed\.json", ComputedJSON, {"counter": counter}),
         ])
     )

@@ -1,5 +1,6 @@
 """The supervisor: one reconcile loop that makes the running children match the desired set."""
 
-from .loop import Supervisor, leftovers, main
+from .entry import main
+from .loop import Supervisor, leftovers
 
 __all__ = ["Supervisor", "leftovers", "main"]

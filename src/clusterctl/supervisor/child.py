@@ -31,6 +31,7 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0  # supervisor clock
     started_wall: float = 0.0  # time.time(), for people
+    exit_seen: float | None = None  # a clean exit held until the scheduler says whether it retired it
     ready_at: float | None = None
     unhealthy_since: float | None = None
     stopped_since: float | None = None  # first seen SIGSTOPped (state T)

@@ -66,9 +66,21 @@ class RemoveRequest(Request):
     kill: bool = False
 
 
+class AdaptRequest(Request):
+    """Make a group adaptive between minimum and maximum, or (``off``) return it to a fixed count."""
+
+    group: GroupName | None = None
+    minimum: int | None = Field(None, ge=0, le=MAX_GROUP_WORKERS)
+    maximum: int | None = Field(None, ge=1, le=MAX_GROUP_WORKERS)
+    target_duration: float | None = Field(None, ge=0.1, le=3600)
+    wait_count: int | None = Field(None, ge=1, le=1000)
+    interval: float | None = Field(None, ge=0.2, le=300)
+    off: bool = False
+
+
 MODELS: dict[str, type[Request]] = {
     "ping": Empty, "status": Empty, "stop": Empty,
-    "scale": ScaleRequest, "add": AddRequest, "remove": RemoveRequest,
+    "scale": ScaleRequest, "add": AddRequest, "remove": RemoveRequest, "adapt": AdaptRequest,
 }
 READ_ONLY = frozenset({"ping", "status"})  # what GET may ask (runtime/control.py has the same set)
 
@@ -78,6 +90,12 @@ HINTS = {
     "names[]": f"a worker name (letters, digits, '_', '.', '-'; at most {MAX_WORKER_NAME} characters)",
     "group": "a worker group's name (letters, digits, '_', '.', '-'; at most 63 characters)",
     "kill": "true or false",
+    "off": "true or false",
+    "minimum": f"a whole number from 0 to {MAX_GROUP_WORKERS}",
+    "maximum": f"a whole number from 1 to {MAX_GROUP_WORKERS}",
+    "target_duration": "seconds, from 0.1 to 3600",
+    "wait_count": "a whole number from 1 to 1000",
+    "interval": "seconds, from 0.2 to 300",
 }
 
 _repr = reprlib.Repr()
@@ -102,6 +120,10 @@ def parse(command: str, body: dict[str, Any]) -> Request:
         raise ClusterError("give worker names or --count, not both")
     if isinstance(request, RemoveRequest) and not request.names and request.count is None:
         raise ClusterError("remove: name the workers, or give --count")
+    if isinstance(request, AdaptRequest) and not request.off:
+        lo, hi = request.minimum, request.maximum
+        if lo is not None and hi is not None and lo > hi:
+            raise ClusterError(f"adapt: --min ({lo}) is more than --max ({hi})")
     return request
 
 

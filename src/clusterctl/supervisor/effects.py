@@ -18,7 +18,7 @@ from ..runtime import process, warm
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
 from ..runtime.logs import first_cause, rotate_if_large, tail
-from ..runtime.probes import HealthWatch, SchedulerInfo, SchedulerProbe
+from ..runtime.probes import HealthWatch, PortDenied, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
 from ..runtime.process import ProcessId
 from .child import Handle
 
@@ -61,9 +61,23 @@ class RealEffects:
         return process.identify(handle)  # type: ignore[arg-type]
 
     def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]:
+        """Local trees by signal. A remote process by closing its lifeline first, so that its agent
+        stops it there and the ssh leaves with it: the worker is gone before the scheduler is told to
+        stop (one still closing would wait on a scheduler that left); signals for what is left."""
+        t0 = time.monotonic()
+        polite = [h for pid, h in targets if pid is not None and _close_lifeline(h)]
+        deadline = t0 + grace
+        while any(h.poll() is None for h in polite) and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.02)
+        exited = {id(h) for h in polite if h.poll() is not None}  # type: ignore[union-attr]
         live = [(pid, h) for pid, h in targets if pid is not None]
-        results = iter(process.stop_many(live, grace) if live else [])  # type: ignore[arg-type]
-        return [next(results) if pid is not None else "gone" for pid, _ in targets]
+        rest = max(0.0, grace - (time.monotonic() - t0))
+        results = iter(process.stop_many(live, rest) if live else [])  # type: ignore[arg-type]
+        out = []
+        for pid, h in targets:
+            result = next(results) if pid is not None else "gone"
+            out.append("exited" if id(h) in exited else result)
+        return out
 
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
         if pid is not None:
@@ -115,6 +129,18 @@ class RealEffects:
         return first_cause(spec.log_path) or "", tail(spec.log_path, 12)
 
 
+def _close_lifeline(handle: Handle | None) -> bool:
+    """A remote child (an ssh whose stdin is its agent's lifeline): close it; True if it was open."""
+    stdin = getattr(handle, "stdin", None)
+    if stdin is None or stdin.closed:
+        return False
+    try:
+        stdin.close()
+    except OSError:
+        pass  # the ssh has gone already; closed all the same
+    return True
+
+
 class SchedulerWatch:
     """The Probe of the real scheduler: found through its scheduler file (local) or its fixed
     HTTP port (another host), then asked by a HealthWatch thread who is registered."""
@@ -124,6 +150,7 @@ class SchedulerWatch:
         self.address: str | None = address
         self.watch: HealthWatch | None = None
         self.interval = 1.0
+        self.adaptive = 0.0  # a target duration: ask for Dask's adaptive recommendation too
         if info_file is None:  # another host: the port is fixed, ask it from the start
             self._start_watch(http_port)
 
@@ -135,9 +162,25 @@ class SchedulerWatch:
     def workers(self) -> dict[str, dict] | None:
         return self.watch.workers if self.watch else None
 
+    @property
+    def recommendation(self) -> dict | None:
+        """Dask's adaptive recommendation in the last answer, when one was asked for (adaptive.py)."""
+        return (self.watch.identity or {}).get("adaptive") if self.watch else None
+
+    @property
+    def retired(self) -> dict[str, dict]:
+        """{worker name: {at, stimulus}}: whom Dask retired (scheduler_plugin.py)."""
+        return dict((self.watch.identity or {}).get("retired") or {}) if self.watch else {}
+
+    @property
+    def shutdown(self) -> dict | None:
+        """{by, at} once a client asked the scheduler to shut down (client.shutdown())."""
+        return (self.watch.identity or {}).get("shutdown") if self.watch else None
+
     def refresh(self) -> None:
         if self.watch is not None:
             self.watch.interval = self.interval
+            self.watch.probe.adaptive = self.adaptive
             if self.watch.identity and self.watch.identity.get("address"):
                 self.address = self.watch.identity["address"]
             return
@@ -191,3 +234,25 @@ class Heartbeat:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.every + 1)
+
+
+def check_ports(cfg: ClusterConfig) -> None:
+    """Refuse a start whose scheduler ports are taken (before anything starts): one line, who has them."""
+    s = cfg.scheduler
+    if cfg.scheduler_remote:
+        return  # its ports are on that host: fleet.prepare checks them there
+    for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
+        if not port:
+            continue
+        try:
+            busy = port_in_use(s.host, port)
+        except PortDenied as e:
+            raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
+                              f"{cfg.source or 'cluster.yaml'}") from e
+        if busy:
+            owner = port_owner(port)
+            who = f" by {owner}" if owner else ""
+            raise StartFailed(
+                f"{label} {s.host}:{port} is already in use{who}; stop that process "
+                f"or choose another port in {cfg.source or 'cluster.yaml'}"
+            )

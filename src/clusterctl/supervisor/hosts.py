@@ -49,11 +49,24 @@ class Fleet:
 
     def usable(self, name: str) -> bool:
         h = self.hosts.get(name)
-        return h is None or h.state != HostState.UNREACHABLE
+        return h is None or h.state not in (HostState.UNREACHABLE, HostState.PREPARING)
+
+    def preparing(self, names: list[str]) -> None:
+        """At `up`, while its files and versions are checked on a thread: no process starts there yet."""
+        for name in names:
+            if name in self.hosts:
+                self.hosts[name].state = HostState.PREPARING
+
+    def prepared(self, name: str) -> None:
+        h = self.hosts.get(name)
+        if h is not None and h.state == HostState.PREPARING:
+            h.state, h.since = HostState.REACHABLE, time.time()
 
     def lost(self, name: str, why: str) -> bool:
         """The host failed us; True when this is news (it was reachable until now)."""
         h = self.hosts.get(name)
+        if h is not None and h.state == HostState.PREPARING:
+            h.state = HostState.REACHABLE  # it was never lost: it did not answer at `up`
         if h is None or h.state == HostState.UNREACHABLE:
             if h is not None:
                 h.last_error = why
@@ -104,6 +117,37 @@ class Fleet:
 
     def unreachable(self) -> list[Host]:
         return [h for h in self.hosts.values() if h.state == HostState.UNREACHABLE]
+
+
+class Preparation:
+    """`fleet.prepare` (files, versions, reachability) on a thread while the local scheduler starts:
+    it needs nothing from the other hosts, and each of them costs an ssh connection and a Python."""
+
+    def __init__(self, prepare: Callable[[], dict[str, str]], fleet: Fleet):
+        self.fleet, self.outcome = fleet, None
+        self.done = threading.Event()
+        fleet.preparing(list(fleet.hosts))
+        threading.Thread(target=self._run, args=(prepare,), name="prepare-hosts", daemon=True).start()
+
+    def _run(self, prepare: Callable[[], dict[str, str]]) -> None:
+        try:
+            self.outcome = prepare()
+        except Exception as e:  # noqa: BLE001 - raised on the loop's thread by collect()
+            self.outcome = e
+        self.done.set()
+
+    def collect(self) -> bool:
+        """On the loop's thread: True once applied (hosts that did not answer are unreachable, the
+        others may run processes); re-raises what prepare raised (`up` fails with it)."""
+        if not self.done.is_set():
+            return False
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        for name, why in (self.outcome or {}).items():
+            self.fleet.lost(name, why)
+        for name in list(self.fleet.hosts):
+            self.fleet.prepared(name)
+        return True
 
 
 def _thread(fn: Callable[..., None], *args: Any) -> None:

@@ -21,22 +21,23 @@ from filelock import FileLock, Timeout
 
 from ..errors import ClusterError
 from ..plan.resolve import Launcher, resolve
-from ..plan.specs import (TAG_ENV, ProcessSpec, build_plan, cluster_tag, dashboard_url, scheduler_address,
+from ..plan.specs import (TAG_ENV, ProcessSpec, build_plan, cluster_tag, scheduler_address,
                           scheduler_spec, worker_spec)
 from ..remote import fleet
-from ..runtime import process, tls, tuning, warm
+from ..runtime import tls, tuning, warm
+from ..runtime.metrics import MetricsServer
 from ..runtime.control import ControlServer
 from ..runtime.events import EventLog
-from ..runtime.ledger import (HostRecord, HostWorkers, Ledger, LedgerRecord, LedgerUnreadable, SchedulerRecord,
-                              SupervisorRecord, private_dir)
+from ..runtime.ledger import (Ledger, LedgerRecord, LedgerUnreadable, private_dir)
 from ..runtime.logs import rotate_if_large
-from ..runtime.probes import PortDenied, port_in_use, port_owner
-from ..topology import ClusterConfig, load_config
-from . import adopt, commands, scaling
+from ..topology import ClusterConfig
+from . import adopt, commands, record, scaling
 from .adopt import leftovers
 from .desired import DesiredSet, DesiredSize
-from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed
-from .hosts import Fleet, Host
+from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed, check_ports
+from ..topology.workers import adaptive_maximum, adaptive_start
+from .adaptive import GroupAdapt
+from .hosts import Fleet, Host, Preparation
 from .reconcile import Reconciler, Timing
 from .states import SERVING, ClusterState
 
@@ -45,7 +46,7 @@ TICK_STARTING = 0.02  # ... while the cluster starts: `up` returns the moment it
 ROTATE_EVERY = 10.0  # seconds between log size checks
 COMMAND_TIMEOUT = 120.0
 
-__all__ = ["StartFailed", "Supervisor", "leftovers", "main"]
+__all__ = ["StartFailed", "Supervisor", "leftovers"]
 
 
 class Supervisor:
@@ -62,6 +63,8 @@ class Supervisor:
         self.error: str | None = None
         self.control: ControlServer | None = None
         self.heartbeat: Heartbeat | None = None
+        self.metrics: MetricsServer | None = None
+        self.preparation: Preparation | None = None
         self.stopped = False
         self.watch = SchedulerWatch(
             cfg.scheduler.host, cfg.scheduler.dashboard_port,
@@ -72,6 +75,8 @@ class Supervisor:
                                Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
                                       early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0))
         self.core.on_scheduler_ready = self._scheduler_ready
+        self.core.on_desired_changed = self._save_size  # Dask retired a worker: its group is smaller now
+        self.core.on_shutdown = lambda by: self.stop_requested.set()  # client.shutdown(): everything stops
         self.core.fleet = Fleet([Host(n, cfg.host(n).address, required=cfg.host(n).required,
                                       retry_max=cfg.host(n).retry_max) for n in cfg.remote_hosts()], fx, clock)
         self._next_rotate = 0.0
@@ -111,6 +116,11 @@ class Supervisor:
             self.events.emit("cluster", "desired-ignored", self.size.problem)
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
+        for g in self.cfg.workers:  # an adaptive group starts small; Dask's recommendation sizes it
+            if g.adapt is not None:
+                counts[g.name] = adaptive_start(g)
+                self.core.adapter.set(GroupAdapt(g.name, g.adapt.minimum, adaptive_maximum(g), g.adapt.target_duration,
+                                                 g.adapt.wait_count, g.adapt.interval))
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
         adopt.install(found, self.core, {s.name: s for s in specs}, self._plan_worker)
         adopt.stop_strays(found, cluster_tag(self.cfg), self.core)  # and the old supervisor's helpers
@@ -118,13 +128,17 @@ class Supervisor:
         # as this cluster's, so `down` and sweeps never touch one that is not.
         os.environ.setdefault(TAG_ENV, cluster_tag(self.cfg))
         tuning.apply_defaults()
-        if any(warm.usable(spec, self.launcher) for spec in specs):
-            # The fork server imports distributed (~0.6 s) while we set up the control
-            # channel, check ports and prepare hosts; every local process then forks from it.
-            warm.warm_up(warm.preload_for(specs))
+        local = [s for s in specs if s.role == "worker" and warm.usable(s, self.launcher)]
+        if local:
+            # The fork server imports distributed (~0.6 s) while we set up the control channel,
+            # check ports and prepare hosts; every local worker, and any later scheduler, forks
+            # from it. With no local worker it starts at a scheduler's restart, if one comes:
+            # at `up` its imports would only slow the scheduler and the hosts' own fork servers.
+            warm.warm_up(warm.preload_for(local))
         try:
-            self._install_signal_handlers()
+            _install_signal_handlers(self.stop_requested)
             self.control = ControlServer(self.ledger.new_token(), self._handle, read_only=commands.READ_ONLY).start()
+            self.metrics = record.serve_metrics(self.snapshot, self.events)
             self.heartbeat = Heartbeat(self._remote_handles).start()
             self._save()
             try:
@@ -143,17 +157,37 @@ class Supervisor:
             self._shutdown()
 
     def _prepare(self, adopting: bool = False) -> None:
+        """Ports here; TLS material, copied to every remote host, whose versions are compared. A
+        local scheduler starts meanwhile: the hosts are prepared on a thread, and their workers
+        start as each answers (a required host that does not answer fails `up` then)."""
         if not adopting:  # an adopted scheduler holds its ports, and its scheduler file
-            _check_ports(self.cfg)
-        try:  # TLS material, copied to every remote host; a required host that does not answer fails here
-            missing = fleet.prepare(self.cfg, require_all=self.require_all,
-                                    on_differ=lambda host, table: self.events.emit(host, "versions-differ", table))
+            check_ports(self.cfg)
+            (self.cfg.state_path / "scheduler.json").unlink(missing_ok=True)
+
+        def prepare() -> dict[str, str]:
+            return fleet.prepare(self.cfg, require_all=self.require_all,
+                                 on_differ=lambda host, table: self.events.emit(host, "versions-differ", table))
+
+        remote = self.cfg.remote_hosts()
+        try:
+            if self.cfg.tls_enabled:
+                tls.ensure(self.cfg)  # before the scheduler starts, which reads it; prepare copies it
+            if not remote:
+                return
         except ClusterError as e:
             raise StartFailed(str(e)) from e
-        for name, why in missing.items():  # the others start without it; it joins when it answers
-            self.core.fleet.lost(name, why)
-        if not adopting:
-            (self.cfg.state_path / "scheduler.json").unlink(missing_ok=True)
+        self.preparation = Preparation(prepare, self.core.fleet)
+        strict = self.require_all or any(self.cfg.host(n).required for n in remote)
+        if adopting or strict or self.cfg.scheduler.at in remote:  # then nothing starts before every host answered
+            self.preparation.done.wait()
+        self._collect_preparation()
+
+    def _collect_preparation(self) -> None:
+        try:  # hosts that did not answer are unreachable: the others start without them, they join later
+            if self.preparation is not None and self.preparation.collect():
+                self.preparation = None
+        except ClusterError as e:
+            raise StartFailed(str(e)) from e
 
     def _adopt_scheduler(self, found: adopt.Survey) -> None:
         """Its ports (pinned if they were 0) in the plan, and the probe on its HTTP port at once."""
@@ -170,6 +204,7 @@ class Supervisor:
                 raise StartFailed(self.core.failure)
             if self.stop_requested.is_set():
                 raise StartFailed("start interrupted by a stop request")
+            self._collect_preparation()
             if self.clock() > deadline:
                 raise StartFailed(f"the cluster was not ready within {self.cfg.timeouts.startup:g} s (timeouts.startup)")
             self.core.tick()
@@ -216,11 +251,11 @@ class Supervisor:
                 self.events.emit("cluster", "stopped", f"in {time.monotonic() - t0:.2f} s")
         finally:
             self.stopped = True
+            metrics, self.metrics = self.metrics, None  # the last record names no metrics page
             self._save()
-            if self.control:
-                self.control.close()
-            if self.heartbeat:
-                self.heartbeat.close()
+            for part in (metrics, self.control, self.heartbeat):
+                if part:
+                    part.close()
             self.watch.close()
 
     # -- planning -------------------------------------------------------------------------------
@@ -257,6 +292,8 @@ class Supervisor:
         if self.core.state not in SERVING:
             raise ClusterError(f"the cluster is {self.core.state.value}; scaling needs it running")
         change = self._call(lambda: self._edit(request))
+        if isinstance(request, commands.AdaptRequest):
+            return change
         removing = change["removing"]
         with self.core.removed:  # retiring on the loop's thread: results move first
             self.core.removed.wait_for(lambda: not any(n in self.core.children for n in removing), COMMAND_TIMEOUT)
@@ -285,13 +322,17 @@ class Supervisor:
 
     def _edit(self, request: commands.Request) -> dict[str, Any]:
         change = scaling.edit(self.core, self.cfg, request)
+        self._save_size()
+        self.core.tick()  # start the new, mark the leaving: the caller reads the ledger next
+        self._save()
+        return change
+
+    def _save_size(self) -> None:
+        """The group sizes, as `scale` or Dask's retirements left them: they outlive the supervisor."""
         try:
             self.size.save(self.core.desired.counts(self._config_counts()), self._config_counts())
         except OSError as e:  # the change holds in memory; it is saved with the next one
             self.core.log_exception("desired.json", e)
-        self.core.tick()  # start the new, mark the leaving: the caller reads the ledger next
-        self._save()
-        return change
 
     def _remote_handles(self) -> list[Any]:
         return [c.handle for c in list(self.core.children.values()) if c.spec.remote and c.handle is not None]
@@ -302,66 +343,25 @@ class Supervisor:
 
     # -- record ---------------------------------------------------------------------------------
     def snapshot(self) -> LedgerRecord:
-        me = process.identify_self()
-        http_port = self.watch.http_port
-        return LedgerRecord(
-            name=self.cfg.name, config=str(self.cfg.source) if self.cfg.source else None,
-            state=self.state.value, error=self.error,
-            supervisor=SupervisorRecord(pid=me.pid, create_time=me.create_time,
-                                        control=self.control.address if self.control else None),
-            scheduler=SchedulerRecord(address=self.watch.address, dashboard=dashboard_url(self.cfg, http_port),
-                                      http_port=http_port),
-            processes=[c.record() for c in list(self.core.children.values())],
-            hosts=[self._host_record(h) for h in list(self.core.fleet.hosts.values())],
-        )
-
-    def _host_record(self, h: Host) -> HostRecord:
-        mine = [c for c in list(self.core.children.values()) if c.spec.at == h.name and c.spec.role == "worker"]
-        return HostRecord(name=h.name, address=h.address, state=h.state.value, since=h.since, last_error=h.last_error,
-                          workers=HostWorkers(desired=sum(c.name in self.core.desired for c in mine),
-                                              running=sum(c.state == "running" for c in mine)))
+        return record.snapshot(self.cfg, self.core, self.state.value, self.watch, self.error,
+                               self.control.address if self.control else None,
+                               self.metrics.address if self.metrics else None)
 
     def _save(self) -> None:
-        self.core.dirty = False
-        try:
-            self.ledger.write(self.snapshot())
-        except OSError as e:  # a full disk must not end supervision: written again at the next change
-            self.core.dirty = True
-            self.core.log_exception("ledger", e)
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_signal(signum: int, frame: Any) -> None:  # only set a flag (distributed _signals.py)
-            self.stop_requested.set()
-
-        # SIGHUP: the terminal of `up --foreground` closed; stop as for Ctrl-C, never leave orphans.
-        for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), on_signal)
+        record.save(self.ledger, self.core, self.snapshot)
 
 
-def _check_ports(cfg: ClusterConfig) -> None:
-    """Refuse a start whose scheduler ports are taken (before anything starts): one line, who has them."""
-    s = cfg.scheduler
-    if cfg.scheduler_remote:
-        return  # its ports are on that host: fleet.prepare checks them there
-    for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
-        if not port:
-            continue
-        try:
-            busy = port_in_use(s.host, port)
-        except PortDenied as e:
-            raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
-                              f"{cfg.source or 'cluster.yaml'}") from e
-        if busy:
-            owner = port_owner(port)
-            who = f" by {owner}" if owner else ""
-            raise StartFailed(
-                f"{label} {s.host}:{port} is already in use{who}; stop that process "
-                f"or choose another port in {cfg.source or 'cluster.yaml'}"
-            )
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:  # only set a flag (distributed _signals.py)
+        stop.set()
+
+    # SIGHUP: the terminal of `up --foreground` closed; stop as for Ctrl-C, never leave orphans.
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
 
 
 def _index(name: str) -> int:
@@ -373,20 +373,3 @@ def _say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the background supervisor: ``python -m clusterctl.supervisor CONFIG [--require-all]``."""
-    args = list(argv if argv is not None else sys.argv[1:])
-    require_all = "--require-all" in args
-    args = [a for a in args if a != "--require-all"]
-    if len(args) != 1:
-        print("usage: python -m clusterctl.supervisor CONFIG [--require-all]", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args[0])
-        sup = Supervisor(cfg, echo=lambda s: print(s, flush=True), require_all=require_all)
-        return sup.run()
-    except ClusterError as e:
-        print(str(e), file=sys.stderr, flush=True)
-        return e.exit_code

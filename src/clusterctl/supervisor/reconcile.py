@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from ..errors import ClusterError
 from ..plan.specs import SCHEDULER, ProcessSpec
-from . import health
+from . import authority, health
+from .adaptive import Adapter
 from .child import Child, describe_exit
 from .interfaces import Effects, Probe
 from .desired import DesiredSet
@@ -62,6 +63,8 @@ class Reconciler:
         self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
         self.next_memory = 0.0  # when health.judge next checks each process
         self._logged: set[tuple[str, str]] = set()
+        self.adapter = Adapter()  # adaptive groups (supervisor/adaptive.py)
+        authority.hooks(self)  # Dask's retirements and client.shutdown(): the Supervisor sets the callbacks
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -71,11 +74,14 @@ class Reconciler:
         for child in list(self.children.values()):
             self.guard(child, "watch", self._observe, child, now)
         self.guard(self.children.get(SCHEDULER), "health", health.judge, self, now)
+        self.guard(None, "dask", authority.follow, self, now)
+        self.guard(None, "adapt", self.adapter.tick, self, now)
         self.guard(None, "reconcile", self._reconcile, now)
         self.guard(None, "retire", self._finish_retirements)
         self._settle()
         starting = any(c.state in (S.STARTING, S.PENDING) for c in self.children.values())
         self.probe.interval = PROBE_FAST if starting else PROBE_SLOW
+        self.adapter.tune(self)
 
     def guard(self, child: Child | None, step: str, fn: Callable, *args: Any) -> None:
         """One step for one child, isolated: its exception is that child's failure, never the loop's."""
@@ -104,9 +110,15 @@ class Reconciler:
     def _observe(self, c: Child, now: float) -> None:
         if c.state in (S.STARTING, S.RUNNING) and c.handle is not None:
             code = c.handle.poll()
+            if code is not None and authority.held(self, c, code, now):
+                return  # maybe Dask retired it: the scheduler's next answer says
             if code is not None:
                 c.exit_code = code
                 self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
+                if c.is_worker and c.name not in self.desired:  # Dask retired it: it stays down
+                    c.move(S.STOPPED, "retired by Dask")
+                    self.dirty = True
+                    return
                 if c.spec.remote and code == SSH_FAILED and not self._host_required(c):
                     return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
                 self._failed(c, now, code, describe_exit(code), exited=True)
@@ -197,7 +209,8 @@ class Reconciler:
         for c in leaving:
             if c.state in (S.STARTING, S.RUNNING):
                 kill = c.name in self.kill_names
-                c.move(S.RETIRING, "removed by operator" + (" (--kill)" if kill else ""))
+                by = "retired by Dask" if c.name in self.dask_retired else "removed by operator"
+                c.move(S.RETIRING, by + (" (--kill)" if kill else ""))
                 self.fx.emit(c.name, "retiring", "abrupt kill" if kill else "graceful: results move first")
             else:  # nothing runs: nothing to retire
                 del self.children[c.name]

@@ -8,14 +8,18 @@ from typing import Any
 from ..errors import ClusterError
 from ..topology import ClusterConfig
 from ..topology.limits import MAX_GROUP_WORKERS
-from .commands import AddRequest, RemoveRequest, Request, ScaleRequest
+from .adaptive import GroupAdapt
+from .commands import AdaptRequest, AddRequest, RemoveRequest, Request, ScaleRequest
 from .desired import pick_to_remove
 from .reconcile import Reconciler
 from .states import ChildState
 
 
 def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, Any]:
-    """Apply one scale/add/remove request; raises ClusterError (and changes nothing) when it cannot."""
+    """Apply one scale/add/remove/adapt request; raises ClusterError (and changes nothing) when it cannot.
+    A fixed size asked for a group that adapts ends its adaptive mode, as Dask's cluster.scale() does."""
+    if isinstance(request, AdaptRequest):
+        return adapt(core, cfg, request)
     desired, children = core.desired, core.children
     kill = bool(getattr(request, "kill", False))
     added: list[str] = []
@@ -26,6 +30,8 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
 
     if isinstance(request, (ScaleRequest, AddRequest)):
         group = group_name(cfg, request.group)
+        if core.adapter.off(group):
+            core.fx.emit(group, "adapt-off", f"a fixed size was asked for ({type(request).__name__})")
         members = desired.workers(group)
         target = request.count if isinstance(request, ScaleRequest) else len(members) + request.count
         if target > MAX_GROUP_WORKERS:
@@ -65,3 +71,37 @@ def group_name(cfg: ClusterConfig, name: str | None) -> str:
     if name not in groups:
         raise ClusterError(f"no worker group {name!r}; groups: {', '.join(groups)}")
     return name
+
+
+def adapt(core: Reconciler, cfg: ClusterConfig, request: AdaptRequest) -> dict[str, Any]:
+    """`clusterctl adapt`: a group follows Dask's recommendation between --min and --max (unset values
+    come from its `adapt:` in cluster.yaml, then the defaults); `--off` keeps its current size."""
+    group = group_name(cfg, request.group)
+    g = cfg.group(group)
+    if request.off:
+        was = core.adapter.off(group)
+        if was:
+            core.fx.emit(group, "adapt-off", f"fixed at {len(core.desired.workers(group))} workers (clusterctl adapt --off)")
+        return {"ok": True, "group": group, "adaptive": None, "was_adaptive": was,
+                "workers": len(core.desired.workers(group))}
+    base = g.adapt.model_dump() if g.adapt else {}
+    old = core.adapter.groups.get(group)
+    if old is not None:
+        base.update(old.to_dict())
+    pick = {k: getattr(request, k) for k in ("minimum", "maximum", "target_duration", "wait_count", "interval")
+            if getattr(request, k) is not None}
+    merged = {"minimum": 1, "maximum": 8, "target_duration": 5.0, "wait_count": 3, "interval": 1.0, **base, **pick}
+    cap = sum(g.at.values()) if isinstance(g.at, dict) else MAX_GROUP_WORKERS  # a map: the most per host
+    maximum = min(int(merged["maximum"]), cap)
+    if int(merged["minimum"]) > maximum:
+        raise ClusterError(f"adapt: minimum {merged['minimum']} is more than maximum {maximum} for group {group!r}")
+    total = len(core.desired.workers()) - len(core.desired.workers(group)) + maximum
+    if total > cfg.max_workers:
+        raise ClusterError(f"adapt: up to {total} workers in all is more than max_workers, {cfg.max_workers}")
+    ga = GroupAdapt(group, int(merged["minimum"]), maximum, float(merged["target_duration"]),
+                    int(merged["wait_count"]), float(merged["interval"]))
+    core.adapter.set(ga)
+    core.fx.emit(group, "adapt-on", f"between {ga.minimum} and {ga.maximum} workers, target duration "
+                 f"{ga.target_duration:g} s, {ga.wait_count} lower answers to shrink")
+    return {"ok": True, "group": group, "adaptive": ga.to_dict(), "workers": len(core.desired.workers(group))}
+

@@ -70,6 +70,7 @@ SERVING = frozenset({ClusterState.RUNNING, ClusterState.DEGRADED})
 
 
 class HostState(StrEnum):
+    PREPARING = "preparing"  # at `up`: its files and versions being checked while the scheduler starts
     REACHABLE = "reachable"
     UNREACHABLE = "unreachable"  # its workers wait for it, without spending their restart budget
     BACK = "back"  # answered again: swept, its workers starting; reachable once they run

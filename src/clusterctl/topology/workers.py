@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from .adapt import AdaptConfig
 from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy, _check_env, _short
 from .hosts import LOCAL_HOST, _check_host
 from .limits import MAX_GROUP_WORKERS, MIN_MEMORY
@@ -52,6 +53,9 @@ class WorkerGroup(Model):
     dashboard: Bool = False
     host: str | None = Field(None, description="bind address; default: the scheduler's host")
     restart: RestartPolicy = RestartPolicy()
+    # Follow Dask's recommendation between minimum and maximum (topology/adapt.py); the group then
+    # starts with max(1, minimum) workers, and an `at:` map caps each host at its count.
+    adapt: AdaptConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -218,3 +222,18 @@ def _size_in_bytes(number: float, unit: str) -> float:
         return number
     power = "kmgtp".index(unit[0]) + 1
     return number * ((1024 if unit.endswith("i") else 1000) ** power)
+
+
+def adaptive_start(group: WorkerGroup) -> int:
+    """How many workers an adaptive group starts with."""
+    assert group.adapt is not None
+    return max(1, group.adapt.minimum)
+
+
+def adaptive_maximum(group: WorkerGroup) -> int:
+    """Its maximum, capped by an `at:` map's total (the counts per host are the most per host)."""
+    assert group.adapt is not None
+    if isinstance(group.at, dict):
+        return min(group.adapt.maximum, sum(group.at.values()))
+    return group.adapt.maximum
+
