@@ -218,7 +218,9 @@ def test_close_leaves_nothing_even_when_the_test_fails(tmp_path):
             ssh = subprocess.Popen(f.ssh_argv(f.hosts[1], "echo ready; exec sleep 300"),
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
             assert ssh.stdout.readline().strip() == "ready"
-            extras += [p for p in f.pids(f.hosts[1]) if psutil.Process(p).name() == "sleep"]
+            # "ready" comes before the shell execs sleep: under load, the sleep may take a moment to appear
+            extras += wait_for(lambda: [p for p in f.pids(f.hosts[1]) if alive(p) and psutil.Process(p).name() == "sleep"],
+                               20, what="the ssh session's sleep")
             assert len(extras) == 2
             raise RuntimeError("test body failed")
     ssh.wait(timeout=20)  # its server went: the client ends

@@ -1,4 +1,5 @@
-"""demo churn: the Monte Carlo graph while workers join, retire and crash."""
+"""demo churn: the Monte Carlo graph while workers join, retire and crash; demo adapt: bursts of it on
+an adaptive group."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .common import ConfigOption, JsonOption, config, out, user_errors
 
 DEFAULT_SCHEDULE = "2:add 2,5:retire 1,8:kill 1,11:add 1"  # churn.DEFAULT_SCHEDULE, without importing numpy
 
-demo_app = typer.Typer(help="Demonstrations on the running cluster.\n\nExample: clusterctl demo churn", no_args_is_help=True)
+demo_app = typer.Typer(help="Demonstrations on the running cluster.\n\nExample: clusterctl demo churn; clusterctl demo adapt", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 
 
@@ -57,3 +58,56 @@ def churn(
             out.print(f"chart: {report.chart}")
     if not report.identical:
         raise ClusterError("results differ from the undisturbed run")
+
+
+@demo_app.command("adapt")
+@user_errors
+def adapt(
+    bursts: Annotated[int, typer.Option(help="Bursts of work.")] = 3,
+    tasks: Annotated[int, typer.Option(help="Monte Carlo tasks per burst.")] = 200,
+    min_points: Annotated[int, typer.Option(help="Points in a burst's smallest task.")] = 2_000_000,
+    max_points: Annotated[int, typer.Option(help="Points in a burst's largest task.")] = 40_000_000,
+    gap: Annotated[float, typer.Option(help="Idle seconds between a burst's end and the next burst.")] = 15.0,
+    seed: Annotated[int, typer.Option(help="Seed of the first burst (burst k uses seed + k).")] = 42,
+    settle: Annotated[float, typer.Option(help="Most seconds to wait for the group at its minimum, before and after.")] = 90.0,
+    group: Annotated[Optional[str], typer.Option("--group", "-g", help="The adaptive group (needed when several are).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for demo-adapt.png and demo-adapt.json.")] = Path("."),
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue bursts of Monte Carlo work on an adaptive group, with idle gaps between; print a live
+    timeline of its size and the supervisor's adapt decisions; check every result against the same
+    seeds computed serially, count the tasks recomputed, and chart it all.
+
+    Example: clusterctl demo adapt --bursts 3 --tasks 200 --gap 15 --out docs/
+    """
+    from ..client.adaptdemo import BurstPlan, run_adapt
+
+    cfg = config(file)
+    plan = BurstPlan(bursts=bursts, tasks=tasks, min_points=min_points, max_points=max_points, seed=seed,
+                     gap=gap, settle=settle)
+    echo = (lambda line: None) if as_json else (lambda line: out.print(line, markup=False))
+    report = run_adapt(cfg, plan, group=group, out_dir=out_dir, echo=echo)
+    if as_json:
+        out.print_json(json.dumps(report.summary()))
+    else:
+        f = report.figures
+        sec = (lambda v: "-" if v is None else f"{v:.2f} s")
+        out.print(f"burst queued to first new worker registered: {sec(f['burst_to_first_worker_s'])} (worst of "
+                  + ", ".join(sec(b.first_new_worker) for b in report.bursts) + "; the supervisor decided after "
+                  + ", ".join(sec(b.first_decision) for b in report.bursts) + ")", markup=False)
+        out.print(f"idle to back at the minimum: {sec(f['idle_to_minimum_s'])} (worst of "
+                  + ", ".join(sec(b.back_to_minimum) for b in report.bursts) + ")", markup=False)
+        out.print(f"tasks recomputed: {len(report.recomputed)}; runs cut short: {len(report.interrupted)}")
+        total = report.plan["bursts"] * report.plan["tasks"]
+        if report.identical:
+            out.print(f"OK: all {total} results equal the same seeds computed serially.")
+        else:
+            out.print(f"MISMATCH: {len(report.mismatched)} results differ (burst:task {report.mismatched[:10]}).")
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False)
+        out.print(f"chart: {report.chart}\nfigures: {report.data}", markup=False)
+    if not report.identical:
+        raise ClusterError("results differ from the serial run of the same seeds")
+    if report.recomputed:
+        raise ClusterError(f"{len(report.recomputed)} tasks were recomputed: a result was lost while the group adapted")
