@@ -1,4 +1,4 @@
-"""up, down, status, validate, logs, events."""
+"""up, down, validate (status, logs and events are in views.py)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich import box
-from rich.table import Table
 
-from ..client.connect import log_file, read_record, supervisor_alive
+from ..client.connect import read_record, supervisor_alive
 from ..client.start import adoption, run_foreground, start_background
-from ..client.status import NOT_RUNNING, UNSUPERVISED, cluster_summary
-from ..client.status import status as cluster_status
+from ..client.status import cluster_summary
 from ..client.stop import stop
 from ..runtime import tuning
-from ..runtime.events import read_events
-from ..runtime.ledger import Ledger
 from ..plan.specs import TAG_ENV, build_plan, cluster_tag, dashboard_url
 from ..plan.resolve import resolve
-from ..supervisor.states import ChildState, ClusterState
+from ..supervisor.states import ClusterState
 from . import app
-from .common import ConfigOption, FileOnlyOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
+from .common import ConfigOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
 
 
 @app.command()
@@ -144,81 +139,6 @@ STATE_STYLE = {"reachable": "green", "unreachable": "bold red", "back": "yellow"
 
 @app.command()
 @user_errors
-def status(file: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Show processes, pids, states, restarts, memory, CPU and registered workers. Exit 3 when not running.
-
-    Example: clusterctl status --json | jq .workers_registered
-    """
-    cfg = config(file)
-    st = cluster_status(cfg)
-    running = st["state"] in (ClusterState.RUNNING, ClusterState.DEGRADED, ClusterState.STARTING, ClusterState.STOPPING)
-    if as_json:
-        out.print_json(json.dumps(st))
-        raise typer.Exit(0 if running else 3)
-    colour = is_terminal()
-    title = f"cluster {st['name']!r}: {st['state']}"
-    if st["state"] == UNSUPERVISED:
-        title += " (the supervisor is gone; `clusterctl down` stops what is left)"
-    out.print(title if not colour else f"[bold]{title}[/]")
-    if st["state"] == NOT_RUNNING and not st["processes"]:
-        raise typer.Exit(3)
-    sched = st["scheduler"]
-    out.print(f"  scheduler {sched['address']}  dashboard {st['dashboard'] or '-'}  "
-              f"workers {st['workers_registered']}/{st['workers_expected']}  threads {st.get('threads') or '-'}  "
-              f"memory {format_bytes(st.get('memory'))}  supervisor pid {st['supervisor']['pid']}")
-    if st.get("metrics"):
-        out.print(f"  metrics {st['metrics']}", markup=False, highlight=False)
-    for group, a in (st.get("adaptive") or {}).items():
-        out.print(f"  adaptive {group}: {a['minimum']}-{a['maximum']} workers, target {a['target'] if a['target'] is not None else '-'}"
-                  f" ({a['reason']})", markup=False, highlight=False)
-    headers = ("name", "role", "group", "host", "pid", "state", "restarts", "rss", "cpu%", "registered")
-    rows = []
-    externals = [dict(name=e["name"], role="worker", group="external", host=e["address"], pid=None, state="external",
-                      restarts=None, rss=None, cpu=None, registered=True) for e in st["external"]]
-    for p in st["processes"] + externals:
-        reg = "-" if p.get("registered") is None else ("yes" if p["registered"] else "no")
-        rows.append((p["name"], p["role"], p["group"], p["host"], str(p["pid"] or "-"), p["state"] or "-",
-                     str(p["restarts"] if p["restarts"] is not None else "-"),
-                     format_bytes(p["rss"]) if p.get("rss") else "-",
-                     f"{p['cpu']:.1f}" if p.get("cpu") is not None else "-", reg))
-    if colour:
-        table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-        for col in headers:
-            table.add_column(col, justify="right" if col in ("pid", "restarts", "rss", "cpu%") else "left", no_wrap=True)
-        for row in rows:
-            style = STATE_STYLE.get(row[5])
-            table.add_row(*row[:5], f"[{style}]{row[5]}[/]" if style else row[5], *row[6:])
-        out.print(table)
-    else:  # piped: plain aligned text, never cut to a terminal width
-        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-        for r in [headers, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    _print_hosts(st.get("hosts") or [], colour)
-    for p in st["processes"]:
-        if p["state"] == ChildState.FATAL and p.get("reason"):
-            out.print(f"  {p['name']}: {p['reason']} (see `clusterctl logs {p['name']}`)")
-    if st.get("error"):
-        out.print(f"  error: {st['error'].splitlines()[0]}")
-    raise typer.Exit(0 if running else 3)
-
-
-def _print_hosts(hosts: list[dict[str, Any]], colour: bool) -> None:
-    """The fleet: name, address, state, since, workers running / desired, and why when unreachable."""
-    if not hosts:
-        return
-    out.print("  hosts:")
-    for h in hosts:
-        since = time.strftime("%H:%M:%S", time.localtime(h["since"])) if h.get("since") else "-"
-        state = h["state"]
-        if colour:
-            state = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
-        why = f"  {escape(h['last_error'])}" if h.get("last_error") else ""
-        out.print(f"    {h['name']:<12} {h['address']:<16} {state:<12} since {since}  "
-                  f"workers {h['workers']['running']}/{h['workers']['desired']}{why}", markup=colour, highlight=False)
-
-
-@app.command()
-@user_errors
 def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Check cluster.yaml and print the resolved plan, and where each tuning value comes from; starts nothing.
 
@@ -280,55 +200,3 @@ def _group_tuning(specs: list) -> dict[str, list[tuning.Source]]:
         if found:
             by.setdefault(f"{s.group}@{s.at}" if s.remote else s.group, found)
     return by
-
-
-@app.command()
-@user_errors
-def logs(
-    name: Annotated[str, typer.Argument(help="Process name (scheduler, default-0, supervisor, ...)")],
-    file: FileOnlyOption = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show.")] = 40,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
-) -> None:
-    """Show a process's log.
-
-    Example: clusterctl logs default-0 -n 100 --follow
-    """
-    cfg = config(file)
-    path = log_file(cfg, name)
-    from ..runtime.logs import tail
-
-    out.print(tail(path, lines), markup=False)
-    if follow:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            while True:
-                chunk = f.read()
-                if chunk:
-                    out.print(chunk.decode("utf-8", "replace"), end="", markup=False)
-                else:
-                    if f.tell() > path.stat().st_size:  # rotated under us
-                        f.seek(0)
-                    time.sleep(0.25)
-
-
-@app.command()
-@user_errors
-def events(
-    file: ConfigOption = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Events to show.")] = 50,
-    as_json: JsonOption = False,
-) -> None:
-    """Show the supervisor's event log: started, ready, exited, restarting, fatal, stopped.
-
-    Example: clusterctl events -n 20
-    """
-    cfg = config(file)
-    records = read_events(Ledger(cfg.state_path).root / "events.jsonl", limit=lines)
-    if as_json:
-        for r in records:
-            out.print(json.dumps(r), markup=False)
-        return
-    for r in records:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
-        out.print(f"{stamp}  {r['process']:<14} {r['event']:<12} {r.get('detail', '')}", markup=False)
