@@ -78,7 +78,7 @@ def test_valid_requests(command, body, expected):
     ("scale", {"count": 1, "force": True}, "scale: unknown field 'force'; fields: count, group, kill"),
     ("status", {"verbose": 1}, "status: unknown field 'verbose'; fields: none"),
     ("status", [], "the request body must be a JSON object"),
-    ("explode", {}, "unknown command 'explode'; known: adapt, add, ping, remove, scale, status, stop"),
+    ("explode", {}, "unknown command 'explode'; known: adapt, add, apply, ping, remove, restart, rolling, scale, status, stop"),
     ("", {}, "unknown command ''"),
     ("x" * 10_000, {}, "unknown command 'xxxx"),
     ("\n" * 50, {}, "unknown command"),

@@ -829,3 +829,227 @@ def test_adaptive_never_goes_below_minimum():
     h = adaptive(History(workers=3).up(), minimum=2, wait_count=1)
     recommend(h, 0, to_close=("default-0", "default-1", "default-2")).wait(1).tick()
     assert len(h.core.desired.workers("default")) == 2
+
+
+# -- restarts, rolling restarts and apply's edits (supervisor/changes.py, rolling.py, applying.py) ---
+
+def rolling(workers: int = 2, **kw) -> History:
+    """A running cluster whose worker factory also takes the host (as the Supervisor's does)."""
+    h = History(workers=workers, **kw).up()
+    h.core.desired.make_worker = lambda g, i, at="localhost": spec(f"{g}-{i}", group=g, policy=h.policy, at=at)
+    return h
+
+
+def live_workers(h: History) -> list[str]:
+    return [n for n, c in h.core.children.items() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]
+
+
+def answer_live(h: History) -> History:
+    return h.answer(*live_workers(h))
+
+
+def roll_steps(h: History) -> list[str]:
+    return [e[2] for e in h.fx.events if e[1] == "rolling-restart"]
+
+
+def test_a_rolling_restart_starts_each_replacement_first_and_retires_the_old_one_once_it_registered():
+    h = rolling(workers=3)
+    roll = h.core.roller.begin(h.core, ["default-0", "default-1", "default-2"])
+    h.tick()
+    assert h.spawned() == ["default-3"], "the replacement starts first, under the lowest free name"
+    h.tick(5)  # not registered yet: the old worker keeps working
+    assert h.state("default-0") == S.RUNNING and "default-0" in h.core.desired
+    assert not [a for a in h.fx.actions if a[0] == "retire"]
+    sizes = []
+    for _ in range(60):
+        answer_live(h).tick()
+        sizes.append(len(live_workers(h)) - sum(h.state(n) == S.STARTING for n in live_workers(h)))
+        if roll.finished:
+            break
+    assert roll.phase == "done" and roll.error is None, roll_steps(h)
+    assert min(sizes) >= 3, f"registered workers dropped below the group's size: {sizes}"
+    assert roll.replaced == [["default-0", "default-3"], ["default-1", "default-0"], ["default-2", "default-1"]]
+    assert sorted(h.core.desired.workers()) == ["default-0", "default-1", "default-3"]
+    order = [(a[0], a[1]) for a in h.fx.actions if a[0] in ("spawn", "retire")]
+    assert order == [("spawn", "default-3"), ("retire", ("default-0",)), ("spawn", "default-0"),
+                     ("retire", ("default-1",)), ("spawn", "default-1"), ("retire", ("default-2",))]
+    assert all(not c.tracker.recent for c in h.core.children.values()), "no restart budget spent"
+    assert roll_steps(h)[-1].startswith("rolling restart done: 3 of 3 workers replaced")
+    assert h.core.roller.active is None
+
+
+def test_a_replacement_that_cannot_start_stops_the_roll_and_the_old_worker_keeps_running():
+    h = rolling()
+    h.fx.fail["default-2"] = OSError(12, "Cannot allocate memory")
+    roll = h.core.roller.begin(h.core, ["default-0", "default-1"])
+    h.tick(3)
+    assert roll.phase == "failed" and h.core.roller.active is None
+    assert roll.error.startswith("rolling restart stopped after 0 of 2 workers: default-2 (replacing default-0) "
+                                 "did not start"), roll.error
+    assert roll.error.endswith("default-0 keeps running")
+    assert "default-2" not in h.core.desired and "default-2" not in h.core.children
+    assert h.state("default-0") == S.RUNNING and h.state("default-1") == S.RUNNING
+    assert not [a for a in h.fx.actions if a[0] in ("retire", "stop", "kill")]
+
+
+def test_a_replacement_that_never_registers_stops_the_roll_after_the_startup_timeout():
+    h = rolling(startup=5)
+    roll = h.core.roller.begin(h.core, ["default-0", "default-1"])
+    h.tick()
+    h.wait(6).answer("default-0", "default-1").tick(2)
+    assert roll.phase == "failed" and "did not register within 5 s" in roll.error, roll.error
+    assert "default-2" not in h.core.desired and h.state("default-0") == S.RUNNING
+
+
+def test_a_scheduler_lost_mid_roll_stops_it_without_a_spare_worker():
+    h = rolling()
+    roll = h.core.roller.begin(h.core, ["default-0", "default-1"])
+    h.tick()
+    h.exit("scheduler").tick()
+    h.tick()
+    assert roll.phase == "failed" and "the scheduler is" in roll.error
+    assert sorted(h.core.desired.workers()) == ["default-0", "default-1"], "the replacement left with the roll"
+
+
+def test_an_old_worker_that_crashes_mid_roll_is_restarted_and_still_replaced():
+    h = rolling()
+    roll = h.core.roller.begin(h.core, ["default-0", "default-1"])
+    h.tick()
+    h.exit("default-0").tick()  # crashed while its replacement starts: its policy restarts it
+    assert h.events("default-0")[:2] == ["exited", "restarting"]
+    for _ in range(60):
+        answer_live(h).tick()
+        if roll.finished:
+            break
+    assert roll.phase == "done" and len(roll.replaced) == 2 and len(h.core.desired.workers()) == 2
+
+
+def test_scaling_waits_for_a_roll_and_adaptive_pauses_its_group():
+    from clusterctl.supervisor import scaling
+    from clusterctl.supervisor.commands import parse
+
+    h = rolling()
+    h.core.roller.begin(h.core, ["default-0", "default-1"])
+    with pytest.raises(ClusterError, match=r"a rolling restart is under way \(1 of 2: default-0\)"):
+        scaling.edit(h.core, topology(), parse("scale", {"count": 5}))
+    with pytest.raises(ClusterError, match="a rolling restart is under way"):
+        h.core.roller.begin(h.core, ["default-1"])
+    adaptive(h, minimum=1, maximum=6, wait_count=1)
+    recommend(h, 1, to_close=("default-0", "default-1")).wait(1).tick()
+    assert h.core.adapter.groups["default"].reason.startswith("paused while a rolling restart")
+    assert "default-0" in h.core.desired and "default-1" in h.core.desired
+
+
+def test_a_plain_restart_stops_and_starts_again_without_spending_the_budget():
+    from clusterctl.supervisor.changes import restart_now
+
+    h = rolling(policy=RestartPolicy(max_retries=1))
+    result = restart_now(h.core, ["default-1"], "clusterctl restart")
+    assert result == {"restarted": ["default-1"], "skipped": {}}
+    assert h.fx.actions == [("stop", ("default-1",), 10.0)]
+    assert h.events("default-1") == ["restart-requested"]
+    assert "clusterctl restart: stopped (killed by SIGTERM)" in h.fx.events[0][2]
+    h.tick()
+    assert h.spawned() == ["default-1"] and h.state("default-1") == S.STARTING
+    answer_live(h).tick()
+    assert h.state("default-1") == S.RUNNING and h.core.children["default-1"].restarts == 1
+    for _ in range(3):  # more than max_retries: a requested restart is not a failure
+        restart_now(h.core, ["default-1"], "clusterctl restart")
+        h.tick()
+        answer_live(h).tick()
+    assert h.state("default-1") == S.RUNNING and not h.core.children["default-1"].tracker.recent
+    h.exit("default-1").tick()  # its first real crash is restarted, as a fresh budget allows
+    assert h.events("default-1")[-2:] == ["restarting", "started"]
+
+
+def test_a_plain_restart_of_the_scheduler_brings_every_worker_back_with_it():
+    from clusterctl.supervisor.changes import restart_now
+
+    h = rolling()
+    result = restart_now(h.core, ["scheduler"], "clusterctl restart")
+    assert result["restarted"] == ["scheduler", "default-0", "default-1"]
+    assert h.fx.actions[:2] == [("stop", ("scheduler",), 10.0), ("stop", ("default-0", "default-1"), SCHEDULER_LOST_GRACE)]
+    h.tick()
+    assert h.spawned() == ["scheduler", "default-0", "default-1"]
+    h.answer().tick()
+    h.answer("default-0", "default-1").tick()
+    assert set(h.states().values()) == {"running"}
+    assert not h.core.children["scheduler"].tracker.recent
+
+
+def test_restarting_a_fatal_worker_gives_it_a_fresh_budget():
+    from clusterctl.supervisor.changes import restart_now
+
+    h = rolling(policy=RestartPolicy(max_retries=0))
+    h.exit("default-0").tick()
+    assert h.state("default-0") == S.FATAL
+    restart_now(h.core, ["default-0"], "clusterctl restart")
+    h.tick()
+    assert h.state("default-0") == S.STARTING
+    answer_live(h).tick()
+    assert h.core.state == ClusterState.RUNNING
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"names": ["default-7"]}, "no supervised process named 'default-7'; processes: scheduler, default-0, default-1"),
+    ({"names": ["scheduler"], "rolling": True}, "--rolling replaces workers one at a time"),
+    ({"names": ["default-0"], "group": "default"}, "give process names or --group, not both"),
+    ({"group": "gpu"}, "no worker group 'gpu'"),
+])
+def test_restart_requests_that_name_nothing_restartable_change_nothing(body, message):
+    from clusterctl.supervisor.changes import targets
+    from clusterctl.supervisor.commands import parse
+
+    h = rolling()
+    with pytest.raises(ClusterError, match=message):
+        targets(h.core, topology(), parse("restart", body))
+    assert h.fx.actions == [] and h.core.roller.active is None
+
+
+def test_restart_targets_a_group_or_every_worker():
+    from clusterctl.supervisor.changes import targets
+    from clusterctl.supervisor.commands import parse
+
+    h = rolling()
+    assert targets(h.core, topology(), parse("restart", {})) == ["default-0", "default-1"]
+    assert targets(h.core, topology(), parse("restart", {"group": "default", "rolling": True})) == ["default-0", "default-1"]
+    assert targets(h.core, topology(), parse("restart", {"names": ["default-1", "default-1"]})) == ["default-1"]
+
+
+def applied(h: History, old_groups: str, new_groups: str):
+    from clusterctl.supervisor.apply import plan
+    from clusterctl.supervisor.applying import converge
+
+    old, new = topology(groups=old_groups), topology(groups=new_groups)
+    p = plan(old, new, h.core.desired.counts([g.name for g in old.workers]))
+    return p, converge(h.core, p, new)
+
+
+def test_apply_scales_starts_and_retires_groups_by_editing_the_desired_set():
+    h = rolling()
+    p, result = applied(h, "  - name: default\n    count: 2\n",
+                        "  - name: default\n    count: 3\n  - name: gpu\n    count: 2\n")
+    assert [c.action for c in p.changes] == ["scale", "start"]
+    assert sorted(result["added"]) == ["default-2", "gpu-0", "gpu-1"] and result["roll"] is None
+    h.tick()
+    assert sorted(h.spawned()) == ["default-2", "gpu-0", "gpu-1"]
+    p, result = applied(h, "  - name: default\n    count: 3\n  - name: gpu\n    count: 2\n",
+                        "  - name: default\n    count: 3\n")
+    assert result["removing"] == ["gpu-0", "gpu-1"]
+    answer_live(h).tick()
+    assert ("retire", ("gpu-0", "gpu-1")) in h.fx.actions and not h.core.desired.workers("gpu")
+
+
+def test_apply_rolls_a_group_whose_worker_settings_changed_and_changes_policies_in_place():
+    h = rolling()
+    p, result = applied(h, "  - name: default\n    count: 2\n    nthreads: 1\n",
+                        "  - name: default\n    count: 2\n    nthreads: 2\n    restart: {max_retries: 9}\n")
+    assert [c.action for c in p.changes] == ["roll", "in-place"]
+    assert result["rolled"] == ["default-0", "default-1"] and result["roll"] is not None
+    assert all(h.core.children[n].tracker.policy.max_retries == 9 for n in ("default-0", "default-1"))
+    roll = h.core.roller.active
+    for _ in range(60):
+        answer_live(h).tick()
+        if roll.finished:
+            break
+    assert roll.phase == "done" and len(roll.replaced) == 2

@@ -13,7 +13,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-from . import cluster, demo, fleet, jobs, listing, scale, views  # noqa: E402,F401 - registers the commands
+from . import change, cluster, demo, fleet, jobs, listing, scale, views  # noqa: E402,F401 - registers the commands
 from . import extras  # noqa: E402,F401 - dashboard, env, schema
 from . import service  # noqa: E402,F401 - service install/remove
 

@@ -71,6 +71,9 @@ class Adapter:
 
 
 def decide(core: Reconciler, g: GroupAdapt, rec: dict) -> None:
+    if g.group in core.roller.groups(core):
+        g.reason = "paused while a rolling restart replaces this group's workers"
+        return
     members = core.desired.workers(g.group)
     current = len(members)
     others = len(core.desired.workers()) - current

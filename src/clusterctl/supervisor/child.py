@@ -40,6 +40,7 @@ class Child:
     reason: str = ""
     address: str | None = None
     spawns: int = 0  # how many times it was started; the first is not a restart
+    failure: str = ""  # why it last failed (an exit, an unhealthy verdict, a spawn that raised)
 
     @property
     def name(self) -> str:

@@ -29,6 +29,9 @@ from ..topology.limits import MAX_GROUP_WORKERS
 
 MAX_WORKER_NAME = 72  # a group's name (63 at most), "-" and an index
 WORKER_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_PATH = 4096  # apply: the topology's path
+MAX_ROLL_ID = 2**31 - 1
+MAX_ROLL_STEPS = 4 * MAX_GROUP_WORKERS + 8  # a roll's steps: about three per worker
 
 GroupName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=63)]
 WorkerName = Annotated[str, StringConstraints(pattern=WORKER_NAME_RE, max_length=MAX_WORKER_NAME)]
@@ -78,9 +81,35 @@ class AdaptRequest(Request):
     off: bool = False
 
 
+class RestartRequest(Request):
+    """Restart named processes, a group's workers, or (neither) every worker; ``rolling``: workers one at
+    a time, each replacement registered before the old one retires (supervisor/rolling.py)."""
+
+    names: list[WorkerName] = Field(default_factory=list, max_length=MAX_GROUP_WORKERS + 1)
+    group: GroupName | None = None
+    rolling: bool = False
+
+
+class RollingRequest(Request):
+    """A rolling restart's steps after ``since``, waiting up to ``wait`` seconds for the next one."""
+
+    roll: int = Field(ge=1, le=MAX_ROLL_ID)
+    since: int = Field(0, ge=0, le=MAX_ROLL_STEPS)
+    wait: float = Field(0.0, ge=0, le=30)
+
+
+class ApplyRequest(Request):
+    """Converge the cluster to the topology at ``path`` (supervisor/applying.py)."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    dry_run: bool = False
+    allow_restart: bool = False
+
+
 MODELS: dict[str, type[Request]] = {
     "ping": Empty, "status": Empty, "stop": Empty,
     "scale": ScaleRequest, "add": AddRequest, "remove": RemoveRequest, "adapt": AdaptRequest,
+    "restart": RestartRequest, "rolling": RollingRequest, "apply": ApplyRequest,
 }
 READ_ONLY = frozenset({"ping", "status"})  # what GET may ask (runtime/control.py has the same set)
 
@@ -96,6 +125,13 @@ HINTS = {
     "target_duration": "seconds, from 0.1 to 3600",
     "wait_count": "a whole number from 1 to 1000",
     "interval": "seconds, from 0.2 to 300",
+    "rolling": "true or false",
+    "roll": "a rolling restart's number",
+    "since": f"a whole number from 0 to {MAX_ROLL_STEPS}",
+    "wait": "seconds, from 0 to 30",
+    "path": f"an absolute path to a topology file (at most {MAX_PATH} characters, no control characters)",
+    "dry_run": "true or false",
+    "allow_restart": "true or false",
 }
 
 _repr = reprlib.Repr()

@@ -31,7 +31,7 @@ from ..runtime.events import EventLog
 from ..runtime.ledger import (Ledger, LedgerRecord, LedgerUnreadable, private_dir)
 from ..runtime.logs import rotate_if_large
 from ..topology import ClusterConfig
-from . import adopt, commands, record, scaling
+from . import adopt, changes, commands, record, scaling
 from .adopt import leftovers
 from .desired import DesiredSet, DesiredSize
 from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed, check_ports
@@ -262,8 +262,8 @@ class Supervisor:
     def _config_counts(self) -> dict[str, int]:
         return {g.name: g.count for g in self.cfg.workers}
 
-    def _plan_worker(self, group: str, index: int) -> ProcessSpec:
-        return worker_spec(self.cfg, self.launcher, self.cfg.group(group), index)
+    def _plan_worker(self, group: str, index: int, at: str | None = None) -> ProcessSpec:
+        return worker_spec(self.cfg, self.launcher, self.cfg.group(group), index, at=at)
 
     def _scheduler_ready(self, address: str | None) -> None:
         """Port 0 picked free ports: keep them, so workers and any restart use the same address."""
@@ -290,15 +290,8 @@ class Supervisor:
             self.stop_requested.set()
             return {"ok": True}
         if self.core.state not in SERVING:
-            raise ClusterError(f"the cluster is {self.core.state.value}; scaling needs it running")
-        change = self._call(lambda: self._edit(request))
-        if isinstance(request, commands.AdaptRequest):
-            return change
-        removing = change["removing"]
-        with self.core.removed:  # retiring on the loop's thread: results move first
-            self.core.removed.wait_for(lambda: not any(n in self.core.children for n in removing), COMMAND_TIMEOUT)
-        change["retired"] = [] if change["kill"] else sorted(n for n in removing if self.core.retirer.retired.get(n))
-        return change
+            raise ClusterError(f"the cluster is {self.core.state.value}; {command} needs it running")
+        return changes.handle(self, request)  # scale, add, remove, adapt, restart, rolling, apply
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run fn on the main loop (the one thread that changes children) and wait for it."""

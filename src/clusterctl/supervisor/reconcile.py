@@ -30,6 +30,7 @@ from .interfaces import Effects, Probe
 from .desired import DesiredSet
 from .restart import RestartTracker
 from .retire import Retirer
+from .rolling import Roller
 from .hosts import SSH_FAILED, Fleet
 from .states import ChildState as S
 from .states import ClusterState, HostState
@@ -64,6 +65,7 @@ class Reconciler:
         self.next_memory = 0.0  # when health.judge next checks each process
         self._logged: set[tuple[str, str]] = set()
         self.adapter = Adapter()  # adaptive groups (supervisor/adaptive.py)
+        self.roller = Roller()  # rolling restarts (supervisor/rolling.py)
         authority.hooks(self)  # Dask's retirements and client.shutdown(): the Supervisor sets the callbacks
 
     # -- one tick ----------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class Reconciler:
         self.guard(self.children.get(SCHEDULER), "health", health.judge, self, now)
         self.guard(None, "dask", authority.follow, self, now)
         self.guard(None, "adapt", self.adapter.tick, self, now)
+        self.guard(None, "rolling", self.roller.tick, self, now)
         self.guard(None, "reconcile", self._reconcile, now)
         self.guard(None, "retire", self._finish_retirements)
         self._settle()
@@ -138,7 +141,7 @@ class Reconciler:
     # -- failures ----------------------------------------------------------------------------
     def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False) -> None:
         """An exit, an unhealthy verdict or a failed spawn: fail start-up, or ask the restart policy."""
-        self.dirty = True
+        self.dirty, c.failure = True, why
         if self.state == ClusterState.STARTING:
             c.move(S.EXITED, why)
             cause, last = self.fx.log_tail(c.spec)

@@ -20,6 +20,8 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
     A fixed size asked for a group that adapts ends its adaptive mode, as Dask's cluster.scale() does."""
     if isinstance(request, AdaptRequest):
         return adapt(core, cfg, request)
+    if core.roller.active is not None:  # the roll sizes its groups while it lasts
+        raise ClusterError(core.roller.busy())
     desired, children = core.desired, core.children
     kill = bool(getattr(request, "kill", False))
     added: list[str] = []

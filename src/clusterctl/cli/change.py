@@ -1,0 +1,178 @@
+"""restart, apply: change a running cluster without taking it down; the supervisor does the work
+(supervisor/changes.py, rolling.py, applying.py), these wait for it and print each step."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.text import Text
+
+from ..client.connect import ask_supervisor, read_record, supervisor_alive, wait_ready
+from ..errors import ClusterError
+from ..runtime import registry
+from ..topology import ClusterConfig, default_config_path
+from . import app
+from .common import ConfigOption, JsonOption, config, out, user_errors
+
+GroupOption = Annotated[Optional[str], typer.Option("--group", "-g", help="Restart this group's workers.")]
+POLL = 10.0  # seconds the supervisor holds each progress request while nothing happens
+STYLE = {"+": "green", "-": "red", "~": "yellow"}
+
+
+@app.command()
+@user_errors
+def restart(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Processes to restart, e.g. default-1 or scheduler \\[default: every worker].", show_default=False)] = None,
+    group: GroupOption = None,
+    rolling: Annotated[bool, typer.Option(
+        "--rolling", help="Workers only: start a replacement, wait until it registers, retire the old one "
+        "(results move first), then the next; the group never drops below its size.")] = False,
+    file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restart processes: stopped and started again (no restart budget spent), or replaced one at a time.
+
+    Example: clusterctl restart default-1   |  clusterctl restart --rolling --group default
+    """
+    cfg = config(file)
+    result = ask_supervisor(cfg, "restart", {"names": names or [], "group": group, "rolling": rolling})
+    if rolling:
+        final = follow_roll(cfg, result, None if as_json else _step)
+        if as_json:
+            out.print_json(json.dumps(final))
+        if final.get("error"):
+            raise ClusterError(final["error"])
+        return
+    names_back = result.get("restarted", [])
+    states = wait_ready(cfg, names_back, cfg.timeouts.startup + 15)
+    result["states"] = states
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        record = read_record(cfg)
+        for name, state in states.items():
+            p = record.process(name)
+            out.print(f"restarted {name}: {state}" + (f" (pid {p.pid})" if p and p.pid else ""), markup=False)
+        for name, why in result.get("skipped", {}).items():
+            out.print(f"skipped {name}: {why}", markup=False)
+    failed = [n for n, s in states.items() if s != "running"]
+    if failed:
+        raise ClusterError(f"{', '.join(failed)} did not come back; see `clusterctl status` and "
+                           f"`clusterctl logs {failed[0]}`")
+
+
+@app.command()
+@user_errors
+def apply(
+    file: ConfigOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    allow_restart: Annotated[bool, typer.Option(
+        "--allow-restart", help="Allow changes that restart the scheduler (its address, ports, dashboard, TLS); "
+        "every worker restarts with it and results held in memory are lost.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-read cluster.yaml and converge the running cluster to it, printing the plan first.
+
+    Counts scale, new groups start, removed groups retire gracefully (results move first), changed worker
+    settings are replaced by a rolling restart, restart policies and `adapt:` change in place.
+
+    Example: clusterctl apply --dry-run   |  clusterctl apply
+    """
+    cfg = config(file)  # an invalid file: the same one line as `validate`, and nothing changes
+    path = (cfg.source or default_config_path()).resolve()
+    body = {"path": str(path), "dry_run": dry_run, "allow_restart": allow_restart}
+    try:
+        result = ask_supervisor(cfg, "apply", body, timeout=180)
+    except ClusterError as e:
+        raise ClusterError(_elsewhere(cfg, path) or str(e)) from None
+    if not as_json:
+        for line in result["plan"]:
+            out.print(Text(line, style=STYLE.get(line[:1], "")))
+        if not result["plan"]:
+            out.print(f"no changes: the running cluster matches {path}", markup=False)
+    if result.get("refused"):
+        if as_json:
+            out.print_json(json.dumps(result))
+        raise ClusterError(result["refused"])
+    if dry_run or not result["plan"]:
+        if as_json:
+            out.print_json(json.dumps(result))
+        elif dry_run and result["plan"]:
+            out.print("dry run: nothing was changed")
+        return
+    _follow_apply(cfg, result, as_json)
+
+
+def _follow_apply(cfg: ClusterConfig, result: dict[str, Any], as_json: bool) -> None:
+    show = (lambda text: None) if as_json else (lambda text: out.print(text, markup=False))
+    wait = list(result.get("added", []))
+    if result.get("restart"):  # the scheduler and every worker come back with the new settings
+        wait = [p.name for p in read_record(cfg).processes]
+    states = wait_ready(cfg, wait, cfg.timeouts.startup + 30) if wait else {}
+    result["states"] = states
+    for name, state in states.items():
+        show(f"{'restarted' if result.get('restart') else 'started'} {name}: {state}")
+    for name in result.get("removing", []):
+        show(f"retired {name}" if name in result.get("retired", []) else f"stopped {name}")
+    if result.get("roll"):
+        roll = follow_roll(cfg, {"roll": result["roll"], "names": result.get("rolled", [])},
+                           None if as_json else _step)
+        result["rolling"] = roll
+        if roll.get("error"):
+            if as_json:
+                out.print_json(json.dumps(result))
+            raise ClusterError(roll["error"])
+    if as_json:
+        out.print_json(json.dumps(result))
+    failed = [n for n, s in states.items() if s != "running"]
+    if failed:
+        raise ClusterError(f"{', '.join(failed)} did not become ready; see `clusterctl status` and "
+                           f"`clusterctl logs {failed[0]}`")
+    show(f"applied {len(result['plan'])} change{'s' * (len(result['plan']) != 1)}")
+
+
+def follow_roll(cfg: ClusterConfig, started: dict[str, Any], on_step: Callable[[dict], None] | None) -> dict[str, Any]:
+    """Wait for a rolling restart to end, handing each step to ``on_step``; its last state."""
+    roll, since, steps = started["roll"], 0, []
+    per_worker = cfg.timeouts.startup + 2 * cfg.timeouts.shutdown + 60
+    deadline = time.monotonic() + 60 + per_worker * max(1, len(started.get("names") or []))
+    while True:
+        try:
+            r = ask_supervisor(cfg, "rolling", {"roll": roll, "since": since, "wait": POLL}, timeout=POLL + 20)
+        except ClusterError as e:
+            done = f" after step {steps[-1]['index']} of {steps[-1]['of']}" if steps else ""
+            raise ClusterError(f"lost the supervisor during the rolling restart{done}: {e}") from None
+        for step in r["steps"]:
+            steps.append(step)
+            if on_step:
+                on_step(step)
+        since = r["next"]
+        if r["done"]:
+            return {**r, "steps": steps}
+        if time.monotonic() > deadline:
+            raise ClusterError("the rolling restart is still under way; follow it with `clusterctl events`")
+
+
+def _step(step: dict) -> None:
+    out.print(Text(step["text"], style="red" if step.get("phase") == "failed" else ""))
+
+
+def _elsewhere(cfg: ClusterConfig, path: Path) -> str | None:
+    """The cluster this very file started, if it runs under another name or state directory."""
+    for entry in registry.entries():
+        if entry.config and Path(entry.config) == path and Path(entry.state) != cfg.state_path:
+            try:
+                running = supervisor_alive(entry.ledger().read())
+            except ClusterError:
+                running = None
+            if running:
+                return (f"apply refused: {path} started cluster {entry.name!r} (state {entry.state}); a new name "
+                        "or state_dir is a new cluster: stop that one with the old file (`clusterctl down`), "
+                        "then `clusterctl up`")
+    return None
