@@ -70,7 +70,7 @@ class SchedulerProbe:
         """The scheduler's summary from clusterctl's preload: address, totals, workers by name.
 
         (Dask's /json/identity.json raises a TypeError while tasks run, so it is no probe.)"""
-        query = f"?adaptive={self.adaptive:g}" if self.adaptive else ""  # Dask's recommendation too
+        query = f"?adaptive={self.adaptive:g}&consume=1" if self.adaptive else ""  # Dask's recommendation too
         return http_json(self.base + "/clusterctl/workers.json" + query, timeout)
 
     def workers_by_name(self, timeout: float = 2.0) -> dict[str, dict] | None:

@@ -116,9 +116,10 @@ class ComputedJSON(web.RequestHandler):
 
 
 class WorkersJSON(web.RequestHandler):
-    def initialize(self, scheduler, retirements=None, shutdown=None):
+    def initialize(self, scheduler, retirements=None, shutdown=None, recommendations=None):
         self.scheduler = scheduler
         self.retirements, self.shutdown = retirements, shutdown
+        self.recommendations = recommendations
 
     def get(self):
         s = self.scheduler
@@ -139,7 +140,8 @@ class WorkersJSON(web.RequestHandler):
         adaptive = None
         duration = self.get_argument("adaptive", None)  # the supervisor adapts a group: Dask's recommendation
         if duration is not None:
-            adaptive = recommendation(s, duration)
+            consume = self.get_argument("consume", "0") == "1"
+            adaptive = self.recommendations.read(duration, consume) if self.recommendations is not None else None
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.write(json.dumps({
@@ -155,21 +157,60 @@ class WorkersJSON(web.RequestHandler):
         }))
 
 
-def recommendation(s, duration):
-    """What Dask's own Adaptive asks the scheduler: how many workers the work wants
-    (``adaptive_target``) and which workers it could close at low cost (``workers_to_close``)."""
-    try:
-        target = int(s.adaptive_target(target_duration=float(duration)))
-        to_close = [str(n) for n in s.workers_to_close(attribute="name")]
-    except Exception as e:  # noqa: BLE001 - a recommendation that fails is reported, never a 500
-        return {"error": f"{type(e).__name__}: {e}"}
-    return {
-        "target": target,
-        "to_close": to_close,
-        "queued": len(s.queued) + len(s.unrunnable),
-        "processing": sum(len(ws.processing) for ws in s.workers.values()),
-        "tasks": len(s.tasks),
-    }
+SAMPLE_EVERY_MS = 100  # Dask's recommendation, sampled between two supervisor probes
+SAMPLE_FOR = 10.0  # seconds after the last probe that asked for it
+
+
+class Recommendations:
+    """Dask's own adaptive recommendation, as its ``Adaptive`` asks it (``adaptive_target``,
+    ``workers_to_close``), with the peak target seen since the supervisor's last probe.
+
+    ``adaptive_target`` estimates queued work from each task prefix's running average
+    duration, so the instant a burst queues it asks for many workers, and a fraction of a
+    second later, once the burst's first (often smallest) tasks have finished and lowered
+    that average, for one or two: a probe once a second mostly saw the low value and the
+    group grew seconds late. Sampled every 100 ms while the supervisor asks (cheap: at most
+    100 queued tasks are looked at), the peak is kept until it is read."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.duration = None
+        self.asked_at = 0.0
+        self.peak = 0
+        self._callback = None
+
+    def sample(self):
+        if self.duration is None or time.monotonic() - self.asked_at > SAMPLE_FOR:
+            return
+        try:
+            self.peak = max(self.peak, int(self.scheduler.adaptive_target(target_duration=self.duration)))
+        except Exception:  # noqa: BLE001 - the read below reports the error
+            pass
+
+    def read(self, duration, consume=False):
+        s = self.scheduler
+        self.duration, self.asked_at = float(duration), time.monotonic()
+        if self._callback is None:
+            from tornado.ioloop import PeriodicCallback
+
+            self._callback = PeriodicCallback(self.sample, SAMPLE_EVERY_MS)
+            self._callback.start()
+        try:
+            now = int(s.adaptive_target(target_duration=self.duration))
+            to_close = [str(n) for n in s.workers_to_close(attribute="name")]
+        except Exception as e:  # noqa: BLE001 - a recommendation that fails is reported, never a 500
+            return {"error": f"{type(e).__name__}: {e}"}
+        target = max(now, self.peak)
+        if consume:  # the supervisor's probe: the next peak starts now (other readers only look)
+            self.peak = 0
+        return {
+            "target": target,
+            "now": now,
+            "to_close": to_close if target <= now else [],  # a burst came and went: close nothing yet
+            "queued": len(s.queued) + len(s.unrunnable),
+            "processing": sum(len(ws.processing) for ws in s.workers.values()),
+            "tasks": len(s.tasks),
+        }
 
 
 class DashboardStarting(web.RequestHandler):
@@ -235,7 +276,8 @@ def dask_setup(scheduler):
     scheduler.http_application.add_application(
         web.Application([
             (r"/clusterctl/workers\.json", WorkersJSON,
-             {"scheduler": scheduler, "retirements": retirements, "shutdown": shutdown}),
+             {"scheduler": scheduler, "retirements": retirements, "shutdown": shutdown,
+              "recommendations": Recommendations(scheduler)}),
             (r"/clusterctl/computed\.json", ComputedJSON, {"counter": counter}),
         ])
     )

@@ -29,7 +29,6 @@ class GroupAdapt:
     target: int | None = None  # the last size decided on
     reason: str = "waiting for the scheduler's first recommendation"
     lower_streak: int = 0
-    next_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"minimum": self.minimum, "maximum": self.maximum, "target": self.target, "reason": self.reason,
@@ -64,10 +63,11 @@ class Adapter:
         if core.probe.answered_at <= self.last_answer:
             return  # each answer counts once toward wait_count
         self.last_answer = core.probe.answered_at
+        # Every fresh answer is decided on: the probe asks once per `interval` (tune() above), and the
+        # answer carries the peak Dask recommended since the one before (scheduler_plugin.py), which a
+        # skipped answer would lose.
         for g in list(self.groups.values()):
-            if now >= g.next_at:
-                g.next_at = now + g.interval
-                decide(core, g, rec)
+            decide(core, g, rec)
 
 
 def decide(core: Reconciler, g: GroupAdapt, rec: dict) -> None:
