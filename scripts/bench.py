@@ -63,6 +63,8 @@ def run_tmp() -> Path:
     global _RUN_TMP
     if _RUN_TMP is None:
         _RUN_TMP = Path(tempfile.mkdtemp(prefix="clusterctl-bench-"))
+        # The clusters the bench starts register there, not in the user's `clusterctl list`.
+        os.environ["XDG_STATE_HOME"] = str(_RUN_TMP / "xdg-state")
     return _RUN_TMP
 
 
