@@ -165,3 +165,30 @@ def test_server_leaves_when_idle(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_malformed_request_is_refused_and_the_server_keeps_serving(tmp_path):
+    """A request the server cannot use (argv not strings, env not a mapping) is one refusal for that
+    connection, never the end of the server: other agents' workers keep their second lifeline."""
+    import json
+    import socket
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    proc = subprocess.Popen([PY, "-m", "clusterctl.remote.forkserver", "--idle", "30"], cwd=wd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CLUSTERCTL_TAG": TAG})
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        for bad in ({"argv": [1, 2], "env": {}, "cwd": str(wd)}, {"argv": ["x"], "env": [[1, "x"]], "cwd": str(wd)},
+                    "not json"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(wd / forkserver.SOCKET))
+                data = (bad if isinstance(bad, str) else json.dumps(bad)).encode() + b"\n"
+                socket.send_fds(s, [data], [1, 2])
+                s.settimeout(10)
+                answer = json.loads(s.recv(65536).split(b"\n")[0])
+                assert "refused" in answer, answer
+            assert proc.poll() is None, "the server is still serving"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

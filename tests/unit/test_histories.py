@@ -1053,3 +1053,10 @@ def test_apply_rolls_a_group_whose_worker_settings_changed_and_changes_policies_
         if roll.finished:
             break
     assert roll.phase == "done" and len(roll.replaced) == 2
+
+
+def test_adaptive_growth_stops_at_the_clusters_max_workers():
+    h = adaptive(History(workers=1).up(), maximum=10)
+    h.core.adapter.max_workers = 3
+    recommend(h, 50, queued=400).tick()
+    assert len(h.core.desired.workers()) == 3, "max_workers bounds the whole cluster, adaptive groups too"

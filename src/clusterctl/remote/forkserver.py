@@ -52,8 +52,11 @@ NEUTRAL_PREFIXES = ("DASK_", "CLUSTERCTL_", "SSH_", "SPT_")
 NEUTRAL_KEYS = {"PWD", "OLDPWD", "_", "SHLVL", "PYTHONUNBUFFERED"}
 
 
+READ_AT_IMPORT = {"DASK_CONFIG", "DASK_ROOT_CONFIG"}  # dask binds its config search paths when imported
+
+
 def neutral(key: str) -> bool:
-    return key.startswith(NEUTRAL_PREFIXES) or key in NEUTRAL_KEYS
+    return (key.startswith(NEUTRAL_PREFIXES) or key in NEUTRAL_KEYS) and key not in READ_AT_IMPORT
 
 
 def differs(base: dict[str, str], env: dict[str, str]) -> list[str]:
@@ -89,6 +92,13 @@ class Server:
         self.stopping = True
 
     def serve(self) -> None:
+        try:
+            self._serve()
+        finally:
+            for pid in list(self.children):  # leaving, for whatever reason: so does what it started
+                _signal_group(pid, signal.SIGTERM)
+
+    def _serve(self) -> None:
         while not self.stopping:
             if not self.children and not self.conns and time.monotonic() - self.quiet_since > self.idle:
                 break
@@ -104,8 +114,6 @@ class Server:
                     self._read(r)
             self._reap()
             self._escalate()
-        for pid in list(self.children):  # asked to stop: so does what it started
-            _signal_group(pid, signal.SIGTERM)
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -128,8 +136,9 @@ class Server:
     def _answer(self, conn: socket.socket, msg: dict, close: bool = False) -> None:
         try:
             conn.sendall(json.dumps(msg).encode() + b"\n")
-        except OSError:
-            close = True
+        except OSError:  # the agent went: a child started for it must not outlive it
+            self._gone(conn)
+            return
         if close:
             self._drop(conn)
 
@@ -151,6 +160,12 @@ class Server:
         self._drop(conn)
 
     def _fork(self, conn: socket.socket, line: bytes) -> None:
+        try:
+            self._fork_one(conn, line)
+        except Exception as e:  # noqa: BLE001 - one bad request (or a failed fork) must not end the server
+            self._answer(conn, {"refused": f"{type(e).__name__}: {e}"}, close=True)
+
+    def _fork_one(self, conn: socket.socket, line: bytes) -> None:
         try:
             req = json.loads(line)
             argv, env, cwd = list(req["argv"]), dict(req["env"]), str(req["cwd"])
@@ -224,6 +239,8 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *
         from ..runtime.handles import become_detached
 
         become_detached(argv, None, cwd, env)
+        for key in [k for k in os.environ if k not in env]:  # the request's environment, not the server's
+            del os.environ[key]
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)

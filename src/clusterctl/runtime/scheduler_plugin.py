@@ -71,6 +71,7 @@ class Retirements(SchedulerPlugin):
         ws = scheduler.workers.get(worker) if scheduler is not None else None
         if ws is not None:
             self.names[worker] = str(ws.name)
+            self.retired.pop(str(ws.name), None)  # a new worker of a reused name: not the one retired
 
     def remove_worker(self, scheduler=None, worker=None, *, stimulus_id=None, **kwargs):
         name = self.names.pop(worker, None)
@@ -189,6 +190,8 @@ class Recommendations:
 
     def read(self, duration, consume=False):
         s = self.scheduler
+        if time.monotonic() - self.asked_at > SAMPLE_FOR:
+            self.peak = 0  # nobody asked for a while: an old peak says nothing about now
         self.duration, self.asked_at = float(duration), time.monotonic()
         if self._callback is None:
             from tornado.ioloop import PeriodicCallback

@@ -42,8 +42,8 @@ def usable(spec: ProcessSpec, launcher: Launcher | None) -> bool:
     """True when forking is equivalent to exec'ing spec.argv."""
     if not enabled() or getattr(spec, "remote", False) or entry_point(spec.argv) is None:
         return False
-    if any(not k.startswith(("DASK_", "CLUSTERCTL_")) for k in spec.env):
-        return False
+    if any(not k.startswith(("DASK_", "CLUSTERCTL_")) or k in ("DASK_CONFIG", "DASK_ROOT_CONFIG") for k in spec.env):
+        return False  # (dask reads DASK_CONFIG's search paths once, when it is imported)
     tag = spec.env.get(TAG_ENV)
     if tag and os.environ.get(TAG_ENV) != tag:
         return False  # the fork server is exec'd with this process's environment: its tag or none

@@ -39,6 +39,7 @@ class GroupAdapt:
 class Adapter:
     groups: dict[str, GroupAdapt] = field(default_factory=dict)
     last_answer: float = -1.0
+    max_workers: int = 1 << 30  # the cluster's max_workers (the Supervisor sets it): no group grows past it
 
     def set(self, g: GroupAdapt) -> None:
         self.groups[g.group] = g
@@ -77,7 +78,7 @@ def decide(core: Reconciler, g: GroupAdapt, rec: dict) -> None:
     members = core.desired.workers(g.group)
     current = len(members)
     others = len(core.desired.workers()) - current
-    want = max(g.minimum, min(g.maximum, int(rec["target"]) - others))
+    want = max(g.minimum, min(g.maximum, int(rec["target"]) - others, core.adapter.max_workers - others))
     why = f"Dask recommends {rec['target']} workers ({rec.get('queued', 0)} tasks queued, " \
           f"{rec.get('processing', 0)} processing)"
     g.target = want

@@ -39,7 +39,7 @@ from ..topology.workers import adaptive_maximum, adaptive_start
 from .adaptive import GroupAdapt
 from .hosts import Fleet, Host, Preparation
 from .reconcile import Reconciler, Timing
-from .states import SERVING, ClusterState
+from .states import SERVING, ClusterState, HostState
 
 TICK = 0.2  # seconds between ticks while all is well (Popen.poll is a cheap waitpid)
 TICK_STARTING = 0.02  # ... while the cluster starts: `up` returns the moment it is ready
@@ -116,6 +116,7 @@ class Supervisor:
             self.events.emit("cluster", "desired-ignored", self.size.problem)
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
+        self.core.adapter.max_workers = self.cfg.max_workers
         for g in self.cfg.workers:  # an adaptive group starts small; Dask's recommendation sizes it
             if g.adapt is not None:
                 counts[g.name] = adaptive_start(g)
@@ -180,14 +181,7 @@ class Supervisor:
         strict = self.require_all or any(self.cfg.host(n).required for n in remote)
         if adopting or strict or self.cfg.scheduler.at in remote:  # then nothing starts before every host answered
             self.preparation.done.wait()
-        self._collect_preparation()
-
-    def _collect_preparation(self) -> None:
-        try:  # hosts that did not answer are unreachable: the others start without them, they join later
-            if self.preparation is not None and self.preparation.collect():
-                self.preparation = None
-        except ClusterError as e:
-            raise StartFailed(str(e)) from e
+        collect_preparation(self)
 
     def _adopt_scheduler(self, found: adopt.Survey) -> None:
         """Its ports (pinned if they were 0) in the plan, and the probe on its HTTP port at once."""
@@ -204,7 +198,7 @@ class Supervisor:
                 raise StartFailed(self.core.failure)
             if self.stop_requested.is_set():
                 raise StartFailed("start interrupted by a stop request")
-            self._collect_preparation()
+            collect_preparation(self)
             if self.clock() > deadline:
                 raise StartFailed(f"the cluster was not ready within {self.cfg.timeouts.startup:g} s (timeouts.startup)")
             self.core.tick()
@@ -221,7 +215,7 @@ class Supervisor:
                 reply.put(self._run_command(fn))
             except queue.Empty:
                 pass
-            self.core.tick()
+            collect_preparation(self)  # when no worker waited for a host, up did not            self.core.tick()
             if self.core.dirty:
                 self._save()
             if self.clock() >= self._next_rotate:
@@ -355,6 +349,23 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
+
+
+
+def collect_preparation(self: Supervisor) -> None:
+    """Apply the hosts' preparation once it is done (see hosts.Preparation)."""
+    try:  # hosts that did not answer are unreachable: the others start without them, they join later
+        if self.preparation is not None and self.preparation.collect():
+            self.preparation = None
+    except ClusterError as e:
+        if self.core.state == ClusterState.STARTING:
+            raise StartFailed(str(e)) from e
+        # up finished without the hosts (no worker was desired there): they wait, probed, instead
+        self.preparation = None
+        self.events.emit("cluster", "prepare-failed", str(e).splitlines()[0])
+        for h in list(self.core.fleet.hosts.values()):
+            if h.state == HostState.PREPARING:
+                self.core.fleet.lost(h.name, str(e).splitlines()[0])
 
 
 def _index(name: str) -> int:

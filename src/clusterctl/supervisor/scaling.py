@@ -32,8 +32,6 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
 
     if isinstance(request, (ScaleRequest, AddRequest)):
         group = group_name(cfg, request.group)
-        if core.adapter.off(group):
-            core.fx.emit(group, "adapt-off", f"a fixed size was asked for ({type(request).__name__})")
         members = desired.workers(group)
         target = request.count if isinstance(request, ScaleRequest) else len(members) + request.count
         if target > MAX_GROUP_WORKERS:
@@ -43,6 +41,8 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
             raise ClusterError(
                 f"{total} workers in all is more than max_workers, {cfg.max_workers}; raise `max_workers:` "
                 "in cluster.yaml (up to 16384) or scale another group down")
+        if core.adapter.off(group):  # a fixed size ends adaptive mode (accepted requests only)
+            core.fx.emit(group, "adapt-off", f"a fixed size was asked for ({type(request).__name__})")
         if target > len(members):
             added = desired.add(group, target - len(members), taken=set(children))
         else:
