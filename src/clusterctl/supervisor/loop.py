@@ -215,7 +215,8 @@ class Supervisor:
                 reply.put(self._run_command(fn))
             except queue.Empty:
                 pass
-            collect_preparation(self)  # when no worker waited for a host, up did not            self.core.tick()
+            collect_preparation(self)  # when no worker waited for a host, up did not
+            self.core.tick()
             if self.core.dirty:
                 self._save()
             if self.clock() >= self._next_rotate:
