@@ -47,6 +47,18 @@ def agent(tmp_path: Path, address: str, name: str, env: dict | None = None) -> s
         stdin=subprocess.PIPE, stdout=log, stderr=log, env={**os.environ, **(env or {})})
 
 
+def close_agent(p: subprocess.Popen | None) -> None:
+    """Close its lifeline and wait for it; kill it if it does not go."""
+    if p is None or p.poll() is not None:
+        return
+    p.stdin.close()
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def dask_child(parent: psutil.Process, name: str, logs: Path) -> psutil.Process | None:
     """The child of ``parent`` that is worker ``name``: Dask retitles it ``dask worker [ADDRESS]``,
     and the worker's log (``logs/NAME.log``) says which address is ``name``'s."""
@@ -123,13 +135,7 @@ def test_a_worker_whose_environment_matters_at_import_is_execd_not_forked(tmp_pa
         assert "environment differs in OMP_NUM_THREADS" in (tmp_path / "omp.log").read_text()
     finally:
         for p in (first, special):
-            if p is not None and p.poll() is None:
-                p.stdin.close()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            close_agent(p)
         kill_all(processes_under(tmp_path / "wd"))
 
 
@@ -140,12 +146,7 @@ def test_no_warm_start_when_switched_off(tmp_path, scheduler):
         assert server_of(tmp_path) is None
         wait_for(lambda: dask_child(psutil.Process(a.pid), "cold", tmp_path), 15, what="the agent's own child")
     finally:
-        a.stdin.close()
-        try:
-            a.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            a.kill()
-            a.wait()
+        close_agent(a)
         kill_all(processes_under(tmp_path / "wd"))
 
 

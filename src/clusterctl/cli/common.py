@@ -68,3 +68,10 @@ def format_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return str(n)
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows (the headers first) as plain text in aligned columns: what a table is when piped,
+    never cut to a terminal's width."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -16,7 +16,7 @@ from ..errors import ClusterError
 from ..plan.specs import scheduler_address
 from ..remote import fleet
 from . import app
-from .common import ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
+from .common import aligned, ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
 
 COLUMNS = ("host", "address", "ssh", "python", "dask", "distributed", "versions", "executables", "ports", "clock")
 
@@ -49,9 +49,8 @@ def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
                 table.add_row(*row)
             out.print(table)
         else:  # piped: plain aligned text, never cut to a terminal width
-            widths = [max(len(r[i]) for r in [headers, *cells]) for i in range(len(headers))]
-            for r in [headers, *cells]:
-                print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            for line in aligned([list(headers), *cells]):
+                print(line)
         for r in rows:
             for problem in r.problems:
                 out.print(f"  {r.host}: {problem}", markup=False)

@@ -18,7 +18,7 @@ from ..runtime.ledger import LedgerUnreadable
 from ..topology import load_config
 from . import app
 from .cluster import STATE_STYLE
-from .common import JsonOption, err, is_terminal, out, user_errors
+from .common import aligned, JsonOption, err, is_terminal, out, user_errors
 
 HEADERS = ("name", "state", "scheduler", "workers", "config")
 
@@ -102,9 +102,8 @@ def _table(rows: list[dict[str, Any]]) -> None:
             table.add_row(shown[0], f"[{style}]{shown[1]}[/]" if style else shown[1], *shown[2:])
         out.print(table)
     else:  # piped: plain aligned text, never cut to a terminal width
-        widths = [max(len(c[i]) for c in [HEADERS, *cells]) for i in range(len(HEADERS))]
-        for c in [HEADERS, *cells]:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        for line in aligned([list(HEADERS), *cells]):
+            print(line)
     for r in rows:
         if r["note"]:
             out.print(f"  {r['name']}: {r['note']}", markup=False)

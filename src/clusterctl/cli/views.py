@@ -31,7 +31,7 @@ from ..runtime.ledger import Ledger
 from ..supervisor.states import ChildState, ClusterState
 from . import app
 from .cluster import STATE_STYLE
-from .common import ConfigOption, FileOnlyOption, JsonOption, config, format_bytes, is_terminal, out, user_errors
+from .common import aligned, ConfigOption, FileOnlyOption, JsonOption, config, format_bytes, is_terminal, out, user_errors
 
 RUNNING = (ClusterState.RUNNING, ClusterState.DEGRADED, ClusterState.STARTING, ClusterState.STOPPING)
 ENDED = (ClusterState.STOPPED, ClusterState.FAILED, NOT_RUNNING)  # what --watch stops at
@@ -101,8 +101,7 @@ def status_view(st: dict[str, Any], colour: bool) -> list[RenderableType]:
             table.add_row(*row[:5], Text(row[5], style=STATE_STYLE.get(row[5], "")), *row[6:])
         items.append(table)
     else:  # piped: plain aligned text, never cut to a terminal width
-        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-        items += [Text("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()) for r in [headers, *rows]]
+        items += [Text(line) for line in aligned([list(headers), *rows])]
     items += _hosts_view(st.get("hosts") or [], colour)
     for p in st["processes"]:
         if p["state"] == ChildState.FATAL and p.get("reason"):

@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
-from ..runtime.entry import UNKNOWN_EXIT
+from ..runtime.childhandle import UNKNOWN_EXIT
 from ..runtime.tuning import apply_defaults
 from . import forked
 

@@ -10,12 +10,11 @@ import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ..plan.tag import TAG_ENV
 from ..runtime import entry as warm  # light: no multiprocessing, no psutil in every agent
-from ..runtime.entry import UNKNOWN_EXIT
+from ..runtime.childhandle import UNKNOWN_EXIT, ChildHandle
 from .forkserver import IDLE, LOCK, MAX_REQUEST, SOCKET, START_TIMEOUT
 
 
@@ -26,14 +25,12 @@ def _preload(argv: list[str]) -> list[str]:
     return mods
 
 
-class ServedChild:
+class ServedChild(ChildHandle):
     """A Dask process forked by the host's server: its exit code comes back on the connection;
-    if the server went first, a pidfd (or the pid's absence) says when it exits, code unknown.
-    Answers ``pid``, ``poll()``, ``wait(timeout)`` and ``send_signal(sig)`` as Popen does."""
+    if the server went first, a pidfd (or the pid's absence) says when it exits, code unknown."""
 
     def __init__(self, sock: socket.socket, pid: int, tag: str = ""):
-        self.pid, self.tag = pid, tag
-        self.returncode: int | None = None
+        super().__init__(pid, tag)
         self._sock: socket.socket | None = sock
         self._buf = b""
         self._fd: int | None = None
@@ -41,24 +38,6 @@ class ServedChild:
             self._fd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
         except OSError:
             self._fd = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            self.returncode = self._exit_code()
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
-            self._pause(left)
-        return code
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # once reaped, the pid may belong to someone else
-            os.kill(self.pid, sig)
 
     def _exit_code(self) -> int | None:
         if self._sock is not None:

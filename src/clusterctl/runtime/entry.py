@@ -7,9 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# The exit code of a process that was not our child: it went, but only its parent learnt the code.
-# Outside both ranges Popen uses (0..255, and minus a signal number), so nobody mistakes it for one.
-UNKNOWN_EXIT = 256
 PRELOAD = ["distributed", "distributed.cli.dask_scheduler", "distributed.cli.dask_worker"]
 ENTRY = {
     "scheduler": "distributed.cli.dask_scheduler",

@@ -19,55 +19,18 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 
 from ..plan.tag import TAG_ENV
-from .entry import UNKNOWN_EXIT
+from .childhandle import UNKNOWN_EXIT, ChildHandle
 from .logs import private_file, write_header
 from .process import KEEP_ENVIRON, carries
 
-POLL_INTERVAL = 0.02
-
-
-class ChildHandle:
-    """What every forked child shares: Popen's returncode, poll, wait and send_signal."""
-
-    def __init__(self, pid: int, tag: str = ""):
-        self.pid = pid
-        self.tag = tag  # the cluster tag it carries: process.identify() puts it in its ProcessId
-        self.returncode: int | None = None  # negative signal number when killed, as Popen
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            self.returncode = self._exit_code()
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        """The exit code; raises subprocess.TimeoutExpired after ``timeout`` seconds, as Popen."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
-            self._pause(left)
-        return code
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # once reaped, the pid may belong to someone else
-            os.kill(self.pid, sig)
-
-    def _exit_code(self) -> int | None:
-        raise NotImplementedError
-
-    def _pause(self, most: float | None) -> None:
-        time.sleep(POLL_INTERVAL if most is None else min(POLL_INTERVAL, most))
 
 
 class ForkedChild(ChildHandle):

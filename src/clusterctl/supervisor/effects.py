@@ -66,9 +66,11 @@ class RealEffects:
         stop (one still closing would wait on a scheduler that left); signals for what is left."""
         t0 = time.monotonic()
         polite = [h for pid, h in targets if pid is not None and _close_lifeline(h)]
-        deadline = t0 + grace
-        while any(h.poll() is None for h in polite) and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.02)
+        for h in polite:  # one shared deadline
+            try:
+                h.wait(timeout=max(0.0, t0 + grace - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                break  # the rest are signalled below, with what is left of the grace
         exited = {id(h) for h in polite if h.poll() is not None}  # type: ignore[union-attr]
         live = [(pid, h) for pid, h in targets if pid is not None]
         rest = max(0.0, grace - (time.monotonic() - t0))

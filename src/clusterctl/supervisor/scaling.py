@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ClusterError
 from ..topology import ClusterConfig
 from ..topology.limits import MAX_GROUP_WORKERS
+from ..topology.adapt import AdaptConfig
 from .adaptive import GroupAdapt
 from .commands import AdaptRequest, AddRequest, RemoveRequest, Request, ScaleRequest
 from .desired import pick_to_remove
@@ -86,13 +87,13 @@ def adapt(core: Reconciler, cfg: ClusterConfig, request: AdaptRequest) -> dict[s
             core.fx.emit(group, "adapt-off", f"fixed at {len(core.desired.workers(group))} workers (clusterctl adapt --off)")
         return {"ok": True, "group": group, "adaptive": None, "was_adaptive": was,
                 "workers": len(core.desired.workers(group))}
-    base = g.adapt.model_dump() if g.adapt else {}
+    base = (g.adapt or AdaptConfig()).model_dump()  # the defaults are AdaptConfig's
     old = core.adapter.groups.get(group)
     if old is not None:
         base.update(old.to_dict())
     pick = {k: getattr(request, k) for k in ("minimum", "maximum", "target_duration", "wait_count", "interval")
             if getattr(request, k) is not None}
-    merged = {"minimum": 1, "maximum": 8, "target_duration": 5.0, "wait_count": 3, "interval": 1.0, **base, **pick}
+    merged = {**base, **pick}
     cap = sum(g.at.values()) if isinstance(g.at, dict) else MAX_GROUP_WORKERS  # a map: the most per host
     maximum = min(int(merged["maximum"]), cap)
     if int(merged["minimum"]) > maximum:
