@@ -157,7 +157,7 @@ def _connect_or_start(env: dict[str, str], preload: list[str]) -> socket.socket 
             os.unlink(SOCKET)  # a server that died left it
         except FileNotFoundError:
             pass
-        cmd = [sys.executable, "-m", "clusterctl.remote.forkserver", "--idle", str(IDLE)]
+        cmd = [sys.executable, "-m", "clusterctl.remote.forkserver", "--idle", str(IDLE), "--direct"]
         for mod in preload:
             cmd += ["--preload", mod]
         tag = env.get(TAG_ENV, "")

@@ -36,9 +36,12 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..runtime import entry as warm  # light: agents import this module for its constants
+
+if TYPE_CHECKING:
+    from .directserve import DirectSide
 
 SOCKET = "forkserver.sock"  # relative to the host's workdir: a unix socket path must be short
 LOCK = "forkserver.lock"
@@ -71,8 +74,10 @@ class Server:
     """Single-threaded (it forks): one select loop over the listening socket, the agents'
     connections and a self-pipe woken by SIGCHLD/SIGTERM."""
 
-    def __init__(self, listener: socket.socket, idle: float):
-        self.listener, self.idle = listener, idle
+    def __init__(self, listener: socket.socket, idle: float, direct: DirectSide | None = None):
+        self.listener, self.idle, self.direct = listener, idle, direct
+        if direct is not None:
+            direct.server = self
         self.base = dict(os.environ)
         self.conns: dict[socket.socket, bytearray] = {}
         self.fds: dict[socket.socket, list[int]] = {}
@@ -97,14 +102,22 @@ class Server:
         finally:
             for pid in list(self.children):  # leaving, for whatever reason: so does what it started
                 _signal_group(pid, signal.SIGTERM)
+            if self.direct is not None:
+                self.direct.close()
 
     def _serve(self) -> None:
         while not self.stopping:
-            if not self.children and not self.conns and time.monotonic() - self.quiet_since > self.idle:
+            direct = self.direct.sockets() if self.direct is not None else []
+            busy = self.children or self.conns or (self.direct is not None and self.direct.busy())
+            if not busy and time.monotonic() - self.quiet_since > self.idle:
                 break
-            ready = select.select([self.listener, self.wake_r, *self.conns], [], [], 0.5)[0]
+            ready = select.select([self.listener, self.wake_r, *self.conns, *direct], [], [], 0.5)[0]
             for r in ready:
-                if r is self.listener:
+                if self.direct is not None and r is self.direct.listener:
+                    self.direct.accept()
+                elif self.direct is not None and r in self.direct.conns:
+                    self.direct.read(r)
+                elif r is self.listener:
                     conn, _ = self.listener.accept()
                     self.conns[conn] = bytearray()
                     self.fds[conn] = []
@@ -114,6 +127,8 @@ class Server:
                     self._read(r)
             self._reap()
             self._escalate()
+            if self.direct is not None:
+                self.direct.tick(time.monotonic())
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -180,19 +195,31 @@ class Server:
         if warm.entry_point(argv) is None or len(self.fds[conn]) != 2:
             self._answer(conn, {"refused": "not a Dask command, or no output descriptors"}, close=True)
             return
-        if "--no-dashboard" not in argv and "distributed.dashboard.worker" not in sys.modules \
-                and warm.entry_point(argv)[0] == warm.ENTRY["worker"]:
-            _preload(["distributed.dashboard.worker"])  # once, here, rather than in every child
         out, err = self.fds.pop(conn)
         self.fds[conn] = []
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child; never returns
-            _child(argv, env, cwd, out, err, self.listener, [*self.conns], self.wake_r, self.wake_w)
-        os.close(out)
-        os.close(err)
+        pid = self.fork_child(argv, env, out, err, cwd)
         self.children[pid] = conn
         self.grace[pid] = grace
         self._answer(conn, {"pid": pid})
+
+    def fork_child(self, argv: list[str], env: dict[str, str], out: int, err: int, cwd: str = ".",
+                   orphan: bool = False) -> int:
+        """Fork ``argv`` with ``out`` and ``err`` as its stdout and stderr (closed here after);
+        ``orphan``: the child stops when this server dies (directserve.die_with_parent)."""
+        if "--no-dashboard" not in argv and "distributed.dashboard.worker" not in sys.modules \
+                and warm.entry_point(argv)[0] == warm.ENTRY["worker"]:
+            _preload(["distributed.dashboard.worker"])  # once, here, rather than in every child
+        ours = [self.direct.listener, *self.direct.conns] if self.direct is not None else []  # every one:
+        me = os.getpid()  # a stream held open by another process would never end
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child; never returns
+                _child(argv, env, cwd, out, err, self.listener, [*self.conns], ours, self.wake_r, self.wake_w,
+                       parent=me if orphan else 0)
+        finally:
+            os.close(out)
+            os.close(err)
+        return pid
 
     def _reap(self) -> None:
         while self.children:
@@ -205,7 +232,9 @@ class Server:
             conn = self.children.pop(pid, None)
             self.kill_at.pop(pid, None)
             self.grace.pop(pid, None)
-            if conn is not None:
+            if self.direct is not None and self.direct.reaped(pid, status):
+                pass
+            elif conn is not None:
                 self._answer(conn, {"exit": os.waitstatus_to_exitcode(status)}, close=True)
             if not self.children:
                 self.quiet_since = time.monotonic()
@@ -225,8 +254,9 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *inherited: Any) -> None:
-    """In the forked child: become the planned Dask process, as runtime/warm.py's children do."""
+def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *inherited: Any, parent: int = 0) -> None:
+    """In the forked child: become the planned Dask process, as runtime/warm.py's children do;
+    with ``parent``, one that stops when that server dies."""
     code = 1
     try:
         for thing in inherited:  # the server's sockets and pipe are not the child's business
@@ -239,6 +269,10 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *
         from ..runtime.handles import become_detached
 
         become_detached(argv, None, cwd, env)
+        if parent:
+            from .directserve import die_with_parent
+
+            die_with_parent(parent)
         for key in [k for k in os.environ if k not in env]:  # the request's environment, not the server's
             del os.environ[key]
         os.dup2(out, 1)
@@ -280,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=float, default=IDLE, help="seconds with no child and no agent before leaving")
     p.add_argument("--preload", action="append", default=[], help="a module to import before serving")
     p.add_argument("--tag", default="", help="the cluster tag (for a sweep; the environment carries it too)")
+    p.add_argument("--direct", action="store_true",
+                   help="also serve the head over a loopback port (remote/wire.py), published in forkserver.route")
     args = p.parse_args(argv)
     old = os.umask(0o177)  # the socket: this user only (whoever connects can run a Dask process as us)
     try:
@@ -288,14 +324,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.umask(old)
     listener.listen(1024)
-    print("ready", flush=True)  # agents may connect now; they wait in the backlog while we import
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    _preload(args.preload)
+    early: list[int] = []  # a stop while importing: leave then, tidily (socket and route file go)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _: early.append(signum))
+    direct = None
+    if args.direct:  # imported only here: every agent imports this module for its constants
+        from .directserve import open_side
+
+        direct = open_side(True)
     try:
+        print("ready", flush=True)  # agents may connect now; they wait in the backlog while we import
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        _preload(args.preload)
         if "distributed" in args.preload and "distributed" not in sys.modules:  # no Dask here: nothing to serve (agents then exec and say why)
             return 1
-        Server(listener, args.idle).serve()
+        if not early:
+            Server(listener, args.idle, direct).serve()
     finally:
+        if direct is not None:
+            direct.unpublish()
         try:  # before the listener closes: a server started after that binds a fresh path
             os.unlink(SOCKET)
         except OSError:

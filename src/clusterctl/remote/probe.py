@@ -141,9 +141,12 @@ def install(root: str, payload: dict) -> dict:
     return {"root": os.path.abspath(root), "written": written, "versions": versions()}
 
 
-def start_forkserver(root: str, tag: str) -> bool:
+def start_forkserver(root: str, tag: str) -> dict | bool:
     """The host's fork server, started in the background with the environment an agent gives its
-    Dask process (so their requests match), importing distributed while the head starts the scheduler."""
+    Dask process (so their requests match), importing distributed while the head starts the scheduler.
+
+    Returns its direct route (remote/wire.py: port and token, from its 0600 file) for the head,
+    True for a server without one, False for none."""
     from ..plan.tag import KEEP_ENVIRON, TAG_ENV as TAG
     from ..runtime.tuning import apply_defaults
     from . import forked
@@ -154,10 +157,17 @@ def start_forkserver(root: str, tag: str) -> bool:
     try:  # an optimisation: a server that cannot start means agents exec their processes
         os.makedirs(os.path.expanduser(root), exist_ok=True)
         os.chdir(os.path.expanduser(root))
-        return forked.start(env)
+        if not forked.start(env):
+            return False
     except OSError as e:
         print(f"no fork server: {e}", file=sys.stderr)
         return False
+    try:
+        with open("forkserver.route") as f:  # remote/wire.py's ROUTE
+            route = json.load(f)
+        return {"port": int(route["port"]), "token": str(route["token"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
@@ -231,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("tag")
     s.add_argument("--grace", type=float, default=10.0)
     s.add_argument("--workdir", default=None, help="only processes running in this directory")
+    s.add_argument("--warm", action="store_true", help="then start the cluster's fork server in --workdir")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.what == "facts":
         ports = [int(x) for x in args.ports.split(",") if x.strip()]
@@ -241,11 +252,21 @@ def main(argv: list[str] | None = None) -> int:
         if busy:  # a scheduler is to start here: say so before anything is written or started
             print(f"port {', '.join(busy)} on {args.bind} is already in use", file=sys.stderr)
             return BUSY
+        warm: dict = {}
+        args.root = os.path.abspath(os.path.expanduser(args.root))  # the server's start changes directory
+        if args.warm:  # its start (an interpreter, then "ready") overlaps the files and the versions report
+            import threading
+
+            starting = threading.Thread(target=lambda: warm.update(route=start_forkserver(args.root, args.warm)))
+            starting.start()
         result = install(args.root, payload)
         if args.warm:
-            result["warm"] = start_forkserver(args.root, args.warm)
+            starting.join()
+            result["warm"] = warm.get("route", False)
     else:
         result = sweep(args.tag, args.grace, args.workdir)
+        if args.warm and args.workdir:
+            result["warm"] = start_forkserver(args.workdir, args.tag)
     print(json.dumps(result))
     return 0
 

@@ -1,0 +1,309 @@
+"""The fork server's direct side: Dask processes asked for over its loopback port (remote/wire.py).
+
+One connection per process. After the handshake the connection *is* the process's stdout and
+stderr (its output reaches the head's log through the ssh forward) and its lifeline: the head's
+newlines keep it alive; their end (EOF: the head closed it, its ssh or the link went) or their
+silence for the request's ``lifeline`` seconds (a cut no FIN announces) stops the process, as the
+agent does. When the process exits, what is left of its group is killed and the trailer carries
+its exit code. A Dask command of the server's own interpreter with an environment that differs
+only in neutral variables is forked from the warm server; anything else is exec'd (posix_spawn)
+in its own session, which still spares the remote shell and the agent's interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..runtime import entry as warm
+from . import wire
+
+if TYPE_CHECKING:
+    from .forkserver import Server
+
+HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove itself
+MAX_PENDING = 64  # connections still in their handshake; more are closed at once
+ROLES = ("worker", "scheduler")
+
+
+@dataclass
+class Conn:
+    sock: socket.socket
+    opened: float
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    hello: str = ""  # the head's nonce, once said
+    buf: bytearray = field(default_factory=bytearray)
+    pid: int = 0  # its process, once started
+    lifeline: float = 0.0
+    heard: float = 0.0
+    stopping: bool = False
+    ended: bool = False  # the head's side closed: nothing more to read
+
+
+class DirectSide:
+    """Owned by the Server: its listening socket, token and connections; the Server's select
+    loop hands it what is ready, every child it reaps, and a tick."""
+
+    def __init__(self) -> None:
+        self.server: Server = None  # type: ignore[assignment] - set by the Server it serves
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))  # loopback only: the head reaches it through ssh
+        self.listener.listen(256)
+        self.port = self.listener.getsockname()[1]
+        self.token = secrets.token_hex(32)
+        self.conns: dict[socket.socket, Conn] = {}
+        self.by_pid: dict[int, Conn] = {}
+        self._launcher: dict[str, list[str]] = {}
+
+    # -- the route file -------------------------------------------------------------------------
+    def publish(self) -> None:
+        """forkserver.route (0600, atomic) in the workdir: what `probe install --warm` hands the head."""
+        fd, tmp = tempfile.mkstemp(prefix=".route-", dir=".")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"port": self.port, "token": self.token, "pid": os.getpid()}, f)
+            os.replace(tmp, wire.ROUTE)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def unpublish(self) -> None:
+        try:
+            with open(wire.ROUTE) as f:
+                if json.load(f).get("pid") == os.getpid():  # a later server's file stays
+                    os.unlink(wire.ROUTE)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    # -- the loop's hooks ---------------------------------------------------------------------
+    def sockets(self) -> list[socket.socket]:
+        return [self.listener, *(s for s, c in self.conns.items() if not c.ended)]
+
+    def busy(self) -> bool:
+        return bool(self.conns)
+
+    def accept(self) -> None:
+        sock, _ = self.listener.accept()
+        if sum(1 for c in self.conns.values() if not c.pid) >= MAX_PENDING:
+            sock.close()
+            return
+        self.conns[sock] = Conn(sock, time.monotonic())
+
+    def read(self, sock: socket.socket) -> None:
+        c = self.conns[sock]
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._gone(c, "the lifeline closed")
+            return
+        if c.pid:
+            c.heard = time.monotonic()  # a heartbeat: only its arrival matters
+            return
+        c.buf += data
+        if len(c.buf) > wire.MAX_LINE:
+            self._refuse(c, "request too large")
+            return
+        while b"\n" in c.buf and sock in self.conns and not c.pid:
+            raw, _, rest = bytes(c.buf).partition(b"\n")
+            c.buf = bytearray(rest)
+            if raw.strip():  # a heartbeat may come before the request: blank lines are nothing
+                self._line(c, raw)
+
+    def reaped(self, pid: int, status: int) -> bool:
+        """A child of ours exited: kill what its group left, send the trailer, close. False if not ours."""
+        c = self.by_pid.pop(pid, None)
+        if c is None:
+            return False
+        _signal_group(pid, signal.SIGKILL)
+        self.server.kill_at.pop(pid, None)
+        try:  # never wait on a head that stopped reading: this loop serves every process of the host
+            c.sock.send(wire.trailer(os.waitstatus_to_exitcode(status), pid), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        self._close(c)
+        return True
+
+    def tick(self, now: float) -> None:
+        for c in list(self.conns.values()):
+            if not c.pid and now - c.opened > HANDSHAKE_TIMEOUT:
+                self._close(c)
+            elif c.pid and c.lifeline > 0 and not c.stopping and now - c.heard > c.lifeline:
+                self._say(c, f"no heartbeat on the lifeline for {c.lifeline:g} s: stopping pid {c.pid}")
+                self._stop(c)
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            if c.pid:
+                _signal_group(c.pid, signal.SIGTERM)
+            self._close(c)
+        self.listener.close()
+
+    # -- one connection -----------------------------------------------------------------------
+    def _line(self, c: Conn, raw: bytes) -> None:
+        try:
+            msg = json.loads(raw)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            self._refuse(c, f"bad request: {e}")
+            return
+        if not c.hello:
+            hello = msg.get("hello")
+            if not isinstance(hello, str) or not 16 <= len(hello) <= 128:
+                self._refuse(c, "no hello")
+                return
+            c.hello = hello
+            self._send(c, {"nonce": c.nonce, "proof": wire.proof(self.token, "server", hello, c.nonce)})
+            return
+        if not wire.same(msg.get("auth"), wire.proof(self.token, "client", c.nonce, c.hello)):
+            self._refuse(c, "not authorised")
+            return
+        try:
+            self._start(c, msg)
+        except Exception as e:  # noqa: BLE001 - one bad request or a failed fork must not end the server
+            self._refuse(c, f"{type(e).__name__}: {e}")
+
+    def _start(self, c: Conn, msg: dict) -> None:
+        role, args, extra = msg.get("launch"), msg.get("args"), msg.get("env")
+        if role not in ROLES or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ValueError("launch must be worker or scheduler, args a list of strings")
+        if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            raise ValueError("env must map names to strings")
+        grace, lifeline = float(msg.get("grace", 10.0)), float(msg.get("lifeline", 0.0))
+        argv = [*self._launch(role), *args]
+        env = {**self.server.base, **extra}
+        from .forkserver import differs
+
+        fork = warm.enabled() and warm.entry_point(argv) is not None and not differs(self.server.base, env)
+        self._send(c, {"how": "fork" if fork else "exec"})  # before the process: its output follows
+        fd = c.sock.fileno()
+        if fork:
+            pid = self.server.fork_child(argv, env, os.dup(fd), os.dup(fd), orphan=True)
+        else:
+            pid = _exec_child(argv, env, fd)
+        c.pid, c.lifeline, c.heard = pid, lifeline, time.monotonic()
+        self.by_pid[pid] = c
+        self.server.children[pid] = None
+        self.server.grace[pid] = grace
+
+    def _launch(self, role: str) -> list[str]:
+        """This host's Dask executable for ``role``, resolved as the agent does (once per server)."""
+        if role not in self._launcher:
+            from ..plan.resolve import resolve
+
+            launcher = resolve()
+            self._launcher["worker"], self._launcher["scheduler"] = list(launcher.worker), list(launcher.scheduler)
+        return self._launcher[role]
+
+    def _gone(self, c: Conn, why: str) -> None:
+        c.ended = True
+        if c.pid and c.pid in self.by_pid:
+            if not c.stopping:
+                self._stop(c)  # the connection closes when it is reaped (the trailer may still get through)
+            return
+        self._close(c)
+
+    def _stop(self, c: Conn) -> None:
+        c.stopping = True
+        _signal_group(c.pid, signal.SIGTERM)
+        self.server.kill_at[c.pid] = time.monotonic() + self.server.grace.get(c.pid, 10.0)
+
+    def _refuse(self, c: Conn, why: str) -> None:
+        self._send(c, {"refused": why})
+        print(f"forkserver: direct connection refused: {why}", file=sys.stderr, flush=True)
+        self._close(c)
+
+    def _say(self, c: Conn, text: str) -> None:
+        print(f"forkserver: {text}", file=sys.stderr, flush=True)
+        try:
+            c.sock.send(f"clusterctl.remote.forkserver[{os.getpid()}]: {text}\n".encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def _send(self, c: Conn, msg: dict) -> None:
+        try:
+            c.sock.send(wire.line(msg), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def _close(self, c: Conn) -> None:
+        if self.conns.pop(c.sock, None) is not None:
+            c.sock.close()
+            if not self.conns and not self.server.conns:
+                self.server.quiet_since = time.monotonic()
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child: SIGTERM when its server dies (Linux; the server is the far end of its lifeline,
+    so a server killed by hand or by the OOM killer must not leave it running unwatched)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exec_child(argv: list[str], env: dict[str, str], fd: int) -> int:
+    """Fork, then exec ``argv`` in its own session with ``fd`` as stdout and stderr (not posix_spawn:
+    the child must ask to die with the server first)."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # pragma: no cover - the child
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)  # as Popen's restore_signals: an ignored signal stays so in exec
+        die_with_parent(parent)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.execvpe(argv[0], argv, env)
+    except BaseException as e:  # noqa: BLE001 - said on the stream, then the shell's code
+        try:
+            os.write(2, f"clusterctl.remote.forkserver: cannot start {argv[0]}: {e}\n".encode())
+        finally:
+            os._exit(127)
+    return 0  # pragma: no cover - unreachable
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+
+
+def open_side(enabled: bool) -> DirectSide | None:
+    """The server's direct side, listening and published for the head before the server says it is
+    ready; None when not asked for or not possible (the head then starts processes through agents)."""
+    if not enabled:
+        return None
+    try:
+        side = DirectSide()
+        side.publish()
+    except OSError as e:
+        print(f"forkserver: no direct route: {e}", file=sys.stderr, flush=True)
+        return None
+    return side

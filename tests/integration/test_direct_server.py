@@ -1,0 +1,234 @@
+"""A host's fork server, direct side (remote/directserve.py), spoken to as the head's ssh -W would:
+a real server, real Dask workers, its real loopback port. No ssh: the forward only carries bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clusterctl.remote import wire
+from conftest import free_port, kill_all, processes_under, wait_for
+
+PY = sys.executable
+TAG = "direct-test.0123456789"
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([PY, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield f"tcp://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A fork server with its direct side, as `probe install --warm` starts it; its route file read."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    proc = subprocess.Popen([PY, "-m", "clusterctl.remote.forkserver", "--idle", "30", "--direct", "--preload", "distributed",
+                             "--preload", "distributed.cli.dask_worker", "--tag", TAG], cwd=wd, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "server.log", "wb"),
+                            env={**os.environ, "CLUSTERCTL_TAG": TAG, "OMP_NUM_THREADS": "1", "SPT_NOENV": "1"})
+    assert proc.stdout.readline().strip() == b"ready"
+    route = json.loads((wd / wire.ROUTE).read_text())
+    yield proc, route, wd
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+    left = processes_under(tmp_path)
+    kill_all(left)
+    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "left behind"
+
+
+class Stream:
+    """The head's end of one direct connection."""
+
+    def __init__(self, route: dict, token: str | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", route["port"]), timeout=60)
+        self.token = route["token"] if token is None else token
+        self.hello = secrets.token_hex(16)
+        self.data = b""
+
+    def line(self) -> dict:
+        while b"\n" not in self.data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.data)
+            self.data += chunk
+        raw, _, self.data = self.data.partition(b"\n")
+        return json.loads(raw)
+
+    def start(self, request: dict) -> dict:
+        self.sock.sendall(wire.line({"hello": self.hello}))
+        said = self.line()
+        assert wire.same(said["proof"], wire.proof(self.token, "server", self.hello, said["nonce"])), "the server proved the token"
+        self.sock.sendall(wire.line({"auth": wire.proof(self.token, "client", said["nonce"], self.hello), **request}))
+        return self.line()
+
+    def until(self, text: bytes, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.data:
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            assert chunk, f"the stream ended before {text!r}: {self.data[-2000:]!r}"
+            self.data += chunk
+
+    def rest(self, timeout: float = 60) -> tuple[bytes, dict | None]:
+        """Everything up to the end of the stream, split at the trailer."""
+        self.sock.settimeout(timeout)
+        while chunk := self.sock.recv(65536):
+            self.data += chunk
+        return wire.parse_trailer(self.data)
+
+
+def worker(address: str, name: str, lifeline: float = 0.0, env: dict | None = None) -> dict:
+    return {"launch": "worker", "args": [address, "--name", name, "--no-dashboard", "--no-nanny", "--nthreads", "1"],
+            "env": env or {}, "grace": 5, "lifeline": lifeline}
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_worker_streams_its_output_and_its_lifelines_end_stops_it(server, scheduler):
+    proc, route, wd = server
+    s = Stream(route)
+    assert s.start(worker(scheduler, "d-0")) == {"how": "fork"}
+    s.until(b"Registered to:")
+    kids = psutil.Process(proc.pid).children()
+    assert len(kids) == 1 and kids[0].environ().get("CLUSTERCTL_TAG") == TAG and kids[0].cwd() == str(wd)
+    s.sock.shutdown(socket.SHUT_WR)  # the head closed the lifeline (down, or its ssh went)
+    out, end = s.rest()
+    assert end is not None and isinstance(end["exit"], int) and end["pid"] == kids[0].pid, out[-500:]
+    assert b"Start worker at:" in out and wire.TRAILER not in out
+    wait_for(lambda: gone(end["pid"]), 10, what="the worker gone once its trailer came")
+    assert proc.poll() is None, "the server stays for the others"
+
+
+def test_a_process_that_exits_by_itself_sends_its_exit_code_forked_or_execd(server):
+    _, route, _ = server
+    s = Stream(route)
+    assert s.start({"launch": "worker", "args": ["--version"], "env": {}, "grace": 5}) == {"how": "fork"}
+    out, end = s.rest()
+    assert end is not None and end["exit"] == 0 and b"version" in out
+    # OMP_NUM_THREADS is read at import: a process that sets it differently is exec'd, not forked
+    s = Stream(route)
+    assert s.start({"launch": "worker", "args": ["--nthreads", "many"], "env": {"OMP_NUM_THREADS": "3"}}) == {"how": "exec"}
+    out, end = s.rest()
+    assert end is not None and end["exit"] == 2 and b"many" in out, out
+
+
+def test_an_execd_process_gets_exactly_its_environment(server, scheduler):
+    proc, route, _ = server
+    s = Stream(route)
+    assert s.start(worker(scheduler, "omp", env={"OMP_NUM_THREADS": "3", "SECRET_TOKEN": "s3"}))["how"] == "exec"
+    s.until(b"Registered to:")
+    (kid,) = psutil.Process(proc.pid).children()
+    env = kid.environ()
+    assert env["OMP_NUM_THREADS"] == "3" and env["SECRET_TOKEN"] == "s3" and env["CLUSTERCTL_TAG"] == TAG
+    assert kid.cmdline()[0] != "clusterctl.remote.forkserver"
+    s.sock.close()
+    wait_for(lambda: gone(kid.pid), 20, what="the exec'd worker stopped by its lifeline's end")
+
+
+def test_nothing_starts_without_the_token(server):
+    proc, route, _ = server
+    s = Stream(route, token="0" * 64)
+    s.sock.sendall(wire.line({"hello": s.hello}))
+    said = s.line()
+    assert not wire.same(said["proof"], wire.proof("0" * 64, "server", s.hello, said["nonce"]))
+    s.sock.sendall(wire.line({"auth": wire.proof("0" * 64, "client", said["nonce"], s.hello),
+                              "launch": "worker", "args": ["--version"], "env": {}}))
+    assert s.line() == {"refused": "not authorised"}
+    assert s.rest() == (b"", None)
+    assert psutil.Process(proc.pid).children() == [], "nothing was started"
+
+
+def test_a_silent_lifeline_stops_the_process_and_heartbeats_keep_it(server, scheduler):
+    proc, route, _ = server
+    kept, silent = Stream(route), Stream(route)
+    assert kept.start(worker(scheduler, "kept", lifeline=1.5))["how"] == "fork"
+    assert silent.start(worker(scheduler, "silent", lifeline=1.5))["how"] == "fork"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6:
+        kept.sock.sendall(b"\n")
+        time.sleep(0.4)
+    out, end = silent.rest()
+    assert b"no heartbeat on the lifeline for 1.5 s" in out and end is not None
+    kept.sock.sendall(b"\n")
+    assert len(psutil.Process(proc.pid).children()) == 1, "the one that heard its heartbeats runs on"
+    kept.sock.shutdown(socket.SHUT_WR)
+    assert kept.rest()[1] is not None
+
+
+def test_a_killed_server_takes_its_direct_processes_with_it(server, scheduler):
+    proc, route, _ = server
+    s = Stream(route)
+    s.start(worker(scheduler, "orphan"))
+    s.until(b"Registered to:")
+    (kid,) = psutil.Process(proc.pid).children()
+    proc.kill()  # by hand, or the OOM killer: no lifeline would ever end for its worker
+    proc.wait(timeout=10)
+    wait_for(lambda: gone(kid.pid), 20, what="the worker to stop with its server")
+    out, end = s.rest()
+    assert end is None, "no trailer: the head learns the server went (remote/direct.py)"
+
+
+def test_hostile_connections_leave_the_server_serving(server):
+    proc, route, _ = server
+    for bad in (b"not json\n", b"[1, 2]\n", wire.line({"hello": "short"}), b"x" * (wire.MAX_LINE + 10)):
+        with socket.create_connection(("127.0.0.1", route["port"]), timeout=20) as c:
+            c.sendall(bad)
+            reply = c.recv(65536)
+            assert b"refused" in reply, (bad[:40], reply)
+    s = Stream(route)
+    s.sock.sendall(wire.line({"hello": s.hello}))
+    nonce = s.line()["nonce"]
+    for request in ({"launch": "shell", "args": ["id"], "env": {}}, {"launch": "worker", "args": "id", "env": {}},
+                    {"launch": "worker", "args": [], "env": {"A": 1}}):
+        again = Stream(route)
+        assert "refused" in again.start(request), request
+    idle = [socket.create_connection(("127.0.0.1", route["port"]), timeout=20) for _ in range(70)]
+    try:  # beyond 64 connections still proving themselves, new ones are closed at once
+        idle[-1].settimeout(10)
+        assert idle[-1].recv(10) == b""
+    finally:
+        for c in idle:
+            c.close()
+    assert nonce and proc.poll() is None
+    s = Stream(route)
+    assert s.start({"launch": "worker", "args": ["--version"], "env": {}}) == {"how": "fork"}
+    assert s.rest()[1]["exit"] == 0, "still serving"
+
+
+def test_the_route_is_private_and_leaves_with_its_server(server):
+    proc, route, wd = server
+    path = Path(wd / wire.ROUTE)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert set(route) == {"port", "token", "pid"} and route["pid"] == proc.pid and len(route["token"]) == 64
+    listening = [c for c in psutil.Process(proc.pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    assert [c.laddr.ip for c in listening] == ["127.0.0.1"], "loopback only"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert not path.exists()
