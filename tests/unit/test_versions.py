@@ -104,7 +104,7 @@ def scripted(monkeypatch):
     monkeypatch.setattr(fleet, "_install", lambda cfg, name, payload, warm=True: reports[name])
     monkeypatch.setattr(fleet, "_payload", lambda cfg: {})
     monkeypatch.setattr(fleet, "_abandon", lambda cfg, hosts, answered=(): calls.append("abandon"))
-    monkeypatch.setattr(fleet, "sweep", lambda cfg, name: calls.append(f"sweep {name}"))
+    monkeypatch.setattr(fleet, "sweep", lambda cfg, name, warm=False: calls.append(f"sweep {name}"))
     monkeypatch.setattr(fleet.ssh, "secure_control_dir", lambda cfg, create: None)
     monkeypatch.setattr(fleet, "_checked", {})
     head = probe.versions()

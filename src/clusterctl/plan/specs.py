@@ -52,6 +52,9 @@ class ProcessSpec:
     # remote only: the environment the agent gives the Dask process there. It travels over the
     # ssh session's stdin (`preamble()`), never on a command line: `ps` shows the keys at most.
     remote_env: dict[str, str] = field(default_factory=dict, hash=False)
+    # remote only: the Dask command's arguments after the host's own executable (which its agent or
+    # fork server resolves there): what a direct start (remote/direct.py) asks the server for.
+    remote_args: tuple[str, ...] = ()
 
     def preamble(self) -> bytes | None:
         """The first line a remote spec's agent reads on its stdin (see remote/agent.py), or None."""
@@ -365,6 +368,7 @@ def worker_spec(
         at=at,
         remote=remote,
         remote_env=remote_env,
+        remote_args=tuple(args) if remote else (),
     )
 
 

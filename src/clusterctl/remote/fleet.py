@@ -22,7 +22,7 @@ from ..runtime import tls
 from ..topology import LOCAL_HOST, ClusterConfig
 from ..errors import ClusterError
 from ..plan.specs import REMOTE_TLS_DIR, cluster_tag, remote_workdir
-from . import probe, ssh, versions
+from . import direct, probe, ssh, versions
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
 CLOCK_LIMIT = 2.0  # seconds of offset doctor accepts (logs and certificates line up)
@@ -156,9 +156,12 @@ def _install(cfg: ClusterConfig, name: str, payload: dict[str, dict], warm: bool
             f"{_last(res.stderr)}; install clusterctl there or fix `python:` (see `clusterctl doctor`)"
         )
     try:
-        report = json.loads(_last(res.stdout)).get("versions")
+        said = json.loads(_last(res.stdout))
+        report = said.get("versions")
     except (ValueError, AttributeError):
-        report = None
+        said, report = {}, None
+    if warm:  # its fork server's direct route (remote/direct.py), or none: processes go through agents
+        direct.learn(cluster_tag(cfg), name, said.get("warm"))
     return report if isinstance(report, dict) else None
 
 
@@ -173,10 +176,12 @@ def reachable(cfg: ClusterConfig, name: str, timeout: float = 5.0) -> str | None
 
 def revive(cfg: ClusterConfig, name: str, on_differ: OnDiffer | None = None) -> None:
     """A host that answers again: its files again (it may have rebooted), then stop whatever this
-    cluster's agents left running there, so no worker name is ever there twice.
+    cluster's agents left running there, so no worker name is ever there twice, and start a fresh
+    fork server (whose route the next workers there take).
 
     Its versions are compared again only if its report changed since it was checked (it may
     have been reinstalled while away); a refusal raises ClusterError before the sweep."""
+    direct.forget(cluster_tag(cfg), name)
     report = _install(cfg, name, _payload(cfg), warm=False)  # the sweep below would stop its fork server
     key = (cluster_tag(cfg), name)
     with _checked_lock:
@@ -189,14 +194,21 @@ def revive(cfg: ClusterConfig, name: str, on_differ: OnDiffer | None = None) -> 
             _checked[key] = dict(report or {})
         if diffs and on_differ is not None:
             on_differ(name, "\n".join(versions.table({name: diffs})))
-    sweep(cfg, name)
+    sweep(cfg, name, warm=True)
 
 
-def sweep(cfg: ClusterConfig, name: str) -> None:
+def sweep(cfg: ClusterConfig, name: str, warm: bool = False) -> None:
+    """Stop what this cluster left on host ``name``; with ``warm``, then start its fork server afresh."""
     h = cfg.host(name)
-    ssh.run(cfg, name, [h.python, "-m", "clusterctl.remote.probe", "sweep", cluster_tag(cfg),
-                        "--grace", str(cfg.timeouts.shutdown), "--workdir", remote_workdir(cfg, name)],
-            timeout=cfg.timeouts.shutdown + 20)
+    tag = cluster_tag(cfg)
+    argv = [h.python, "-m", "clusterctl.remote.probe", "sweep", tag,
+            "--grace", str(cfg.timeouts.shutdown), "--workdir", remote_workdir(cfg, name)]
+    res = ssh.run(cfg, name, argv + (["--warm"] if warm else []), timeout=cfg.timeouts.shutdown + 20)
+    if warm:
+        try:
+            direct.learn(tag, name, json.loads(_last(res.stdout)).get("warm"))
+        except (ValueError, AttributeError):
+            direct.forget(tag, name)
 
 
 def shutdown(cfg: ClusterConfig) -> list[str]:
@@ -204,6 +216,8 @@ def shutdown(cfg: ClusterConfig) -> list[str]:
     shared connection. Best effort: returns one note per host that could not be swept."""
     notes: list[str] = []
     hosts = cfg.remote_hosts()
+
+    direct.forget(cluster_tag(cfg))
 
     def sweep_and_close(name: str) -> None:
         try:

@@ -12,8 +12,8 @@ import psutil
 
 from ..errors import ClusterError
 from ..plan.resolve import Launcher
-from ..plan.specs import ProcessSpec
-from ..remote import fleet
+from ..plan.specs import ProcessSpec, cluster_tag
+from ..remote import direct, fleet
 from ..runtime import process, warm
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
@@ -44,6 +44,9 @@ class RealEffects:
         try:
             if warm_ok and warm.usable(spec, self.launcher):
                 return warm.spawn(spec)
+            route = direct.route(cluster_tag(self.cfg()), spec.at) if spec.remote and spec.remote_args else None
+            if route is not None:
+                return direct.spawn(self.cfg(), spec, route)
             popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd,
                                   stdin=subprocess.PIPE if spec.remote else subprocess.DEVNULL)
             preamble = spec.preamble()  # a remote agent's environment: over stdin, never in argv

@@ -1,0 +1,275 @@
+"""The head's side of the direct route: a remote Dask process as one ``ssh -W`` to its host's fork server.
+
+Through an agent, each remote worker cost an ssh session that runs the user's shell (and its
+``~/.bashrc``), then a Python interpreter for the agent, before the host's fork server forked it.
+Here the local ``ssh`` forwards its stdin and stdout to the server's loopback port over the host's
+shared connection (a channel, no remote process), and the server itself is the far end of the
+lifeline (remote/directserve.py). The local ``ssh`` stays the process the supervisor watches: its
+pid, its stdin (the lifeline and heartbeat), its exit. A thread per process copies the output to
+the process's log and reads the exit code from the stream's trailer (remote/wire.py)::
+
+    >>> route = learn(tag, "ws1", {"port": 40123, "token": "..."})     # from `probe install --warm`
+    >>> child = DirectChild(cfg, spec, route)                           # doctest: +SKIP
+    >>> child.poll()      # None while it runs; its Dask exit code after; 255 when the link went
+
+A route is used only while its server is surely alive: one of its processes runs, or it went quiet
+less than IDLE - SAFETY seconds ago (the server leaves after IDLE idle seconds). Otherwise, and after
+any failure to reach it, the agent starts the process (and, if need be, a new server).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import selectors
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..plan.ssh import control_dir, ssh_argv
+from ..plan.tag import KEEP_ENVIRON, TAG_ENV
+from ..runtime.logs import private_file, write_header
+from . import wire
+from .forkserver import IDLE
+
+if TYPE_CHECKING:
+    from ..plan.specs import ProcessSpec
+    from ..topology import ClusterConfig
+
+SAFETY = 3.0  # seconds of the server's idle time not relied on
+SSH_FAILED = 255
+REFUSED = 1  # the exit code of a process the server would not start (the reason is in its log)
+HOLD = 256  # bytes of output held back while they may be the start of the trailer
+
+
+@dataclass
+class Route:
+    host: str
+    port: int
+    token: str
+    quiet_since: float = field(default_factory=time.monotonic)
+    children: list[DirectChild] = field(default_factory=list)
+    dead: str = ""  # why it may not be used any more
+
+    def usable(self, now: float | None = None) -> bool:
+        if self.dead:
+            return False
+        self.children = [c for c in self.children if c.returncode is None]
+        now = time.monotonic() if now is None else now
+        return bool(self.children) or now - self.quiet_since < IDLE - SAFETY
+
+
+_routes: dict[tuple[str, str], Route] = {}
+_lock = threading.Lock()
+
+
+def learn(tag: str, host: str, info: Any) -> Route | None:
+    """Record the route `probe install --warm` reported for ``host`` (anything else forgets it)."""
+    with _lock:
+        if isinstance(info, dict) and isinstance(info.get("port"), int) and isinstance(info.get("token"), str):
+            route = _routes[(tag, host)] = Route(host, info["port"], info["token"])
+            return route
+        _routes.pop((tag, host), None)
+        return None
+
+
+def forget(tag: str, host: str | None = None) -> None:
+    with _lock:
+        for key in [k for k in _routes if k[0] == tag and host in (None, k[1])]:
+            del _routes[key]
+
+
+def route(tag: str, host: str) -> Route | None:
+    """The host's route if a process may be started through it now (not with CLUSTERCTL_DIRECT=0)."""
+    if os.name == "nt" or os.environ.get("CLUSTERCTL_DIRECT", "1") == "0":  # (a Windows head: no select on pipes)
+        return None
+    with _lock:
+        r = _routes.get((tag, host))
+        return r if r is not None and r.usable() else None
+
+
+class DirectChild:
+    """Popen's face (pid, stdin, returncode, poll, wait, send_signal) for a process started through a route."""
+
+    def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, route: Route, request: dict[str, Any]):
+        h = cfg.host(spec.at)
+        self.argv = ssh_argv(h, control_dir(cfg))
+        self.argv[self.argv.index("ControlMaster=auto")] = "ControlMaster=no"  # a channel of the shared one
+        self.argv[self.argv.index("--"):self.argv.index("--")] = ["-W", f"127.0.0.1:{route.port}"]
+        self.route, self.request, self.log_path = route, request, spec.log_path
+        self.tag = spec.env.get(TAG_ENV, "")
+        self.returncode: int | None = None
+        self._hello = secrets.token_hex(16)
+        self._running = False  # the server said it started the process
+        self._done = threading.Event()
+        self._log: Any = None
+        if self.log_path:
+            write_header(self.log_path, self.argv, how="direct")
+            self._log = private_file(self.log_path)
+        env = {**os.environ, **spec.env, **KEEP_ENVIRON}
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env=env, cwd=str(spec.cwd) if spec.cwd else None, start_new_session=True)
+        self.pid, self.stdin = self.popen.pid, self.popen.stdin
+        self._write(wire.line({"hello": self._hello}))
+        with _lock:
+            route.children.append(self)
+        threading.Thread(target=self._run, name=f"direct-{spec.name}", daemon=True).start()
+
+    # -- Popen's face -------------------------------------------------------------------------
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.argv, timeout)  # type: ignore[arg-type]
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    # -- the stream -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        code = REFUSED
+        try:
+            code = self._stream()
+        except Exception as e:  # noqa: BLE001 - said in the log; the process counts as failed
+            self._note(f"the direct route failed: {type(e).__name__}: {e}")
+            self._close_lifeline()
+        finally:
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+            if code is None:
+                code = self._lost()
+            for pipe in (self.popen.stdout, self.popen.stderr):
+                pipe.close()
+            if self._log is not None:
+                self._log.close()
+            self.returncode = code
+            self.route.quiet_since = time.monotonic()
+            self._done.set()
+
+    def _stream(self) -> int | None:
+        """Handshake, then copy; the exit code from the trailer, or None when the stream just ended."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.popen.stdout, selectors.EVENT_READ, "out")
+        sel.register(self.popen.stderr, selectors.EVENT_READ, "err")
+        buf, stage, said = b"", "hello", []
+        try:
+            while sel.get_map():
+                for key, _ in sel.select():
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    if key.data == "err":  # ssh's own words
+                        said.append(chunk)
+                        self._out(chunk)
+                        continue
+                    buf += chunk
+                    while stage != "run" and b"\n" in buf:
+                        raw, _, buf = buf.partition(b"\n")
+                        stage = self._handshake(stage, raw)
+                        if stage == "refused":
+                            return REFUSED
+                    if stage == "run":
+                        cut = buf.rfind(b"\x00", max(0, len(buf) - HOLD))
+                        keep = cut if cut >= 0 else len(buf)
+                        self._out(buf[:keep])
+                        buf = buf[keep:]
+        finally:
+            sel.close()
+        out, msg = wire.parse_trailer(buf)
+        self._out(out)
+        if msg is not None and isinstance(msg.get("exit"), int):
+            return msg["exit"]
+        if stage == "hello" and b"forwarding request failed" in b"".join(said):
+            self.route.dead = "its port refused the forward"
+            self._note(f"no fork server answers on {self.route.host} any more: the next start goes through the agent")
+            return REFUSED
+        return None
+
+    def _handshake(self, stage: str, raw: bytes) -> str:
+        import json
+
+        msg = json.loads(raw)
+        if "refused" in msg:
+            self._note(f"the fork server on {self.route.host} refused: {msg['refused']}")
+            if stage == "hello":
+                self.route.dead = f"refused: {msg['refused']}"
+            return "refused"
+        self._running = stage == "request"
+        if stage == "hello":
+            token = self.route.token
+            if not wire.same(msg.get("proof"), wire.proof(token, "server", self._hello, str(msg.get("nonce")))):
+                self.route.dead = "its port answered without the token"
+                self._note(f"the port of {self.route.host}'s fork server answered without its token: not used")
+                self._close_lifeline()
+                return "refused"
+            auth = wire.proof(token, "client", str(msg["nonce"]), self._hello)
+            self._write(wire.line({"auth": auth, **self.request}))
+            return "request"
+        self._out(f"--- forked by {self.route.host}'s fork server\n".encode() if msg.get("how") == "fork"
+                  else f"--- started by {self.route.host}'s fork server\n".encode())
+        return "run"
+
+    def _lost(self) -> int:
+        """The stream ended without a trailer: the link (255) or the server (a failure) went, or
+        we closed the lifeline before the process started (a stop)."""
+        if self.popen.returncode == SSH_FAILED or not self._master_alive():
+            return SSH_FAILED
+        if self.stdin.closed and not self._running:  # type: ignore[union-attr]
+            return REFUSED
+        self.route.dead = "its server went"
+        self._note(f"the fork server on {self.route.host} went before its process's exit was known")
+        return REFUSED
+
+    def _master_alive(self) -> bool:
+        argv = list(self.argv)
+        at = argv.index("-W")
+        del argv[at:at + 2]
+        argv[argv.index("--"):argv.index("--")] = ["-O", "check"]
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    # -- small things -------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        try:
+            self.stdin.write(data)  # type: ignore[union-attr]
+            self.stdin.flush()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass  # closed: a stop came first, or ssh left; the stream's end says the rest
+
+    def _close_lifeline(self) -> None:
+        try:
+            self.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+    def _out(self, data: bytes) -> None:
+        if data and self._log is not None:
+            try:
+                self._log.write(data)
+            except OSError:
+                pass  # a full disk loses log lines, never the process
+
+    def _note(self, text: str) -> None:
+        self._out(f"clusterctl: {text}\n".encode())
+
+
+def spawn(cfg: ClusterConfig, spec: ProcessSpec, route: Route) -> DirectChild:
+    h = cfg.host(spec.at)
+    request = {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
+               "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout}
+    return DirectChild(cfg, spec, route, request)
