@@ -126,6 +126,7 @@ class Preparation:
     def __init__(self, prepare: Callable[[], dict[str, str]], fleet: Fleet):
         self.fleet, self.outcome = fleet, None
         self.done = threading.Event()
+        self.began, self.took = time.monotonic(), 0.0
         fleet.preparing(list(fleet.hosts))
         threading.Thread(target=self._run, args=(prepare,), name="prepare-hosts", daemon=True).start()
 
@@ -134,6 +135,7 @@ class Preparation:
             self.outcome = prepare()
         except Exception as e:  # noqa: BLE001 - raised on the loop's thread by collect()
             self.outcome = e
+        self.took = time.monotonic() - self.began
         self.done.set()
 
     def collect(self) -> bool:

@@ -357,6 +357,9 @@ def collect_preparation(self: Supervisor) -> None:
     """Apply the hosts' preparation once it is done (see hosts.Preparation)."""
     try:  # hosts that did not answer are unreachable: the others start without them, they join later
         if self.preparation is not None and self.preparation.collect():
+            n, missing = len(self.core.fleet.hosts), len(self.preparation.outcome or {})
+            self.events.emit("cluster", "hosts-prepared", f"{n - missing} of {n} hosts answered in "
+                             f"{self.preparation.took:.2f} s", seconds=round(self.preparation.took, 3))
             self.preparation = None
     except ClusterError as e:
         if self.core.state == ClusterState.STARTING:
