@@ -555,7 +555,9 @@ def fleet_markdown(f: dict) -> list[str]:
         ("Both columns: `clusterctl up` until it returns (every worker registered) and `down`, one thread per worker, "
          "no nanny, the scheduler on the fleet's head address with TLS on (like for like). On the head: every worker "
          "local (warm start). On the fleet: the workers on network-namespace hosts (tests/netns.py: one sshd each, "
-         "on a bridge), each under `clusterctl.remote.agent` over ssh. Interleaved (local, fleet; fleet, local; ...), "
+         "on a bridge), each an `ssh -W` channel to its host's fork server (remote/direct.py; "
+         "CLUSTERCTL_DIRECT=0: an ssh session running `clusterctl.remote.agent` instead). "
+         "Interleaved (local, fleet; fleet, local; ...), "
          "medians."),
         "",
     ]
