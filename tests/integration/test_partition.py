@@ -62,6 +62,8 @@ def test_a_link_cut_longer_than_the_restart_window_heals_without_an_operator(clu
     ns0_dir = cluster.root / "remote" / "ns0"
     before = [p.pid for p in dask_under(ns0_dir)]
     assert len(before) == 1, before
+    ns0_log = cluster.state / "logs" / "default-1.log"
+    assert "start (direct)" in ns0_log.read_text(), "ns0's worker is a channel to its fork server (remote/direct.py)"
 
     job = subprocess.Popen([*CLI, *args, "--out", str(cluster.root / "cut.csv"), "--file", str(cluster.config)],
                            cwd=cluster.root, env=dict(os.environ, NO_COLOR="1"),
@@ -77,7 +79,8 @@ def test_a_link_cut_longer_than_the_restart_window_heals_without_an_operator(clu
         st = wait_for(lambda: (s := cluster.status()) and host_of(s, "ns0")["state"] == "unreachable" and s,
                       40, 0.5, "ns0 unreachable")
         assert st["state"] == "degraded"
-        wait_for(lambda: not dask_under(ns0_dir), 45, 0.5, "the agent on the cut host stopping its worker")
+        wait_for(lambda: not dask_under(ns0_dir), 45, 0.5, "the fork server on the cut host stopping its worker")
+        assert "no heartbeat on the lifeline" in (ns0_dir / "forkserver.log").read_text()
         left = CUT - (time.monotonic() - cut_at)
         if left > 0:
             time.sleep(left)
@@ -95,6 +98,8 @@ def test_a_link_cut_longer_than_the_restart_window_heals_without_an_operator(clu
     assert took < 40, f"full strength {took:.0f} s after the link came back"
     assert host_of(st, "ns0")["state"] == "reachable"
     assert len(dask_under(ns0_dir)) == 1, "one worker there, never a duplicate"
+    starts = [ln for ln in ns0_log.read_text().splitlines() if ln.startswith("--- ") and " start" in ln]
+    assert "start (direct)" in starts[-1], "back through a fresh fork server's route"
     mine = [e["event"] for e in events(cluster) if e["process"] == "ns0"]
     assert mine == ["host-unreachable", "host-back"], mine
     restarts = {p["name"]: p["restarts"] for p in st["processes"]}
