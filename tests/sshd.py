@@ -92,7 +92,8 @@ def _free_port(addresses: tuple[str, ...]) -> int:
     raise SshdUnavailable("no port free on every loopback address")
 
 
-def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3")) -> Sshd:
+def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3"), extra: str = "") -> Sshd:
+    """An sshd on a free port of ``addresses``; ``extra``: more sshd_config lines (e.g. AllowTcpForwarding no)."""
     ensure_installed()
     root.mkdir(parents=True, exist_ok=True)
     for key in ("host_key", "client_key"):
@@ -108,7 +109,7 @@ def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "1
         + f"HostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {root / 'client_key.pub'}\n"
         "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n"
+        "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n" + extra
     )
     log = open(root / "sshd.log", "wb")
     popen = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,

@@ -3,7 +3,9 @@ fork server, and what happens when that server goes or a port answers without it
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
 import socket
 import sys
@@ -90,23 +92,78 @@ class FakeServer:
         conn.close()
 
 
-def test_a_port_without_the_token_gets_neither_the_environment_nor_a_process(cluster, sshd):
+def test_a_port_without_the_token_gets_no_environment_and_the_agent_starts_the_worker(cluster, sshd):
     fleet_yaml(cluster, sshd, "  - name: default\n    nthreads: 1\n    at: {ws2: 1}\n    env: {API_TOKEN: hunter2}\n")
     cfg = load_config(cluster.config)
     spec = worker_spec(cfg, resolve(), cfg.workers[0], 0)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    fleet.ssh.secure_control_dir(cfg, create=True)  # as `up` makes it before any ssh
     fake = FakeServer()
     tag = cluster_tag(cfg)
     route = direct.learn(tag, "ws2", {"port": fake.port, "token": "t" * 64})
     try:
         child = direct.spawn(cfg, spec, route)
-        assert child.wait(timeout=60) == direct.REFUSED
+        first = child.pid
+        wait_for(lambda: child.fallback is not None, 60, what="the agent's way")
+        assert child.pid != first and child.poll() is None, "the handle follows the agent's ssh now"
         assert b"hello" in fake.got and b"hunter2" not in fake.got and b"auth" not in fake.got, fake.got
-        assert route.dead and direct.route(tag, "ws2") is None, "the host's next start goes through an agent"
-        assert "answered without its token" in spec.log_path.read_text()
+        assert route.dead and direct.route(tag, "ws2") is None, "the host's next starts go through the agent"
+        log = spec.log_path.read_text()
+        assert "answered without the fork server's token" in log and "starting it through the agent" in log, log
+        wait_for(lambda: "Waiting to connect to:" in spec.log_path.read_text(), 60, what="the agent's worker")
+        assert child.close_lifeline()
+        assert child.wait(timeout=60) is not None
     finally:
         direct.forget(tag)
         fake.sock.close()
-        for name in ("ws2",):
-            fleet.ssh.close(cfg, name)
+        fleet.sweep(cfg, "ws2")
+        fleet.ssh.close(cfg, "ws2")
     assert processes_under(cluster.root / "remote") == []
+
+
+def test_exit_codes_come_through_and_a_stop_past_its_grace_keeps_the_route(cluster, sshd):
+    fleet_yaml(cluster, sshd, "  - name: default\n    nthreads: 1\n    nanny: false\n    at: {ws2: 2}\n")
+    cfg = load_config(cluster.config)
+    tag = cluster_tag(cfg)
+    try:
+        assert fleet.prepare(cfg) == {}
+        route = direct.route(tag, "ws2")
+        assert route is not None, "`probe install --warm` reported the server's route"
+        spec = worker_spec(cfg, resolve(), cfg.workers[0], 0)
+        bad = dataclasses.replace(spec, remote_args=("--nthreads", "many"))
+        assert direct.spawn(cfg, bad, route).wait(timeout=60) == 2, "click's usage error, from the host"
+        assert "Invalid value for '--nthreads'" in spec.log_path.read_text()
+
+        child = direct.spawn(cfg, worker_spec(cfg, resolve(), cfg.workers[0], 1), route)  # no scheduler: it waits
+        log = cfg.log_path / "default-1.log"
+        wait_for(lambda: "Waiting to connect to:" in log.read_text(), 60, what="the worker waiting")
+        assert child.close_lifeline()
+        os.kill(child.pid, signal.SIGKILL)  # the supervisor's stop after its grace: the local ssh killed
+        assert child.wait(timeout=30) == -signal.SIGKILL
+        assert not route.dead and direct.route(tag, "ws2") is route, "our own stop says nothing of the server"
+    finally:
+        direct.forget(tag)
+        fleet.shutdown(cfg)
+    assert processes_under(cluster.root / "remote") == []
+
+
+def test_a_host_that_forbids_forwarding_runs_its_workers_through_agents(cluster, tmp_path):
+    import sshd as sshd_helper
+
+    try:
+        strict = sshd_helper.start(tmp_path / "sshd", addresses=("127.0.0.2",), extra="AllowTcpForwarding no\n")
+    except sshd_helper.SshdUnavailable as e:
+        from conftest import missing_tool
+
+        missing_tool(f"no sshd: {e}")
+    try:
+        cluster.write(workers="  - name: default\n    nthreads: 1\n    at: {ws2: 2}\n",
+                      extra="hosts:\n" + strict.host_yaml("ws2", "127.0.0.2", PY, cluster.root / "remote" / "ws2"))
+        up = cluster.cli("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert cluster.status()["workers_registered"] == 2
+        text = (cluster.state / "logs" / "default-0.log").read_text()
+        assert "no direct start on ws2" in text and "starting it through the agent" in text, text[-2000:]
+        cluster.cli("down", check=True)
+    finally:
+        strict.stop()

@@ -202,9 +202,6 @@ def test_hostile_connections_leave_the_server_serving(server):
             c.sendall(bad)
             reply = c.recv(65536)
             assert b"refused" in reply, (bad[:40], reply)
-    s = Stream(route)
-    s.sock.sendall(wire.line({"hello": s.hello}))
-    nonce = s.line()["nonce"]
     for request in ({"launch": "shell", "args": ["id"], "env": {}}, {"launch": "worker", "args": "id", "env": {}},
                     {"launch": "worker", "args": [], "env": {"A": 1}}):
         again = Stream(route)
@@ -216,7 +213,7 @@ def test_hostile_connections_leave_the_server_serving(server):
     finally:
         for c in idle:
             c.close()
-    assert nonce and proc.poll() is None
+    assert proc.poll() is None
     s = Stream(route)
     assert s.start({"launch": "worker", "args": ["--version"], "env": {}}) == {"how": "fork"}
     assert s.rest()[1]["exit"] == 0, "still serving"
@@ -232,3 +229,17 @@ def test_the_route_is_private_and_leaves_with_its_server(server):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
     assert not path.exists()
+
+
+def test_a_nannys_worker_is_stopped_by_its_nanny(server, scheduler):
+    """The lifeline's end signals the top process only, as the agent does: the nanny closes its worker."""
+    proc, route, _ = server
+    s = Stream(route)
+    request = worker(scheduler, "nanny")
+    request["args"] = [a if a != "--no-nanny" else "--nanny" for a in request["args"]]
+    assert s.start(request)["how"] == "fork"
+    s.until(b"Registered to:")
+    s.sock.shutdown(socket.SHUT_WR)
+    out, end = s.rest()
+    assert end is not None and end["exit"] == 0, out[-1500:]
+    assert b"killed by signal" not in out and b"Nanny asking worker to close" in out, out[-1500:]

@@ -53,3 +53,45 @@ def test_switched_off(monkeypatch):
         assert direct.route("t", "h") is None
     finally:
         direct.forget("t")
+
+
+def test_the_trailer_waits_for_a_slow_head_and_then_ends_the_stream(monkeypatch):
+    """A process that filled its socket before it died: its exit code still arrives, whole, after its output."""
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from clusterctl.remote import directserve
+
+    monkeypatch.setattr(directserve, "_signal_group", lambda pid, sig: None)  # no real process group here
+    side = directserve.DirectSide()
+    side.server = SimpleNamespace(kill_at={}, conns={}, quiet_since=0.0, grace={}, children={})
+    server_end, head_end = socket.socketpair()
+    try:
+        server_end.setblocking(False)
+        output = b""
+        try:
+            while True:
+                output += b"y" * server_end.send(b"y" * 65536)
+        except BlockingIOError:
+            pass  # the socket is full: the head has not read for a while
+        c = directserve.Conn(server_end, time.monotonic(), pid=4242)
+        side.conns[server_end], side.by_pid[4242] = c, c
+        assert side.reaped(4242, 7 << 8)
+        assert side.writers() == [server_end], "the trailer waits instead of being dropped"
+        got = b""
+        head_end.settimeout(5)
+        while True:
+            chunk = head_end.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            for w in side.writers():
+                side.flush(w)
+        rest, msg = wire.parse_trailer(got)
+        assert rest == output and msg == {"exit": 7, "pid": 4242}
+        assert side.conns == {}
+    finally:
+        side.listener.close()
+        head_end.close()
+        server_end.close()

@@ -42,6 +42,7 @@ SAFETY = 3.0  # seconds of the server's idle time not relied on
 SSH_FAILED = 255
 REFUSED = 1  # the exit code of a process the server would not start (the reason is in its log)
 HOLD = 256  # bytes of output held back while they may be the start of the trailer
+HANDSHAKE_TIMEOUT = 40.0  # seconds for the server's answers (it may still be importing distributed)
 
 
 @dataclass
@@ -90,19 +91,28 @@ def route(tag: str, host: str) -> Route | None:
         return r if r is not None and r.usable() else None
 
 
+class Early(Exception):
+    """The route failed before the server said it started the process: the agent starts it instead."""
+
+
 class DirectChild:
-    """Popen's face (pid, stdin, returncode, poll, wait, send_signal) for a process started through a route."""
+    """Popen's face (pid, stdin, returncode, poll, wait, send_signal) for a process started through a
+    route; if the route fails before the process starts, it becomes that process started the agent's
+    way (the classic ssh session), transparently: then ``pid`` and ``stdin`` are that ssh's."""
 
     def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, route: Route, request: dict[str, Any]):
         h = cfg.host(spec.at)
         self.argv = ssh_argv(h, control_dir(cfg))
         self.argv[self.argv.index("ControlMaster=auto")] = "ControlMaster=no"  # a channel of the shared one
         self.argv[self.argv.index("--"):self.argv.index("--")] = ["-W", f"127.0.0.1:{route.port}"]
-        self.route, self.request, self.log_path = route, request, spec.log_path
+        self.spec, self.route, self.request, self.log_path = spec, route, request, spec.log_path
         self.tag = spec.env.get(TAG_ENV, "")
         self.returncode: int | None = None
+        self.fallback: subprocess.Popen | None = None  # the agent's ssh, when the route failed early
         self._hello = secrets.token_hex(16)
         self._running = False  # the server said it started the process
+        self._closing = False  # the supervisor closed the lifeline: a stop
+        self._swap = threading.Lock()
         self._done = threading.Event()
         self._log: Any = None
         if self.log_path:
@@ -111,13 +121,20 @@ class DirectChild:
         env = {**os.environ, **spec.env, **KEEP_ENVIRON}
         self.popen = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       env=env, cwd=str(spec.cwd) if spec.cwd else None, start_new_session=True)
-        self.pid, self.stdin = self.popen.pid, self.popen.stdin
         self._write(wire.line({"hello": self._hello}))
         with _lock:
             route.children.append(self)
         threading.Thread(target=self._run, name=f"direct-{spec.name}", daemon=True).start()
 
     # -- Popen's face -------------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return (self.fallback or self.popen).pid
+
+    @property
+    def stdin(self) -> Any:
+        return (self.fallback or self.popen).stdin
+
     def poll(self) -> int | None:
         return self.returncode
 
@@ -127,36 +144,56 @@ class DirectChild:
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
+        p = self.fallback or self.popen
+        if p.poll() is None:
+            p.send_signal(sig)
 
     def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
+        self.send_signal(9)
+
+    def close_lifeline(self) -> bool:
+        """The supervisor's stop: close the lifeline (and never fall back after it); True if it was open."""
+        with self._swap:
+            self._closing = True
+            stdin = self.stdin
+            if stdin is None or stdin.closed:
+                return False
+            try:
+                stdin.close()
+            except OSError:
+                pass
+            return True
 
     # -- the stream -----------------------------------------------------------------------------
     def _run(self) -> None:
-        code = REFUSED
+        code: int | None = None
         try:
-            code = self._stream()
-        except Exception as e:  # noqa: BLE001 - said in the log; the process counts as failed
-            self._note(f"the direct route failed: {type(e).__name__}: {e}")
-            self._close_lifeline()
-        finally:
             try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+                code = self._stream()
+            except Early as e:
+                code = self._early(str(e))
+            except Exception as e:  # noqa: BLE001 - a stream we cannot read is a route we cannot use
+                code = self._early(f"{type(e).__name__}: {e}") if not self._running else REFUSED
             if code is None:
                 code = self._lost()
-            for pipe in (self.popen.stdout, self.popen.stderr):
-                pipe.close()
-            if self._log is not None:
-                self._log.close()
-            self.returncode = code
-            self.route.quiet_since = time.monotonic()
+        finally:
+            self._end_ssh()
+            self.returncode = REFUSED if code is None else code
             self._done.set()
+
+    def _end_ssh(self) -> None:
+        if self.popen.stdout.closed:  # type: ignore[union-attr]
+            return
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            pipe.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _stream(self) -> int | None:
         """Handshake, then copy; the exit code from the trailer, or None when the stream just ended."""
@@ -164,9 +201,13 @@ class DirectChild:
         sel.register(self.popen.stdout, selectors.EVENT_READ, "out")
         sel.register(self.popen.stderr, selectors.EVENT_READ, "err")
         buf, stage, said = b"", "hello", []
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         try:
             while sel.get_map():
-                for key, _ in sel.select():
+                left = deadline - time.monotonic() if stage != "run" else None
+                if left is not None and left <= 0:
+                    raise Early(f"no answer from its fork server within {HANDSHAKE_TIMEOUT:g} s")
+                for key, _ in sel.select(left):
                     chunk = os.read(key.fileobj.fileno(), 65536)
                     if not chunk:
                         sel.unregister(key.fileobj)
@@ -179,8 +220,8 @@ class DirectChild:
                     while stage != "run" and b"\n" in buf:
                         raw, _, buf = buf.partition(b"\n")
                         stage = self._handshake(stage, raw)
-                        if stage == "refused":
-                            return REFUSED
+                    if stage != "run" and len(buf) > wire.MAX_LINE:
+                        raise Early("its fork server's answer is too long")
                     if stage == "run":
                         cut = buf.rfind(b"\x00", max(0, len(buf) - HOLD))
                         keep = cut if cut >= 0 else len(buf)
@@ -191,44 +232,62 @@ class DirectChild:
         out, msg = wire.parse_trailer(buf)
         self._out(out)
         if msg is not None and isinstance(msg.get("exit"), int):
+            self._end_ssh()
+            self.route.quiet_since = time.monotonic()  # its server saw this connection close just now
             return msg["exit"]
-        if stage == "hello" and b"forwarding request failed" in b"".join(said):
-            self.route.dead = "its port refused the forward"
-            self._note(f"no fork server answers on {self.route.host} any more: the next start goes through the agent")
-            return REFUSED
+        if stage != "run":
+            why = b"".join(said).decode(errors="replace").strip().splitlines()
+            raise Early(why[-1] if why else "the connection to its fork server ended")
         return None
 
     def _handshake(self, stage: str, raw: bytes) -> str:
         import json
 
         msg = json.loads(raw)
+        if not isinstance(msg, dict):
+            raise Early("its fork server's answer is not an object")
         if "refused" in msg:
-            self._note(f"the fork server on {self.route.host} refused: {msg['refused']}")
-            if stage == "hello":
-                self.route.dead = f"refused: {msg['refused']}"
-            return "refused"
-        self._running = stage == "request"
+            raise Early(f"its fork server refused: {msg['refused']}")
         if stage == "hello":
             token = self.route.token
             if not wire.same(msg.get("proof"), wire.proof(token, "server", self._hello, str(msg.get("nonce")))):
-                self.route.dead = "its port answered without the token"
-                self._note(f"the port of {self.route.host}'s fork server answered without its token: not used")
-                self._close_lifeline()
-                return "refused"
+                raise Early("its port answered without the fork server's token")
             auth = wire.proof(token, "client", str(msg["nonce"]), self._hello)
-            self._write(wire.line({"auth": auth, **self.request}))
+            self._write(wire.line({"auth": auth, **self.request}))  # the environment only now
             return "request"
+        self._running = True
         self._out(f"--- forked by {self.route.host}'s fork server\n".encode() if msg.get("how") == "fork"
                   else f"--- started by {self.route.host}'s fork server\n".encode())
         return "run"
 
+    def _early(self, why: str) -> int | None:
+        """Before the process started: the link went (255), the supervisor stopped it, or the route is
+        no good: then the agent starts it, and this handle follows that ssh until it exits."""
+        if self.popen.poll() is None:  # still connected to something that is no use: leave it
+            try:
+                self.popen.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+            self.popen.terminate()
+        self._end_ssh()
+        if self.popen.returncode == SSH_FAILED and not self._master_alive():
+            return SSH_FAILED
+        with self._swap:
+            if self._closing:
+                return REFUSED  # stopped before it started
+            self.route.dead = why
+            self._note(f"no direct start on {self.route.host} ({why}): starting it through the agent")
+            self.fallback = _agent_way(self.spec)
+        return self.fallback.wait()
+
     def _lost(self) -> int:
-        """The stream ended without a trailer: the link (255) or the server (a failure) went, or
-        we closed the lifeline before the process started (a stop)."""
+        """The stream ended without a trailer after the process started: a stop that ran past its grace
+        (the supervisor closed the lifeline, then killed the ssh), the link (255), or the server went."""
+        self._end_ssh()
+        if self._closing:
+            return self.popen.returncode or REFUSED
         if self.popen.returncode == SSH_FAILED or not self._master_alive():
             return SSH_FAILED
-        if self.stdin.closed and not self._running:  # type: ignore[union-attr]
-            return REFUSED
         self.route.dead = "its server went"
         self._note(f"the fork server on {self.route.host} went before its process's exit was known")
         return REFUSED
@@ -246,16 +305,10 @@ class DirectChild:
     # -- small things -------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
         try:
-            self.stdin.write(data)  # type: ignore[union-attr]
-            self.stdin.flush()  # type: ignore[union-attr]
+            self.popen.stdin.write(data)  # type: ignore[union-attr]
+            self.popen.stdin.flush()  # type: ignore[union-attr]
         except (OSError, ValueError):
             pass  # closed: a stop came first, or ssh left; the stream's end says the rest
-
-    def _close_lifeline(self) -> None:
-        try:
-            self.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
 
     def _out(self, data: bytes) -> None:
         if data and self._log is not None:
@@ -265,7 +318,30 @@ class DirectChild:
                 pass  # a full disk loses log lines, never the process
 
     def _note(self, text: str) -> None:
+        if self._log is None and self.log_path:
+            try:
+                with private_file(self.log_path) as f:
+                    f.write(f"clusterctl: {text}\n".encode())
+            except OSError:
+                pass
+            return
         self._out(f"clusterctl: {text}\n".encode())
+
+
+def _agent_way(spec: ProcessSpec) -> subprocess.Popen:
+    """The process started as without a route: an ssh session running the agent (spec.argv), its
+    environment as the first line on its stdin (effects.spawn does the same)."""
+    from ..runtime import process
+
+    popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd, stdin=subprocess.PIPE)
+    preamble = spec.preamble()
+    if preamble and popen.stdin is not None:
+        try:
+            popen.stdin.write(preamble)
+            popen.stdin.flush()
+        except OSError:
+            pass
+    return popen
 
 
 def spawn(cfg: ClusterConfig, spec: ProcessSpec, route: Route) -> DirectChild:

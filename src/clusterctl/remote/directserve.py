@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .forkserver import Server
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove itself
+DRAIN_TIMEOUT = 10.0  # seconds the trailer may wait for a slow head to read what came before it
 MAX_PENDING = 64  # connections still in their handshake; more are closed at once
 ROLES = ("worker", "scheduler")
 
@@ -46,6 +47,8 @@ class Conn:
     heard: float = 0.0
     stopping: bool = False
     ended: bool = False  # the head's side closed: nothing more to read
+    pending: bytes = b""  # the trailer, still to send once its process is gone
+    drain_until: float = 0.0
 
 
 class DirectSide:
@@ -94,6 +97,23 @@ class DirectSide:
     def busy(self) -> bool:
         return bool(self.conns)
 
+    def writers(self) -> list[socket.socket]:
+        return [s for s, c in self.conns.items() if c.pending]
+
+    def flush(self, sock: socket.socket) -> None:
+        """Send what is left of a trailer; the connection closes once it is all out."""
+        c = self.conns.get(sock)
+        if c is None:
+            return
+        try:  # never block: this loop serves every process of the host
+            c.pending = c.pending[c.sock.send(c.pending, socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            return
+        except OSError:
+            c.pending = b""
+        if not c.pending:
+            self._close(c)
+
     def accept(self) -> None:
         sock, _ = self.listener.accept()
         if sum(1 for c in self.conns.values() if not c.pid) >= MAX_PENDING:
@@ -130,24 +150,22 @@ class DirectSide:
             return False
         _signal_group(pid, signal.SIGKILL)
         self.server.kill_at.pop(pid, None)
-        try:  # never wait on a head that stopped reading: this loop serves every process of the host
-            c.sock.send(wire.trailer(os.waitstatus_to_exitcode(status), pid), socket.MSG_DONTWAIT)
-        except OSError:
-            pass
-        self._close(c)
+        # After all its output (in the socket already, in order), whenever the head has read that far.
+        c.pending, c.drain_until = wire.trailer(os.waitstatus_to_exitcode(status), pid), time.monotonic() + DRAIN_TIMEOUT
+        self.flush(c.sock)
         return True
 
     def tick(self, now: float) -> None:
         for c in list(self.conns.values()):
-            if not c.pid and now - c.opened > HANDSHAKE_TIMEOUT:
+            if not c.pid and now - c.opened > HANDSHAKE_TIMEOUT or c.pending and now > c.drain_until:
                 self._close(c)
-            elif c.pid and c.lifeline > 0 and not c.stopping and now - c.heard > c.lifeline:
+            elif c.pid in self.by_pid and c.lifeline > 0 and not c.stopping and now - c.heard > c.lifeline:
                 self._say(c, f"no heartbeat on the lifeline for {c.lifeline:g} s: stopping pid {c.pid}")
                 self._stop(c)
 
     def close(self) -> None:
         for c in list(self.conns.values()):
-            if c.pid:
+            if c.pid in self.by_pid:  # (a reaped pid may be someone else's now)
                 _signal_group(c.pid, signal.SIGTERM)
             self._close(c)
         self.listener.close()
@@ -211,6 +229,8 @@ class DirectSide:
 
     def _gone(self, c: Conn, why: str) -> None:
         c.ended = True
+        if c.pending:
+            return  # its trailer goes out still: the head closed only its own side
         if c.pid and c.pid in self.by_pid:
             if not c.stopping:
                 self._stop(c)  # the connection closes when it is reaped (the trailer may still get through)
@@ -219,7 +239,10 @@ class DirectSide:
 
     def _stop(self, c: Conn) -> None:
         c.stopping = True
-        _signal_group(c.pid, signal.SIGTERM)
+        try:  # the top process only, as the agent does: a nanny stops its worker itself
+            os.kill(c.pid, signal.SIGTERM)
+        except OSError:
+            pass
         self.server.kill_at[c.pid] = time.monotonic() + self.server.grace.get(c.pid, 10.0)
 
     def _refuse(self, c: Conn, why: str) -> None:
@@ -242,6 +265,10 @@ class DirectSide:
 
     def _close(self, c: Conn) -> None:
         if self.conns.pop(c.sock, None) is not None:
+            try:  # for every holder: a grandchild that left the group may still have it as its stdout
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             c.sock.close()
             if not self.conns and not self.server.conns:
                 self.server.quiet_since = time.monotonic()

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -128,19 +129,25 @@ def _connect() -> socket.socket | None:
         return None
 
 
-def start(env: dict[str, str], preload: list[str] | None = None) -> bool:
+def start(env: dict[str, str], preload: list[str] | None = None) -> int:
     """Start this host's server now, if it has none (`up` does so while it prepares the host, so
-    the server imports distributed while the scheduler starts); True when one answers."""
+    the server imports distributed while the scheduler starts); the pid of the one that answers
+    (its route file must be that server's), 0 when none does."""
     if not warm.enabled():
-        return False
+        return 0
     try:
         sock = _connect_or_start(env, list(preload or warm.PRELOAD))
     except OSError:
-        return False
+        return 0
     if sock is None:
-        return False
+        return 0
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+    except (OSError, AttributeError):  # no SO_PEERCRED here: a server answered, whose is unknown
+        pid = -1
     sock.close()
-    return True
+    return pid
 
 
 def _connect_or_start(env: dict[str, str], preload: list[str]) -> socket.socket | None:

@@ -111,7 +111,10 @@ class Server:
             busy = self.children or self.conns or (self.direct is not None and self.direct.busy())
             if not busy and time.monotonic() - self.quiet_since > self.idle:
                 break
-            ready = select.select([self.listener, self.wake_r, *self.conns, *direct], [], [], 0.5)[0]
+            writers = self.direct.writers() if self.direct is not None else []
+            ready, writable, _ = select.select([self.listener, self.wake_r, *self.conns, *direct], writers, [], 0.5)
+            for w in writable:
+                self.direct.flush(w)  # type: ignore[union-attr] - writers only with a direct side
             for r in ready:
                 if self.direct is not None and r is self.direct.listener:
                     self.direct.accept()

@@ -157,7 +157,8 @@ def start_forkserver(root: str, tag: str) -> dict | bool:
     try:  # an optimisation: a server that cannot start means agents exec their processes
         os.makedirs(os.path.expanduser(root), exist_ok=True)
         os.chdir(os.path.expanduser(root))
-        if not forked.start(env):
+        server = forked.start(env)
+        if not server:
             return False
     except OSError as e:
         print(f"no fork server: {e}", file=sys.stderr)
@@ -165,6 +166,8 @@ def start_forkserver(root: str, tag: str) -> dict | bool:
     try:
         with open("forkserver.route") as f:  # remote/wire.py's ROUTE
             route = json.load(f)
+        if route.get("pid") != server:  # an older server's file (one killed before it could remove it)
+            return True
         return {"port": int(route["port"]), "token": str(route["token"])}
     except (OSError, ValueError, KeyError, TypeError):
         return True
@@ -222,6 +225,11 @@ def sweep(tag: str, grace: float, workdir: str | None = None) -> dict:
         except psutil.NoSuchProcess:
             pass
     wait_gone(left, timeout=5)
+    if root is not None:  # a server killed above could not remove its route file (remote/wire.py)
+        try:
+            os.unlink(os.path.join(root, "forkserver.route"))
+        except OSError:
+            pass
     return {"agents": len(agents), "killed": len(left)}
 
 

@@ -136,6 +136,8 @@ class RealEffects:
 
 def _close_lifeline(handle: Handle | None) -> bool:
     """A remote child (an ssh whose stdin is its agent's lifeline): close it; True if it was open."""
+    if hasattr(handle, "close_lifeline"):  # remote/direct.py: it must not fall back to an agent after this
+        return handle.close_lifeline()  # type: ignore[union-attr]
     stdin = getattr(handle, "stdin", None)
     if stdin is None or stdin.closed:
         return False

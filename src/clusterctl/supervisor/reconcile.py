@@ -112,6 +112,8 @@ class Reconciler:
     # -- observing ---------------------------------------------------------------------------
     def _observe(self, c: Child, now: float) -> None:
         if c.state in (S.STARTING, S.RUNNING) and c.handle is not None:
+            if c.pid is not None and c.handle.pid != c.pid.pid:  # a direct start became an agent's (remote/direct.py)
+                c.pid, self.dirty = self.fx.identify(c.handle), True
             code = c.handle.poll()
             if code is not None and authority.held(self, c, code, now):
                 return  # maybe Dask retired it: the scheduler's next answer says
