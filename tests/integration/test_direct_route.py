@@ -141,6 +141,14 @@ def test_exit_codes_come_through_and_a_stop_past_its_grace_keeps_the_route(clust
         os.kill(child.pid, signal.SIGKILL)  # the supervisor's stop after its grace: the local ssh killed
         assert child.wait(timeout=30) == -signal.SIGKILL
         assert not route.dead and direct.route(tag, "ws2") is route, "our own stop says nothing of the server"
+
+        left = direct.spawn(cfg, worker_spec(cfg, resolve(), cfg.workers[0], 1), route)  # down finds it still there
+        wait_for(lambda: log.read_text().count("Waiting to connect to:") == 2, 60, what="another waiting worker")
+        assert direct.sweep(cfg, tag, "ws2", 5), "down's sweep, through the fork server: no remote shell"
+        assert left.wait(timeout=30) is not None
+        wait_for(lambda: processes_under(cluster.root / "remote" / "ws2") == [], 20,
+                 what="the worker and the server itself gone after the sweep")
+        assert direct.route(tag, "ws2") is None and not direct.sweep(cfg, tag, "ws2", 5), "the route went with it"
     finally:
         direct.forget(tag)
         fleet.shutdown(cfg)

@@ -12,9 +12,8 @@ the process's log and reads the exit code from the stream's trailer (remote/wire
     >>> child = DirectChild(cfg, spec, route)                           # doctest: +SKIP
     >>> child.poll()      # None while it runs; its Dask exit code after; 255 when the link went
 
-A route is used only while its server is surely alive: one of its processes runs, or it went quiet
-less than IDLE - SAFETY seconds ago (the server leaves after IDLE idle seconds). Otherwise, and after
-any failure to reach it, the agent starts the process (and, if need be, a new server).
+Routes (remote/routes.py) are used only while their server is surely alive; any failure before the
+process starts makes it the agent's start instead, in the same handle.
 """
 
 from __future__ import annotations
@@ -25,70 +24,21 @@ import selectors
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..plan.ssh import control_dir, ssh_argv
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from ..runtime.logs import private_file, write_header
 from . import wire
-from .forkserver import IDLE
+from .routes import IDLE, SAFETY, Route, forget, forward_argv, learn, route, sweep  # noqa: F401 - the API
 
 if TYPE_CHECKING:
     from ..plan.specs import ProcessSpec
     from ..topology import ClusterConfig
 
-SAFETY = 3.0  # seconds of the server's idle time not relied on
 SSH_FAILED = 255
 REFUSED = 1  # the exit code of a process the server would not start (the reason is in its log)
 HOLD = 256  # bytes of output held back while they may be the start of the trailer
 HANDSHAKE_TIMEOUT = 40.0  # seconds for the server's answers (it may still be importing distributed)
-
-
-@dataclass
-class Route:
-    host: str
-    port: int
-    token: str
-    quiet_since: float = field(default_factory=time.monotonic)
-    children: list[DirectChild] = field(default_factory=list)
-    dead: str = ""  # why it may not be used any more
-
-    def usable(self, now: float | None = None) -> bool:
-        if self.dead:
-            return False
-        self.children = [c for c in self.children if c.returncode is None]
-        now = time.monotonic() if now is None else now
-        return bool(self.children) or now - self.quiet_since < IDLE - SAFETY
-
-
-_routes: dict[tuple[str, str], Route] = {}
-_lock = threading.Lock()
-
-
-def learn(tag: str, host: str, info: Any) -> Route | None:
-    """Record the route `probe install --warm` reported for ``host`` (anything else forgets it)."""
-    with _lock:
-        if isinstance(info, dict) and isinstance(info.get("port"), int) and isinstance(info.get("token"), str):
-            route = _routes[(tag, host)] = Route(host, info["port"], info["token"])
-            return route
-        _routes.pop((tag, host), None)
-        return None
-
-
-def forget(tag: str, host: str | None = None) -> None:
-    with _lock:
-        for key in [k for k in _routes if k[0] == tag and host in (None, k[1])]:
-            del _routes[key]
-
-
-def route(tag: str, host: str) -> Route | None:
-    """The host's route if a process may be started through it now (not with CLUSTERCTL_DIRECT=0)."""
-    if os.name == "nt" or os.environ.get("CLUSTERCTL_DIRECT", "1") == "0":  # (a Windows head: no select on pipes)
-        return None
-    with _lock:
-        r = _routes.get((tag, host))
-        return r if r is not None and r.usable() else None
 
 
 class Early(Exception):
@@ -100,12 +50,9 @@ class DirectChild:
     route; if the route fails before the process starts, it becomes that process started the agent's
     way (the classic ssh session), transparently: then ``pid`` and ``stdin`` are that ssh's."""
 
-    def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, route: Route, request: dict[str, Any]):
-        h = cfg.host(spec.at)
-        self.argv = ssh_argv(h, control_dir(cfg))
-        self.argv[self.argv.index("ControlMaster=auto")] = "ControlMaster=no"  # a channel of the shared one
-        self.argv[self.argv.index("--"):self.argv.index("--")] = ["-W", f"127.0.0.1:{route.port}"]
-        self.spec, self.route, self.request, self.log_path = spec, route, request, spec.log_path
+    def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, way: Route, request: dict[str, Any]):
+        self.argv = forward_argv(cfg, spec.at, way)
+        self.spec, self.route, self.request, self.log_path = spec, way, request, spec.log_path
         self.tag = spec.env.get(TAG_ENV, "")
         self.returncode: int | None = None
         self.fallback: subprocess.Popen | None = None  # the agent's ssh, when the route failed early
@@ -122,8 +69,7 @@ class DirectChild:
         self.popen = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       env=env, cwd=str(spec.cwd) if spec.cwd else None, start_new_session=True)
         self._write(wire.line({"hello": self._hello}))
-        with _lock:
-            route.children.append(self)
+        way.attach(self)
         threading.Thread(target=self._run, name=f"direct-{spec.name}", daemon=True).start()
 
     # -- Popen's face -------------------------------------------------------------------------
@@ -344,8 +290,8 @@ def _agent_way(spec: ProcessSpec) -> subprocess.Popen:
     return popen
 
 
-def spawn(cfg: ClusterConfig, spec: ProcessSpec, route: Route) -> DirectChild:
+def spawn(cfg: ClusterConfig, spec: ProcessSpec, way: Route) -> DirectChild:
     h = cfg.host(spec.at)
     request = {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
                "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout}
-    return DirectChild(cfg, spec, route, request)
+    return DirectChild(cfg, spec, way, request)

@@ -191,9 +191,26 @@ class DirectSide:
             self._refuse(c, "not authorised")
             return
         try:
-            self._start(c, msg)
+            if msg.get("sweep") is True:
+                self._sweep(c, msg)
+            else:
+                self._start(c, msg)
         except Exception as e:  # noqa: BLE001 - one bad request or a failed fork must not end the server
             self._refuse(c, f"{type(e).__name__}: {e}")
+
+    def _sweep(self, c: Conn, msg: dict) -> None:
+        """`down`'s last word to this host, without a remote shell: stop whatever this cluster left in
+        the workdir (probe.sweep, as over ssh), answer, then leave (the server is the cluster's too)."""
+        from ..plan.tag import TAG_ENV
+        from .probe import sweep
+
+        tag = self.server.base.get(TAG_ENV)
+        if not tag:
+            raise ValueError("this server has no cluster tag to sweep by")
+        result = sweep(tag, float(msg.get("grace", 10.0)), os.getcwd())
+        self._send(c, {"swept": result})
+        self._close(c)
+        self.server.stopping = True
 
     def _start(self, c: Conn, msg: dict) -> None:
         role, args, extra = msg.get("launch"), msg.get("args"), msg.get("env")

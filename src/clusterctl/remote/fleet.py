@@ -217,17 +217,19 @@ def shutdown(cfg: ClusterConfig) -> list[str]:
     notes: list[str] = []
     hosts = cfg.remote_hosts()
 
-    direct.forget(cluster_tag(cfg))
+    tag = cluster_tag(cfg)
 
     def sweep_and_close(name: str) -> None:
-        try:
-            sweep(cfg, name)
+        try:  # through the host's fork server when its route is there (no remote shell), else over ssh
+            if not direct.sweep(cfg, tag, name, cfg.timeouts.shutdown):
+                sweep(cfg, name)
         finally:
             ssh.close(cfg, name)
 
     for name, r in _each(hosts, sweep_and_close).items():
         if isinstance(r, BaseException):
             notes.append(f"host {name!r}: {r}")
+    direct.forget(tag)
     try:
         ssh.control_dir(cfg).rmdir()  # only when empty: no shared connection is left open
     except OSError:
