@@ -90,6 +90,8 @@ class DirectChild:
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
+        with self._swap:
+            self._closing = True  # signalled by the supervisor: a stop, never a reason to fall back
         p = self.fallback or self.popen
         if p.poll() is None:
             p.send_signal(sig)

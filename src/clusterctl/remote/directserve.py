@@ -49,6 +49,7 @@ class Conn:
     ended: bool = False  # the head's side closed: nothing more to read
     pending: bytes = b""  # the trailer, still to send once its process is gone
     drain_until: float = 0.0
+    fin: bool = False  # all sent and our side shut: waiting for the head's end (closing now would reset)
 
 
 class DirectSide:
@@ -98,7 +99,7 @@ class DirectSide:
         return bool(self.conns)
 
     def writers(self) -> list[socket.socket]:
-        return [s for s, c in self.conns.items() if c.pending]
+        return [s for s, c in self.conns.items() if c.pending and not c.fin]
 
     def flush(self, sock: socket.socket) -> None:
         """Send what is left of a trailer; the connection closes once it is all out."""
@@ -112,6 +113,19 @@ class DirectSide:
         except OSError:
             c.pending = b""
         if not c.pending:
+            self._finish(c)
+
+    def _finish(self, c: Conn) -> None:
+        """All sent: shut our side (the head reads to the end, then EOF), and close only once the head
+        has closed its own: closing with its heartbeat unread would reset the connection, and a reset
+        drops what the head has not read yet, the trailer with it."""
+        c.fin = True
+        try:
+            c.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(c)
+            return
+        if c.ended:
             self._close(c)
 
     def accept(self) -> None:
@@ -130,6 +144,8 @@ class DirectSide:
         if not data:
             self._gone(c, "the lifeline closed")
             return
+        if c.fin or c.pending:
+            return  # a heartbeat after its process ended: read, and nothing more
         if c.pid:
             c.heard = time.monotonic()  # a heartbeat: only its arrival matters
             return
@@ -157,7 +173,7 @@ class DirectSide:
 
     def tick(self, now: float) -> None:
         for c in list(self.conns.values()):
-            if not c.pid and now - c.opened > HANDSHAKE_TIMEOUT or c.pending and now > c.drain_until:
+            if not c.pid and now - c.opened > HANDSHAKE_TIMEOUT or (c.pending or c.fin) and now > c.drain_until:
                 self._close(c)
             elif c.pid in self.by_pid and c.lifeline > 0 and not c.stopping and now - c.heard > c.lifeline:
                 self._say(c, f"no heartbeat on the lifeline for {c.lifeline:g} s: stopping pid {c.pid}")
@@ -246,6 +262,9 @@ class DirectSide:
 
     def _gone(self, c: Conn, why: str) -> None:
         c.ended = True
+        if c.fin:
+            self._close(c)
+            return
         if c.pending:
             return  # its trailer goes out still: the head closed only its own side
         if c.pid and c.pid in self.by_pid:

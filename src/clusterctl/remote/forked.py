@@ -56,8 +56,8 @@ class ServedChild(ChildHandle):
                         return int(msg.get("exit", UNKNOWN_EXIT))
                     return None
                 self._close_sock()  # the server went: watch the process itself
-            else:
-                return None
+            elif self._fd is None or not select.select([self._fd], [], [], 0)[0]:
+                return None  # (its server may be busy, sweeping: the pidfd still says when it exits)
         if self._fd is not None:
             return UNKNOWN_EXIT if select.select([self._fd], [], [], 0)[0] else None
         try:

@@ -113,9 +113,20 @@ class Server:
                 break
             writers = self.direct.writers() if self.direct is not None else []
             ready, writable, _ = select.select([self.listener, self.wake_r, *self.conns, *direct], writers, [], 0.5)
-            for w in writable:
-                self.direct.flush(w)  # type: ignore[union-attr] - writers only with a direct side
-            for r in ready:
+            self.dispatch(ready, writable)
+            self._reap()
+            self._escalate()
+            if self.direct is not None:
+                self.direct.tick(time.monotonic())
+
+    def dispatch(self, ready: list[Any], writable: list[Any]) -> None:
+        """One select's worth. A socket handled first (a trailer sent, then closed) may also be in the
+        other list: each is looked up where it lives now, and one failing never ends the server."""
+        for w in writable:
+            if self.direct is not None and w in self.direct.conns:
+                self.direct.flush(w)
+        for r in ready:
+            try:
                 if self.direct is not None and r is self.direct.listener:
                     self.direct.accept()
                 elif self.direct is not None and r in self.direct.conns:
@@ -126,12 +137,10 @@ class Server:
                     self.fds[conn] = []
                 elif r == self.wake_r:
                     os.read(self.wake_r, 4096)
-                else:
+                elif r in self.conns:
                     self._read(r)
-            self._reap()
-            self._escalate()
-            if self.direct is not None:
-                self.direct.tick(time.monotonic())
+            except OSError as e:  # one connection's trouble (a reset, a race with its close)
+                print(f"forkserver: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
     def _read(self, conn: socket.socket) -> None:
         try:

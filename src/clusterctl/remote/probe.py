@@ -166,10 +166,12 @@ def start_forkserver(root: str, tag: str) -> dict | bool:
     try:
         with open("forkserver.route") as f:  # remote/wire.py's ROUTE
             route = json.load(f)
-        if route.get("pid") != server:  # an older server's file (one killed before it could remove it)
+        if server == -1:  # no SO_PEERCRED here (macOS): at least a live process wrote it
+            os.kill(int(route["pid"]), 0)
+        elif route.get("pid") != server:  # an older server's file (one killed before it could remove it)
             return True
         return {"port": int(route["port"]), "token": str(route["token"])}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # (ProcessLookupError: that writer is gone)
         return True
 
 

@@ -69,6 +69,7 @@ class RealEffects:
         stop (one still closing would wait on a scheduler that left); signals for what is left."""
         t0 = time.monotonic()
         polite = [h for pid, h in targets if pid is not None and _close_lifeline(h)]
+        targets = [(self._now(pid, h), h) for pid, h in targets]  # (closed: a direct start stays what it is)
         for h in polite:  # one shared deadline
             try:
                 h.wait(timeout=max(0.0, t0 + grace - time.monotonic()))  # type: ignore[union-attr]
@@ -86,8 +87,17 @@ class RealEffects:
 
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
         if pid is not None:
+            _close_lifeline(handle)  # a direct start must not become an agent's while it is killed
+            pid = self._now(pid, handle)
             process.kill_tree(pid)
             process.stop(pid, 0, handle)  # type: ignore[arg-type] - reap
+
+    def _now(self, pid: ProcessId | None, handle: Handle | None) -> ProcessId | None:
+        """The handle's process now: a direct start that became an agent's (remote/direct.py) has
+        another pid than the one recorded when it started."""
+        if pid is not None and handle is not None and handle.pid != pid.pid:
+            return self.identify(handle)
+        return pid
 
     def retire(self, names: list[str]) -> list[str]:
         """Ask the scheduler to retire workers: their unique results move elsewhere first."""
