@@ -202,6 +202,13 @@ def test_hostile_connections_leave_the_server_serving(server):
             c.sendall(bad)
             reply = c.recv(65536)
             assert b"refused" in reply, (bad[:40], reply)
+    with socket.create_connection(("127.0.0.1", route["port"]), timeout=20) as c:  # refused: the rest is not read
+        c.sendall(b"not json\n" + wire.line({"hello": "h" * 32}))
+        c.settimeout(10)
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+        assert b"refused" in reply and b"nonce" not in reply, reply
     for request in ({"launch": "shell", "args": ["id"], "env": {}}, {"launch": "worker", "args": "id", "env": {}},
                     {"launch": "worker", "args": [], "env": {"A": 1}}):
         again = Stream(route)

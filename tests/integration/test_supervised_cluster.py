@@ -74,10 +74,12 @@ def test_start_compute_scale_logs_then_close_semantics(cluster):
         with Client(cl) as client:
             assert client.cluster is cl
             check_collections(client)
-            cl.scale(4)  # returns once they are registered: no waiting here
-            assert registered(client) == ["default-0", "default-1", "default-2", "default-3"]
+            # returns once they are registered: no waiting here. (Which names: adaptive mode, on until this
+            # scale, may have retired and added workers while the collections ran.)
+            cl.scale(4)
+            assert len(registered(client)) == 4
             cl.scale(1)
-            assert registered(client) == ["default-0"]
+            assert len(registered(client)) == 1
             assert len(cl.scheduler_info["workers"]) == 1
 
             # The supervisor restarts a killed scheduler; the cluster object watches the new one.

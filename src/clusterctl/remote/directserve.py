@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove itself
 DRAIN_TIMEOUT = 10.0  # seconds the trailer may wait for a slow head to read what came before it
+REFUSED_LINGER = 2.0  # seconds a refused connection is read (and dropped) before it is closed
 MAX_PENDING = 64  # connections still in their handshake; more are closed at once
 ROLES = ("worker", "scheduler")
 
@@ -153,7 +154,7 @@ class DirectSide:
         if len(c.buf) > wire.MAX_LINE:
             self._refuse(c, "request too large")
             return
-        while b"\n" in c.buf and sock in self.conns and not c.pid:
+        while b"\n" in c.buf and sock in self.conns and not c.pid and not c.fin:  # (fin: refused, said why)
             raw, _, rest = bytes(c.buf).partition(b"\n")
             c.buf = bytearray(rest)
             if raw.strip():  # a heartbeat may come before the request: blank lines are nothing
@@ -282,9 +283,13 @@ class DirectSide:
         self.server.kill_at[c.pid] = time.monotonic() + self.server.grace.get(c.pid, 10.0)
 
     def _refuse(self, c: Conn, why: str) -> None:
+        """Say why, then end it as a trailer ends a stream (what the peer still sends is read and
+        dropped for a moment): closing at once with its bytes unread would reset the connection and
+        could lose the answer."""
         self._send(c, {"refused": why})
         print(f"forkserver: direct connection refused: {why}", file=sys.stderr, flush=True)
-        self._close(c)
+        c.drain_until = time.monotonic() + REFUSED_LINGER
+        self._finish(c)
 
     def _say(self, c: Conn, text: str) -> None:
         print(f"forkserver: {text}", file=sys.stderr, flush=True)
