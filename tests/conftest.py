@@ -174,3 +174,22 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def bare_scheduler(tmp_path):
+    """A plain-TCP Dask scheduler on a free loopback port, for tests of what starts workers
+    (fork servers, agents) without a whole cluster; afterwards nothing may be left under tmp_path."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                             str(port), "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield f"tcp://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    left = processes_under(tmp_path)
+    kill_all(left)
+    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "left behind"

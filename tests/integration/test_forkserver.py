@@ -15,27 +15,15 @@ import psutil
 import pytest
 
 from clusterctl.remote import forkserver
-from conftest import free_port, kill_all, processes_under, wait_for
+from conftest import kill_all, processes_under, wait_for
 
 PY = sys.executable
 TAG = "fs-test.0123456789"
 
 
 @pytest.fixture
-def scheduler(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([PY, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield f"tcp://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    left = processes_under(tmp_path)
-    kill_all(left)
-    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "left behind"
+def scheduler(bare_scheduler):
+    return bare_scheduler
 
 
 def agent(tmp_path: Path, address: str, name: str, env: dict | None = None) -> subprocess.Popen:

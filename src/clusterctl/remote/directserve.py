@@ -18,7 +18,6 @@ import secrets
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -71,18 +70,9 @@ class DirectSide:
     # -- the route file -------------------------------------------------------------------------
     def publish(self) -> None:
         """forkserver.route (0600, atomic) in the workdir: what `probe install --warm` hands the head."""
-        fd, tmp = tempfile.mkstemp(prefix=".route-", dir=".")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"port": self.port, "token": self.token, "pid": os.getpid()}, f)
-            os.replace(tmp, wire.ROUTE)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        from .probe import write_atomically
+
+        write_atomically(wire.ROUTE, json.dumps({"port": self.port, "token": self.token, "pid": os.getpid()}))
 
     def unpublish(self) -> None:
         try:

@@ -123,22 +123,27 @@ def install(root: str, payload: dict) -> dict:
             raise SystemExit(f"refusing path {rel!r}: must stay inside {root}")
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        try:
-            os.fchmod(fd, int(item.get("mode", 0o600)))
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(item["text"])
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(path, item["text"], int(item.get("mode", 0o600)))
         written.append(rel)
     return {"root": os.path.abspath(root), "written": written, "versions": versions()}
+
+
+def write_atomically(path: str, text: str, mode: int = 0o600) -> None:
+    """``text`` to ``path`` with ``mode`` from the start (a temp file beside it, then a rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def start_forkserver(root: str, tag: str) -> dict | bool:
