@@ -138,14 +138,25 @@ def test_no_warm_start_when_switched_off(tmp_path, scheduler):
         kill_all(processes_under(tmp_path / "wd"))
 
 
-def test_server_leaves_when_idle(tmp_path):
-    """Started with a short idle time and no agent: it leaves by itself, and takes its socket."""
-    wd = tmp_path / "wd"
+def bare_server(wd: Path, idle: float) -> subprocess.Popen:
+    """A fork server started by hand in ``wd``, once it said it is ready (the caller stops it)."""
     wd.mkdir()
-    proc = subprocess.Popen([PY, "-m", "clusterctl.remote.forkserver", "--idle", "1"], cwd=wd,
+    proc = subprocess.Popen([PY, "-m", "clusterctl.remote.forkserver", "--idle", str(idle)], cwd=wd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CLUSTERCTL_TAG": TAG})
     try:
         assert proc.stdout.readline().strip() == b"ready"
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def test_server_leaves_when_idle(tmp_path):
+    """Started with a short idle time and no agent: it leaves by itself, and takes its socket."""
+    wd = tmp_path / "wd"
+    proc = bare_server(wd, idle=1)
+    try:
         t0 = time.monotonic()
         assert proc.wait(timeout=20) == 0
         assert time.monotonic() - t0 < 15
@@ -163,11 +174,8 @@ def test_a_malformed_request_is_refused_and_the_server_keeps_serving(tmp_path):
     import socket
 
     wd = tmp_path / "wd"
-    wd.mkdir()
-    proc = subprocess.Popen([PY, "-m", "clusterctl.remote.forkserver", "--idle", "30"], cwd=wd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CLUSTERCTL_TAG": TAG})
+    proc = bare_server(wd, idle=30)
     try:
-        assert proc.stdout.readline().strip() == b"ready"
         for bad in ({"argv": [1, 2], "env": {}, "cwd": str(wd)}, {"argv": ["x"], "env": [[1, "x"]], "cwd": str(wd)},
                     "not json"):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -59,20 +59,25 @@ def test_a_job_running_through_a_rolling_restart_of_every_worker_gives_identical
         wait_for(lambda: sum(f.done() for f in futures) >= 10, 60, 0.05, "the job to hold results on the workers")
         roll = restart_cli(cluster, "--rolling")
         running = []
-        deadline = time.monotonic() + 150
-        while roll.poll() is None and time.monotonic() < deadline:
-            if len(waves) > 1:
-                submit(waves.pop(0))
-            running.append(sum(w["status"] == "running" for w in workers(cluster).values()))
-            time.sleep(0.3)
-        out, err = roll.communicate(timeout=30)
+        try:
+            deadline = time.monotonic() + 150
+            while roll.poll() is None and time.monotonic() < deadline:
+                if len(waves) > 1:
+                    submit(waves.pop(0))
+                running.append(sum(w["status"] == "running" for w in workers(cluster).values()))
+                time.sleep(0.3)
+            out, err = roll.communicate(timeout=30)
+        finally:
+            if roll.poll() is None:
+                roll.kill()
+                roll.wait()
         assert roll.returncode == 0, out + err
         assert waves, "the job must still be running when the roll ends"
         for wave in waves:
             submit(wave)
         results = [list(r) for r in client.gather(futures)]
     assert results == expected, "a rolling restart must not change a single result"
-    assert min(running) >= 3, f"the group dropped below its size during the roll: {running}"
+    assert running and min(running) >= 3, f"the group dropped below its size during the roll: {running}"
     counter = http_json(f"http://127.0.0.1:{cluster.dashboard_port}/clusterctl/computed.json"
                         f"?prefix=montecarlo-{spec.seed}-", 5) or {}
     assert len(counter["stored"]) == spec.tasks

@@ -17,7 +17,7 @@ from ..errors import ClusterError
 from ..runtime import registry
 from ..topology import ClusterConfig, default_config_path
 from . import app
-from .common import ConfigOption, JsonOption, config, out, user_errors
+from .common import ConfigOption, JsonOption, config, out, raise_unready, user_errors
 
 GroupOption = Annotated[Optional[str], typer.Option("--group", "-g", help="Restart this group's workers.")]
 POLL = 10.0  # seconds the supervisor holds each progress request while nothing happens
@@ -61,10 +61,7 @@ def restart(
             out.print(f"restarted {name}: {state}" + (f" (pid {p.pid})" if p and p.pid else ""), markup=False)
         for name, why in result.get("skipped", {}).items():
             out.print(f"skipped {name}: {why}", markup=False)
-    failed = [n for n, s in states.items() if s != "running"]
-    if failed:
-        raise ClusterError(f"{', '.join(failed)} did not come back; see `clusterctl status` and "
-                           f"`clusterctl logs {failed[0]}`")
+    raise_unready(states, "did not come back")
 
 
 @app.command()
@@ -130,10 +127,7 @@ def _follow_apply(cfg: ClusterConfig, result: dict[str, Any], as_json: bool) -> 
             raise ClusterError(roll["error"])
     if as_json:
         out.print_json(json.dumps(result))
-    failed = [n for n, s in states.items() if s != "running"]
-    if failed:
-        raise ClusterError(f"{', '.join(failed)} did not become ready; see `clusterctl status` and "
-                           f"`clusterctl logs {failed[0]}`")
+    raise_unready(states)
     show(f"applied {len(result['plan'])} change{'s' * (len(result['plan']) != 1)}")
 
 

@@ -75,3 +75,10 @@ def aligned(rows: list[list[str]]) -> list[str]:
     never cut to a terminal's width."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def raise_unready(states: dict[str, str], what: str = "did not become ready") -> None:
+    """One line naming the processes a command started that are not running, and where to look."""
+    failed = [n for n, s in states.items() if s != "running"]
+    if failed:
+        raise ClusterError(f"{', '.join(failed)} {what}; see `clusterctl status` and `clusterctl logs {failed[0]}`")

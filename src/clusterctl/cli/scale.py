@@ -11,7 +11,7 @@ from ..client.connect import ask_supervisor, wait_ready
 from ..topology import ClusterConfig
 from ..errors import ClusterError
 from . import app
-from .common import ConfigOption, JsonOption, config, out, user_errors
+from .common import ConfigOption, JsonOption, config, out, raise_unready, user_errors
 
 worker_app = typer.Typer(help="Add or remove individual workers.\n\nExample: clusterctl worker add --count 2", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
@@ -32,9 +32,7 @@ def _report(cfg: ClusterConfig, result: dict, as_json: bool) -> None:
             out.print(f"removed {name} ({how})")
         sizes = ", ".join(f"{g}: {n}" for g, n in result.get("workers", {}).items())
         out.print(f"workers now {sizes}")
-    failed = [n for n, s in states.items() if s != "running"]
-    if failed:
-        raise ClusterError(f"{', '.join(failed)} did not become ready; see `clusterctl status` and `clusterctl logs {failed[0]}`")
+    raise_unready(states)
 
 
 @app.command()

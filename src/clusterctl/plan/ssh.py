@@ -24,6 +24,7 @@ CONTROL_PERSIST = 60  # seconds a shared connection outlives its last session
 CONNECT_TIMEOUT = 10
 ALIVE_INTERVAL = 5  # a dead link is noticed after ALIVE_INTERVAL * ALIVE_COUNT seconds
 ALIVE_COUNT = 3
+SSH_FAILED = 255  # ssh's own exit code: the connection failed or dropped, not the remote command's
 
 
 def control_dir(cfg: ClusterConfig) -> Path:

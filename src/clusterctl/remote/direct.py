@@ -26,16 +26,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..plan.ssh import SSH_FAILED
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from ..runtime.logs import private_file, write_header
-from . import wire
+from . import ssh, wire
 from .routes import IDLE, SAFETY, Route, forget, forward_argv, learn, route, sweep  # noqa: F401 - the API
 
 if TYPE_CHECKING:
     from ..plan.specs import ProcessSpec
     from ..topology import ClusterConfig
 
-SSH_FAILED = 255
 REFUSED = 1  # the exit code of a process the server would not start (the reason is in its log)
 HOLD = 256  # bytes of output held back while they may be the start of the trailer
 HANDSHAKE_TIMEOUT = 40.0  # seconds for the server's answers (it may still be importing distributed)
@@ -52,7 +52,7 @@ class DirectChild:
 
     def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, way: Route, request: dict[str, Any]):
         self.argv = forward_argv(cfg, spec.at, way)
-        self.spec, self.route, self.request, self.log_path = spec, way, request, spec.log_path
+        self.cfg, self.spec, self.route, self.request, self.log_path = cfg, spec, way, request, spec.log_path
         self.tag = spec.env.get(TAG_ENV, "")
         self.returncode: int | None = None
         self.fallback: subprocess.Popen | None = None  # the agent's ssh, when the route failed early
@@ -197,10 +197,9 @@ class DirectChild:
         if "refused" in msg:
             raise Early(f"its fork server refused: {msg['refused']}")
         if stage == "hello":
-            token = self.route.token
-            if not wire.same(msg.get("proof"), wire.proof(token, "server", self._hello, str(msg.get("nonce")))):
+            auth = wire.answer(self.route.token, self._hello, msg)
+            if auth is None:
                 raise Early("its port answered without the fork server's token")
-            auth = wire.proof(token, "client", str(msg["nonce"]), self._hello)
             self._write(wire.line({"auth": auth, **self.request}))  # the environment only now
             return "request"
         self._running = True
@@ -225,7 +224,7 @@ class DirectChild:
                 return REFUSED  # stopped before it started
             self.route.dead = why
             self._note(f"no direct start on {self.route.host} ({why}): starting it through the agent")
-            self.fallback = _agent_way(self.spec)
+            self.fallback = over_agent(self.spec)
         return self.fallback.wait()
 
     def _lost(self) -> int:
@@ -241,14 +240,7 @@ class DirectChild:
         return REFUSED
 
     def _master_alive(self) -> bool:
-        argv = list(self.argv)
-        at = argv.index("-W")
-        del argv[at:at + 2]
-        argv[argv.index("--"):argv.index("--")] = ["-O", "check"]
-        try:
-            return subprocess.run(argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            return False
+        return ssh.master(self.cfg, self.spec.at, "check") == 0
 
     # -- small things -------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -276,9 +268,9 @@ class DirectChild:
         self._out(f"clusterctl: {text}\n".encode())
 
 
-def _agent_way(spec: ProcessSpec) -> subprocess.Popen:
-    """The process started as without a route: an ssh session running the agent (spec.argv), its
-    environment as the first line on its stdin (effects.spawn does the same)."""
+def over_agent(spec: ProcessSpec) -> subprocess.Popen:
+    """A remote process started the agent's way: an ssh session running the agent (spec.argv), whose
+    stdin stays open as its lifeline after the first line, its environment (ProcessSpec.preamble)."""
     from ..runtime import process
 
     popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd, stdin=subprocess.PIPE)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..runtime import entry as warm
 from . import wire
+from .forkserver import _signal_group, differs  # (forkserver imports this module only when serving)
 
 if TYPE_CHECKING:
     from .forkserver import Server
@@ -228,8 +229,6 @@ class DirectSide:
         grace, lifeline = float(msg.get("grace", 10.0)), float(msg.get("lifeline", 0.0))
         argv = [*self._launch(role), *args]
         env = {**self.server.base, **extra}
-        from .forkserver import differs
-
         fork = warm.enabled() and warm.entry_point(argv) is not None and not differs(self.server.base, env)
         self._send(c, {"how": "fork" if fork else "exec"})  # before the process: its output follows
         fd = c.sock.fileno()
@@ -344,13 +343,6 @@ def _exec_child(argv: list[str], env: dict[str, str], fd: int) -> int:
         finally:
             os._exit(127)
     return 0  # pragma: no cover - unreachable
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except OSError:
-        pass
 
 
 def open_side(enabled: bool) -> DirectSide | None:

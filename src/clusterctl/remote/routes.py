@@ -97,11 +97,10 @@ def sweep(cfg: ClusterConfig, tag: str, host: str, grace: float) -> bool:
         hello = secrets.token_hex(16)
         p.stdin.write(wire.line({"hello": hello}))  # type: ignore[union-attr]
         p.stdin.flush()  # type: ignore[union-attr]
-        said = _read_line(p, time.monotonic() + 10)
-        if not wire.same(said.get("proof"), wire.proof(r.token, "server", hello, str(said.get("nonce")))):
+        auth = wire.answer(r.token, hello, _read_line(p, time.monotonic() + 10))
+        if auth is None:
             return False
-        p.stdin.write(wire.line({"auth": wire.proof(r.token, "client", str(said["nonce"]), hello),  # type: ignore[union-attr]
-                                 "sweep": True, "grace": grace}))
+        p.stdin.write(wire.line({"auth": auth, "sweep": True, "grace": grace}))  # type: ignore[union-attr]
         p.stdin.flush()  # type: ignore[union-attr]
         return "swept" in _read_line(p, time.monotonic() + grace + 15)
     except (OSError, ValueError, KeyError, TimeoutError):

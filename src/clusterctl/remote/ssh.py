@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ClusterError
-from ..plan.ssh import CONNECT_TIMEOUT, control_dir, remote_command, ssh_argv
+from ..plan.ssh import CONNECT_TIMEOUT, SSH_FAILED, control_dir, remote_command, ssh_argv
 from ..topology import ClusterConfig
 
 __all__ = ["CONNECT_TIMEOUT", "HostUnreachable", "Result", "close", "control_dir", "run", "secure_control_dir"]
@@ -53,20 +53,28 @@ def run(cfg: ClusterConfig, name: str, argv: list[str], *, stdin: str | None = N
         raise HostUnreachable(f"host {name!r} ({host.address}): no answer over SSH within {timeout:g} s") from e
     except FileNotFoundError as e:
         raise ClusterError("the `ssh` client is not installed; install OpenSSH (apt-get install openssh-client)") from e
-    if proc.returncode == 255:  # ssh's own failure, not the command's
+    if proc.returncode == SSH_FAILED:  # ssh's own failure, not the command's
         raise HostUnreachable(f"host {name!r} ({host.address}) is unreachable over SSH: {_last_line(proc.stderr)}")
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def close(cfg: ClusterConfig, name: str) -> None:
     """Close this cluster's shared connection to a host, if one is open."""
-    host = cfg.host(name)
+    master(cfg, name, "exit")
+
+
+def master(cfg: ClusterConfig, name: str, command: str) -> int | None:
+    """``ssh -O command`` ("check", "exit") to this cluster's shared connection to host ``name``: its
+    exit code (0: there is one, and it did it), None when there is no connection folder or ssh failed."""
     control = secure_control_dir(cfg, create=False)
     if not control.exists():
-        return
-    argv = ssh_argv(host, control)
-    argv[argv.index("--"):argv.index("--")] = ["-O", "exit"]
-    subprocess.run(argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        return None
+    argv = ssh_argv(cfg.host(name), control)
+    argv[argv.index("--"):argv.index("--")] = ["-O", command]
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL).returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _last_line(text: str) -> str:

@@ -36,6 +36,15 @@ def same(a: object, b: str) -> bool:
     return isinstance(a, str) and hmac.compare_digest(a.encode(), b.encode())
 
 
+def answer(token: str, hello: str, said: dict) -> str | None:
+    """The head's ``auth`` for a server that said ``said`` ({"nonce", "proof"}) to its ``hello``, or None
+    when that proof is not the token's: then it must be told nothing."""
+    nonce = str(said.get("nonce"))
+    if not same(said.get("proof"), proof(token, "server", hello, nonce)):
+        return None
+    return proof(token, "client", nonce, hello)
+
+
 def line(msg: dict) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
 

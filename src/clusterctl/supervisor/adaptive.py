@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..topology.workers import adaptive_maximum
+
 if TYPE_CHECKING:
+    from ..topology import WorkerGroup
     from .reconcile import Reconciler
 
 
@@ -29,6 +32,13 @@ class GroupAdapt:
     target: int | None = None  # the last size decided on
     reason: str = "waiting for the scheduler's first recommendation"
     lower_streak: int = 0
+
+    @classmethod
+    def of(cls, g: WorkerGroup) -> GroupAdapt:
+        """A group's `adapt:` from its topology (up, apply)."""
+        assert g.adapt is not None
+        return cls(g.name, g.adapt.minimum, adaptive_maximum(g), g.adapt.target_duration, g.adapt.wait_count,
+                   g.adapt.interval)
 
     def to_dict(self) -> dict[str, Any]:
         return {"minimum": self.minimum, "maximum": self.maximum, "target": self.target, "reason": self.reason,

@@ -18,7 +18,6 @@ from ..plan.specs import SCHEDULER, scheduler_address, scheduler_spec, worker_sp
 from ..runtime import tls
 from ..runtime.probes import PortDenied, port_in_use
 from ..topology import ClusterConfig, load_config
-from ..topology.workers import adaptive_maximum
 from .adaptive import GroupAdapt
 from .apply import Plan, plan
 from .desired import index_of, pick_to_remove
@@ -62,13 +61,13 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
 
         restart_now(core, [SCHEDULER], "clusterctl apply --allow-restart")
     result.update(converge(core, p, new, roll=not p.restart))
+    policy = any(c.subject == "scheduler.restart" for c in p.of("in-place"))
     if p.restart:
         respec(sup, new)
-    elif any(c.subject == "scheduler.restart" for c in p.of("in-place")):
+    elif policy:
         core.replace_specs([scheduler_spec(new, sup.launcher)])
-    for c in p.of("in-place"):
-        if c.subject == "scheduler.restart" and SCHEDULER in core.children:
-            core.children[SCHEDULER].tracker.policy = new.scheduler.restart
+    if policy and SCHEDULER in core.children:
+        core.children[SCHEDULER].tracker.policy = new.scheduler.restart
     core.fx.emit("cluster", "applied", f"{new.source}: {len(p.changes)} change{'s' * (len(p.changes) != 1)}",
                  changes=p.lines())
     sup._save_size()
@@ -95,12 +94,11 @@ def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -
             gone = pick_to_remove(states, len(members) - count)
             removing += core.desired.remove(gone)
     for c in p.of("start", "in-place"):
-        g = next((g for g in new.workers if g.name == c.group), None)
-        if g is None or (c.action == "in-place" and "adapt" not in c.settings):
+        if c.group is None or (c.action == "in-place" and "adapt" not in c.settings):
             continue
+        g = new.group(c.group)
         if g.adapt is not None:
-            core.adapter.set(GroupAdapt(g.name, g.adapt.minimum, adaptive_maximum(g), g.adapt.target_duration,
-                                        g.adapt.wait_count, g.adapt.interval))
+            core.adapter.set(GroupAdapt.of(g))
         elif core.adapter.off(g.name):
             core.fx.emit(g.name, "adapt-off", "clusterctl apply: `adapt:` left the group")
     for c in p.of("in-place"):

@@ -47,16 +47,9 @@ class RealEffects:
             route = direct.route(cluster_tag(self.cfg()), spec.at) if spec.remote and spec.remote_args else None
             if route is not None:
                 return direct.spawn(self.cfg(), spec, route)
-            popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd,
-                                  stdin=subprocess.PIPE if spec.remote else subprocess.DEVNULL)
-            preamble = spec.preamble()  # a remote agent's environment: over stdin, never in argv
-            if preamble and popen.stdin is not None:
-                try:
-                    popen.stdin.write(preamble)
-                    popen.stdin.flush()  # stays open: the agent's lifeline
-                except OSError:
-                    pass  # ssh already left: its exit is observed and restarted by policy
-            return popen
+            if spec.remote:  # its environment over stdin, never in argv; stdin stays open: the lifeline
+                return direct.over_agent(spec)
+            return process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd)
         except OSError as e:
             raise StartFailed(f"{spec.name}: cannot start {spec.argv[0]!r}: {e.strerror or e}") from e
 

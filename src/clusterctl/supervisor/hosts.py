@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from .states import HostState
 
-SSH_FAILED = 255  # ssh's own exit code: the connection failed or dropped, not the command
 FIRST_RETRY = 1.0  # seconds before the first probe of a host just lost
 
 

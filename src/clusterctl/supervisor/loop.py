@@ -35,7 +35,7 @@ from . import adopt, changes, commands, record, scaling
 from .adopt import leftovers
 from .desired import DesiredSet, DesiredSize
 from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed, check_ports
-from ..topology.workers import adaptive_maximum, adaptive_start
+from ..topology.workers import adaptive_start
 from .adaptive import GroupAdapt
 from .hosts import Fleet, Host, Preparation
 from .reconcile import Reconciler, Timing
@@ -120,8 +120,7 @@ class Supervisor:
         for g in self.cfg.workers:  # an adaptive group starts small; Dask's recommendation sizes it
             if g.adapt is not None:
                 counts[g.name] = adaptive_start(g)
-                self.core.adapter.set(GroupAdapt(g.name, g.adapt.minimum, adaptive_maximum(g), g.adapt.target_duration,
-                                                 g.adapt.wait_count, g.adapt.interval))
+                self.core.adapter.set(GroupAdapt.of(g))
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
         adopt.install(found, self.core, {s.name: s for s in specs}, self._plan_worker)
         adopt.stop_strays(found, cluster_tag(self.cfg), self.core)  # and the old supervisor's helpers

@@ -31,7 +31,8 @@ from .desired import DesiredSet
 from .restart import RestartTracker
 from .retire import Retirer
 from .rolling import Roller
-from .hosts import SSH_FAILED, Fleet
+from ..plan.ssh import SSH_FAILED
+from .hosts import Fleet
 from .states import ChildState as S
 from .states import ClusterState, HostState
 
