@@ -208,3 +208,26 @@ def test_the_title_keeps_its_tag_when_the_environment_changes_and_the_command_li
         top = psutil.Process(parent.pid)
         kill_all(top.children(recursive=True) + [top])
         parent.wait(timeout=10)
+
+
+def test_a_served_childs_exit_code_is_awaited_when_its_pid_is_done_first():
+    """The pidfd says the process ended a moment before its server's answer arrives: the code is the
+    server's, not 'unknown' (an exit 0, a retirement, must not read as a crash)."""
+    import json
+    import socket
+    import threading
+
+    from clusterctl.remote.forked import ServedChild
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    agent_end, server_end = socket.socketpair()
+    try:
+        child = ServedChild(agent_end, proc.pid)
+        proc.wait(timeout=10)  # gone (and reaped): its pidfd is ready, the server has said nothing yet
+        later = threading.Timer(0.3, lambda: server_end.sendall(json.dumps({"exit": 3}).encode() + b"\n"))
+        later.start()
+        assert child.wait(timeout=10) == 3
+        later.join()
+    finally:
+        server_end.close()
+        agent_end.close()

@@ -56,8 +56,12 @@ class ServedChild(ChildHandle):
                         return int(msg.get("exit", UNKNOWN_EXIT))
                     return None
                 self._close_sock()  # the server went: watch the process itself
-            elif self._fd is None or not select.select([self._fd], [], [], 0)[0]:
-                return None  # (its server may be busy, sweeping: the pidfd still says when it exits)
+            elif self._fd is not None and select.select([self._fd], [], [], 0)[0]:
+                # It exited: its server says how within moments (it reaps on SIGCHLD), unless it is
+                # busy sweeping; then the exit is all that is known.
+                return self._exit_code() if select.select([self._sock], [], [], 1.0)[0] else UNKNOWN_EXIT
+            else:
+                return None
         if self._fd is not None:
             return UNKNOWN_EXIT if select.select([self._fd], [], [], 0)[0] else None
         try:
