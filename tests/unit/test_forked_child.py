@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,9 @@ def _fork(fn) -> ForkedChild:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
+            # An earlier test in this process may have installed the supervisor's flag-only SIGTERM
+            # handler; a child started the real way (become_detached) has the default ones.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             fn()
         finally:
             os._exit(0)

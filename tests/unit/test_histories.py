@@ -106,8 +106,10 @@ class FakeEffects:
     def emit(self, process, event, detail="", **extra):
         self.events.append((process, event, detail))
 
+    logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (first cause, tail)
+
     def log_tail(self, spec):
-        return "ValueError: boom", "line 1\nValueError: boom"
+        return self.logs.get(spec.name, ("ValueError: boom", "line 1\nValueError: boom"))
 
 
 @dataclass
@@ -247,17 +249,22 @@ def test_crash_restarts_at_once_and_counts():
     assert h.events("default-1")[-1] == "ready"
 
 
-def test_crash_loop_becomes_fatal_and_the_cluster_degraded():
+def test_a_crash_loop_backs_off_keeps_trying_and_degrades_the_cluster_meanwhile():
     h = History(policy=RestartPolicy(max_retries=2, window=60, backoff_initial=0.5, backoff_max=1)).up()
     for _ in range(3):
         h.exit("default-1").tick()
-        h.wait(2).tick()  # past any backoff
-    assert h.state("default-1") == S.FATAL
-    assert "2 restarts within 60 s" in h.core.children["default-1"].reason
-    assert "ValueError: boom" in h.core.children["default-1"].reason  # the log's first cause
+        h.wait(2).tick()  # past any quick backoff
+    c = h.core.children["default-1"]
+    assert h.state("default-1") == S.BACKOFF
+    assert c.reason.startswith("crash loop: 2 restarts within 60 s")
+    assert "ValueError: boom" in c.reason  # the log's first cause, in status
+    assert "crash-loop" in h.events("default-1")
     assert h.core.state == ClusterState.DEGRADED
-    h.wait(100).tick(5)
-    assert h.state("default-1") == S.FATAL  # a fatal child stays down
+    assert 5 <= c.retry_at - h.now <= 10.0
+    h.wait(10).tick()  # it keeps trying
+    assert h.state("default-1") == S.STARTING
+    h.answer("default-0", "default-1").tick()
+    assert h.state("default-1") == S.RUNNING and h.core.state == ClusterState.RUNNING
 
 
 def test_backoff_delays_the_second_quick_failure():
@@ -311,12 +318,22 @@ def test_workers_wait_while_the_scheduler_backs_off():
 
 
 def test_a_fatal_scheduler_leaves_workers_exited_with_the_reason():
-    h = History(policy=RestartPolicy(max_retries=0)).up()
-    h.exit("scheduler").tick()
-    assert h.state("scheduler") == S.FATAL
+    h = History().up()
+    h.fx.logs["scheduler"] = ("", "bash: dask: command not found")
+    h.exit("scheduler", 127).tick()
+    assert h.state("scheduler") == S.FATAL and h.core.children["scheduler"].reason.startswith("needs an edit")
     assert h.state("default-0") == S.EXITED
     assert h.core.children["default-0"].reason == "the scheduler is fatal"
     assert h.core.state == ClusterState.DEGRADED
+
+
+def test_a_crash_looping_scheduler_keeps_its_workers_waiting():
+    h = History(policy=RestartPolicy(max_retries=0)).up()
+    h.exit("scheduler").tick()
+    assert h.state("scheduler") == S.BACKOFF and h.core.children["scheduler"].reason.startswith("crash loop")
+    assert h.state("default-0") == S.WAITING
+    h.wait(10).tick()
+    assert h.state("scheduler") == S.STARTING
 
 
 def test_scale_up_while_a_restart_is_pending():
@@ -712,6 +729,7 @@ def test_a_stale_registration_of_the_previous_incarnation_is_not_ready():
 
 def test_a_silent_remote_worker_gets_ssh_time_to_notice_a_cut_first():
     h = History(workers=1, remote=1, policy=RestartPolicy(unhealthy_grace=10)).up()
+    h.fx.down.add("ws1")  # a cut: a fresh ssh to the host gets no answer either
     h.wait(1).answer("default-0", "far-0", **{"far-0": {"heartbeat_age": 14.0}}).tick()
     assert h.state("far-0") == S.RUNNING  # a local worker would be hung by now; ssh needs 15 s
     h.exit("far-0", 255).tick()  # the keep-alives noticed: its host, not the worker
@@ -981,7 +999,8 @@ def test_restarting_a_fatal_worker_gives_it_a_fresh_budget():
     from clusterctl.supervisor.changes import restart_now
 
     h = rolling(policy=RestartPolicy(max_retries=0))
-    h.exit("default-0").tick()
+    h.fx.logs["default-0"] = ("", "Error: No such option: --nthread (Possible options: --nthreads)")
+    h.exit("default-0", 2).tick()
     assert h.state("default-0") == S.FATAL
     restart_now(h.core, ["default-0"], "clusterctl restart")
     h.tick()

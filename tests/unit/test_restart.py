@@ -7,7 +7,7 @@ import random
 import pytest
 
 from clusterctl.topology import RestartPolicy
-from clusterctl.supervisor.restart import Decision, RestartTracker
+from clusterctl.supervisor.restart import Action, Decision, RestartTracker
 
 
 def tracker(seed: int = 0, **policy) -> RestartTracker:
@@ -121,28 +121,56 @@ def test_reset_clears_budget_and_backoff():
 # -- when to give up ----------------------------------------------------------------
 
 
-def test_more_than_max_retries_within_window_is_fatal():
+def test_more_than_max_retries_within_window_is_a_crash_loop_not_the_end():
     t = tracker(max_retries=3, window=60.0, backoff_initial=0.1, backoff_max=1.0)
     assert [d.action for d in quick_failures(t, 3)] == ["restart"] * 3
     d = t.decide(now=4.0, uptime=0.1, exit_code=1)
-    assert d.action == "fatal"
-    assert d.delay == 0.0
-    assert "3 restarts" in d.reason
+    assert d.action == Action.CRASH_LOOP
+    assert 7.5 <= d.delay <= 10.0  # CRASH_LOOP_FIRST, with jitter
+    assert "crash loop: 3 restarts" in d.reason
     assert "60 s" in d.reason
     assert "max_retries 3" in d.reason
 
 
+def test_a_crash_loop_backs_off_doubling_up_to_its_cap_and_keeps_trying():
+    t = tracker(max_retries=2, window=60.0, backoff_initial=0.1, backoff_max=1.0, crash_loop_max=300.0)
+    now, delays = 0.0, []
+    for _ in range(12):  # two hours of a process that never starts
+        d = t.decide(now=now, uptime=0.1, exit_code=1)
+        delays.append(d.delay)
+        now += d.delay + 0.1
+    assert [d for d in delays[2:]] and all(d > 0 for d in delays[2:])
+    bases = [10, 20, 40, 80, 160, 300, 300, 300, 300, 300]
+    for delay, base in zip(delays[2:], bases):
+        assert 0.75 * base <= delay <= base, (delays, bases)
+
+
+def test_a_good_run_ends_the_crash_loop():
+    t = tracker(max_retries=1, window=60.0, min_uptime=5.0, backoff_initial=0.1, backoff_max=1.0)
+    quick_failures(t, 3)
+    assert t.loops == 2
+    d = t.decide(now=500.0, uptime=400.0, exit_code=1)  # it ran for minutes: whatever broke it mended
+    assert (d.action, d.delay) == (Action.RESTART, 0.0)
+    assert t.loops == 0
+
+
 def test_good_runs_still_count_towards_flapping():
-    # each run passes min_uptime, but four restarts inside the window is still too many
+    # each run passes min_uptime, but four restarts inside the window is still a loop
     t = tracker(max_retries=3, window=60.0, min_uptime=5.0)
     acts = [t.decide(now=10.0 * i, uptime=6.0, exit_code=1).action for i in range(1, 5)]
-    assert acts == ["restart", "restart", "restart", "fatal"]
+    assert acts == ["restart", "restart", "restart", "crash-loop"]
 
 
-def test_max_retries_zero_is_fatal_at_once():
+def test_max_retries_zero_loops_at_once():
     d = tracker(max_retries=0).decide(now=0.0, uptime=100.0, exit_code=1)
-    assert d.action == "fatal"
+    assert d.action == Action.CRASH_LOOP
     assert "max_retries 0" in d.reason
+
+
+def test_a_policy_that_does_not_restart_stays_down():
+    assert tracker(policy="never").decide(now=0.0, uptime=1.0, exit_code=1).action == Action.STAY_DOWN
+    assert tracker(policy="on-failure").decide(now=0.0, uptime=1.0, exit_code=0).action == Action.STAY_DOWN
+    assert tracker(policy="on-failure").decide(now=0.0, uptime=1.0, exit_code=3).action == Action.RESTART
 
 
 def test_restarts_older_than_the_window_are_forgotten():
@@ -166,8 +194,7 @@ def test_window_slides_one_restart_at_a_time():
     t = tracker(max_retries=2, window=10.0)
     assert t.decide(now=0.0, uptime=0.1, exit_code=1).action == "restart"
     assert t.decide(now=6.0, uptime=0.1, exit_code=1).action == "restart"
-    assert t.decide(now=9.0, uptime=0.1, exit_code=1).action == "fatal"  # 0 and 6 both inside
-    assert t.decide(now=11.0, uptime=0.1, exit_code=1).action == "restart"  # 0 has left the window
+    assert t.decide(now=9.0, uptime=0.1, exit_code=1).action == "crash-loop"  # 0 and 6 both inside
 
 
 # -- properties over many seeds -----------------------------------------------------
@@ -200,7 +227,7 @@ def check_delays_within_bounds(seed: int) -> None:
 
 
 def test_endless_slow_crash_loop_keeps_a_capped_delay():
-    # Runs shorter than min_uptime but spaced wider than the window never go fatal and
+    # Runs shorter than min_uptime but spaced wider than the window never loop and
     # never reset `consecutive`; after ~1025 of them 2 ** (attempt - 1) no longer fits a float.
     t = tracker(max_retries=10, window=60.0, min_uptime=5.0, backoff_initial=0.5, backoff_max=30.0)
     now = 0.0

@@ -25,6 +25,9 @@ CONNECT_TIMEOUT = 10
 ALIVE_INTERVAL = 5  # a dead link is noticed after ALIVE_INTERVAL * ALIVE_COUNT seconds
 ALIVE_COUNT = 3
 SSH_FAILED = 255  # ssh's own exit code: the connection failed or dropped, not the remote command's
+# A direct start's stream ended without its exit code while the shared connection lives: the host's fork
+# server went (killed, or the host rebooting), taking the process along. Outside Popen's ranges.
+SERVER_LOST = 257
 
 
 def control_dir(cfg: ClusterConfig) -> Path:

@@ -34,6 +34,7 @@ from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from ..runtime.childhandle import UNKNOWN_EXIT
 from ..runtime.tuning import apply_defaults
 from . import forked
+from .wire import KILL
 
 POSIX = os.name != "nt"
 PREAMBLE_TIMEOUT = 30.0  # seconds to wait for the environment line on stdin
@@ -112,19 +113,33 @@ def read_preamble(fd: int, keys: list[str], timeout: float = PREAMBLE_TIMEOUT) -
     return env
 
 
-def _watch_stdin(stop: threading.Event, why: list[str], timeout: float) -> None:
+def _watch_stdin(stop: threading.Event, why: list[str], timeout: float, kill: threading.Event | None = None) -> None:
     """The lifeline: EOF (the supervisor, its ssh or the link went) or, on a silent partition
-    that no FIN or RST announces, no heartbeat for ``timeout`` seconds."""
+    that no FIN or RST announces, no heartbeat for ``timeout`` seconds. wire.KILL on it means
+    the supervisor judged the process hung: ``kill`` is set, and no grace is given."""
     while True:
         if POSIX and timeout > 0 and not select.select([0], [], [], timeout)[0]:
             why.append(f"no heartbeat on the lifeline for {timeout:g} s")
             break
         try:
-            if not os.read(0, 65536):
-                break
+            data = os.read(0, 65536)
         except OSError:
             break
+        if not data:
+            break
+        if KILL in data and kill is not None:
+            why.append("judged hung by the supervisor")
+            kill.set()
+            break
     stop.set()
+
+
+def _continue_group(pid: int) -> None:
+    if POSIX:
+        try:
+            os.killpg(pid, signal.SIGCONT)
+        except OSError:
+            pass
 
 
 def _kill_group(pid: int) -> None:
@@ -164,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"cannot start {args.command[:1] or args.launch}: {e}")
         return 127
 
-    stop = threading.Event()
+    stop, kill = threading.Event(), threading.Event()
     why: list[str] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -173,14 +188,18 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if POSIX else ()):
         signal.signal(sig, on_signal)
-    threading.Thread(target=_watch_stdin, args=(stop, why, args.lifeline_timeout), name="lifeline", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(stop, why, args.lifeline_timeout, kill), name="lifeline",
+                     daemon=True).start()
 
     while child.poll() is None and not stop.wait(0.1):
         pass
-    if child.poll() is None:
+    if child.poll() is None and kill.is_set():
+        _say(f"{why[0]}: killing pid {child.pid} and its process group")
+    elif child.poll() is None:
         _say(f"{why[0] if why else 'lifeline closed'}: stopping pid {child.pid} (grace {args.grace:g} s)")
         try:
             child.send_signal(signal.SIGTERM)  # the top process only: dask's nanny forwards it
+            _continue_group(child.pid)  # a stopped (T) process acts on SIGTERM only once continued
             child.wait(timeout=args.grace)
         except subprocess.TimeoutExpired:
             _say(f"pid {child.pid} outlived the grace; killing its process group")

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..plan.ssh import SSH_FAILED
+from ..plan.ssh import SERVER_LOST, SSH_FAILED
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from ..runtime.logs import private_file, write_header
 from . import ssh, wire
@@ -99,13 +99,16 @@ class DirectChild:
     def kill(self) -> None:
         self.send_signal(9)
 
-    def close_lifeline(self) -> bool:
-        """The supervisor's stop: close the lifeline (and never fall back after it); True if it was open."""
+    def close_lifeline(self, kill: bool = False) -> bool:
+        """The supervisor's stop: close the lifeline (and never fall back after it); True if it was open.
+        With ``kill``, the far side first hears wire.KILL: the process's group is killed there at once."""
         with self._swap:
             self._closing = True
             stdin = self.stdin
             if stdin is None or stdin.closed:
                 return False
+            if kill and (self._running or self.fallback is not None):  # (before the request it would be garbage)
+                _say_kill(stdin)
             try:
                 stdin.close()
             except OSError:
@@ -237,7 +240,7 @@ class DirectChild:
             return SSH_FAILED
         self.route.dead = "its server went"
         self._note(f"the fork server on {self.route.host} went before its process's exit was known")
-        return REFUSED
+        return SERVER_LOST
 
     def _master_alive(self) -> bool:
         return ssh.master(self.cfg, self.spec.at, "check") == 0
@@ -266,6 +269,31 @@ class DirectChild:
                 pass
             return
         self._out(f"clusterctl: {text}\n".encode())
+
+
+def _say_kill(stdin: Any) -> None:
+    try:
+        stdin.write(wire.KILL)
+        stdin.flush()
+    except (OSError, ValueError):
+        pass  # the ssh has gone: what it ran is going too
+
+
+def close_lifeline(handle: Any, kill: bool = False) -> bool:
+    """A remote child's stop (an ssh whose stdin is its lifeline): close it; True if it was open.
+    With ``kill``, say wire.KILL first: the far side kills the process's group without a grace."""
+    if isinstance(handle, DirectChild):  # it must not fall back to an agent after this
+        return handle.close_lifeline(kill)
+    stdin = getattr(handle, "stdin", None)
+    if stdin is None or stdin.closed:
+        return False
+    if kill:
+        _say_kill(stdin)
+    try:
+        stdin.close()
+    except OSError:
+        pass  # the ssh has gone already; closed all the same
+    return True
 
 
 def over_agent(spec: ProcessSpec) -> subprocess.Popen:

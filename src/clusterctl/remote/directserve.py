@@ -140,6 +140,10 @@ class DirectSide:
             return  # a heartbeat after its process ended: read, and nothing more
         if c.pid:
             c.heard = time.monotonic()  # a heartbeat: only its arrival matters
+            if wire.KILL in data and c.pid in self.by_pid:  # judged hung by the supervisor: no grace
+                self._say(c, f"killed by the supervisor: pid {c.pid} and its group")
+                c.stopping = True
+                _signal_group(c.pid, signal.SIGKILL)
             return
         c.buf += data
         if len(c.buf) > wire.MAX_LINE:
@@ -269,6 +273,7 @@ class DirectSide:
             os.kill(c.pid, signal.SIGTERM)
         except OSError:
             pass
+        _signal_group(c.pid, signal.SIGCONT)  # a stopped (T) process acts on SIGTERM only once continued
         self.server.kill_at[c.pid] = time.monotonic() + self.server.grace.get(c.pid, 10.0)
 
     def _refuse(self, c: Conn, why: str) -> None:

@@ -26,6 +26,10 @@ import json
 ROUTE = "forkserver.route"  # in the host's workdir, 0600: {"port", "token", "pid"}
 TRAILER = b"\x00clusterctl-exit "  # a NUL: never in a Dask process's text output
 MAX_LINE = 1 << 20
+# On a lifeline (the agent's stdin, or a direct connection once its process runs), instead of the
+# heartbeat's newline: the supervisor judged the process hung; kill its group now, without the
+# grace (a SIGSTOPped process cannot act on SIGTERM, and its name blocks its replacement).
+KILL = b"!"
 
 
 def proof(token: str, *parts: str) -> str:

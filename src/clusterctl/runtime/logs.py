@@ -71,6 +71,13 @@ _HEADER = re.compile(r"^\s*--- .* start(?: \([a-z]+\))?: ")
 _EXC_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)):\s*(.*)$")
 
 
+def latest_run(text: str) -> str:
+    """Of a log's tail, only the lines of its latest run (after the last start header)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if _HEADER.match(line)]
+    return "\n".join(lines[starts[-1]:]) if starts else text
+
+
 def first_cause(path: Path | None, scan_lines: int = 400) -> str | None:
     """The first exception line in the log's tail: in a chained traceback, the root cause.
 

@@ -170,6 +170,7 @@ def _ask(proc: psutil.Process) -> bool:
             os.kill(proc.pid, signal.CTRL_BREAK_EVENT)
         else:
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)  # a stopped (T) process acts on SIGTERM only once continued
         return True
     except (psutil.NoSuchProcess, ProcessLookupError, OSError):
         return False

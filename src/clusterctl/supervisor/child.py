@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..plan.specs import ProcessSpec
+from ..plan.ssh import SERVER_LOST
 from ..runtime.handles import UNKNOWN_EXIT
 from ..runtime.ledger import ProcessRecord
 from ..runtime.process import ProcessId
@@ -41,6 +42,11 @@ class Child:
     address: str | None = None
     spawns: int = 0  # how many times it was started; the first is not a restart
     failure: str = ""  # why it last failed (an exit, an unhealthy verdict, a spawn that raised)
+    gone_at: float = 0.0  # when its last incarnation exited or was killed (supervisor clock)
+    # Its last incarnation may still be registered with the scheduler (killed as hung, on another
+    # host, or refused as "name taken"): its name is proven free before it starts again.
+    check_name: bool = False
+    forgot: str | None = None  # the address the scheduler was last asked to forget for it
 
     @property
     def name(self) -> str:
@@ -77,6 +83,8 @@ def describe_exit(code: int | None) -> str:
         return "unknown exit"
     if code == UNKNOWN_EXIT:
         return "exited (code unknown: adopted, not our child)"
+    if code == SERVER_LOST:
+        return "its host's fork server went (exit code unknown)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

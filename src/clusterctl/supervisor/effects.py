@@ -23,6 +23,9 @@ from ..runtime.process import ProcessId
 from .child import Handle
 
 
+KILL_WAIT = 3.0  # seconds a remote process judged hung has to be killed on its host before its ssh is
+
+
 class StartFailed(ClusterError):
     pass
 
@@ -61,11 +64,13 @@ class RealEffects:
         stops it there and the ssh leaves with it: the worker is gone before the scheduler is told to
         stop (one still closing would wait on a scheduler that left); signals for what is left."""
         t0 = time.monotonic()
-        polite = [h for pid, h in targets if pid is not None and _close_lifeline(h)]
+        kill = grace <= 0  # judged hung: the far side kills it at once (wire.KILL), its ssh leaves with it
+        polite = [h for pid, h in targets if pid is not None and direct.close_lifeline(h, kill)]
         targets = [(self._now(pid, h), h) for pid, h in targets]  # (closed: a direct start stays what it is)
+        wait = KILL_WAIT if kill else grace  # a killed ssh would lose the word before it reached the host
         for h in polite:  # one shared deadline
             try:
-                h.wait(timeout=max(0.0, t0 + grace - time.monotonic()))  # type: ignore[union-attr]
+                h.wait(timeout=max(0.0, t0 + wait - time.monotonic()))  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
                 break  # the rest are signalled below, with what is left of the grace
         exited = {id(h) for h in polite if h.poll() is not None}  # type: ignore[union-attr]
@@ -80,7 +85,7 @@ class RealEffects:
 
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
         if pid is not None:
-            _close_lifeline(handle)  # a direct start must not become an agent's while it is killed
+            direct.close_lifeline(handle, kill=True)  # a direct start must not become an agent's while it is killed
             pid = self._now(pid, handle)
             process.kill_tree(pid)
             process.stop(pid, 0, handle)  # type: ignore[arg-type] - reap
@@ -135,20 +140,6 @@ class RealEffects:
 
     def log_tail(self, spec: ProcessSpec) -> tuple[str, str]:
         return first_cause(spec.log_path) or "", tail(spec.log_path, 12)
-
-
-def _close_lifeline(handle: Handle | None) -> bool:
-    """A remote child (an ssh whose stdin is its agent's lifeline): close it; True if it was open."""
-    if hasattr(handle, "close_lifeline"):  # remote/direct.py: it must not fall back to an agent after this
-        return handle.close_lifeline()  # type: ignore[union-attr]
-    stdin = getattr(handle, "stdin", None)
-    if stdin is None or stdin.closed:
-        return False
-    try:
-        stdin.close()
-    except OSError:
-        pass  # the ssh has gone already; closed all the same
-    return True
 
 
 class SchedulerWatch:

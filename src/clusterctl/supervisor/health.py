@@ -57,10 +57,15 @@ def judge_worker(core: Reconciler, c: Child, now: float, memory: bool) -> None:
     info = seen.get(c.name) or {}
     c.stopped_since = (c.stopped_since or now) if core.fx.is_stopped(c.pid) else None
     grace = c.spec.restart.unhealthy_grace
-    if c.spec.remote:  # silence may be a cut link: ssh's keep-alives say so first (its host then waits)
-        grace = max(grace, SSH_NOTICE + 5)
-    v = silence_verdict(now=now, heartbeat_age=info.get("heartbeat_age"), stopped_since=c.stopped_since,
-                        grace=grace)
+    age = info.get("heartbeat_age")
+    v = silence_verdict(now=now, heartbeat_age=age, stopped_since=c.stopped_since, grace=grace)
+    if v.kind == "unhealthy" and c.spec.remote:
+        # Silence may be a cut link rather than a hung process: a host that answers a fresh ssh
+        # connection made after the silence began is there, so its worker is hung. Until it
+        # answers (or if it does not), ssh's keep-alives judge first and its host then waits.
+        if core.fleet.answers(c.spec.at, since=now - (age or 0.0)) is not True:
+            v = silence_verdict(now=now, heartbeat_age=age, stopped_since=c.stopped_since,
+                                grace=max(grace, SSH_NOTICE + 5))
     if v.kind == "unhealthy":  # a hung process cannot leave politely
         return core.mark_unhealthy(c, v.why, now, grace=0.0)
     if "--no-nanny" in c.spec.argv:

@@ -33,6 +33,9 @@ class Host:
     next_probe: float = 0.0  # supervisor clock
     probing: bool = False  # a probe thread runs for it
     answer: tuple[str | None] | None = None  # set by the probe thread: (error or None,)
+    # A reachable host asked whether it answers (a worker there went silent): (asked at, answered?)
+    # once the check thread is done; asked at, with None, while it runs.
+    check: tuple[float, bool | None] | None = None
 
     def delay(self) -> float:
         return min(self.retry_max, FIRST_RETRY * 2 ** min(self.attempts, 16))
@@ -107,6 +110,27 @@ class Fleet:
         except Exception as e:  # noqa: BLE001 - a probe that fails says why, and is tried again
             error = f"{type(e).__name__}: {e}"
         h.answer = (error,)
+
+    def answers(self, name: str, since: float) -> bool | None:
+        """Does the host answer a fresh ssh connection, asked no earlier than ``since``? None while
+        that is being asked (started here, on a thread). A worker that went silent there is hung
+        if it does; if it does not, the silence may be a cut link, which ssh's keep-alives judge."""
+        h = self.hosts.get(name)
+        if h is None:
+            return True
+        if h.check is not None and h.check[0] >= since:
+            return h.check[1]
+        if h.check is None or h.check[1] is not None:  # none running: ask now
+            h.check = (self.clock(), None)
+            self.background(self._check, h, h.check[0])
+        return h.check[1]  # (None until the thread answers; tests answer inline)
+
+    def _check(self, h: Host, asked: float) -> None:
+        try:
+            ok = self.fx.probe_host(h.name) is None
+        except Exception:  # noqa: BLE001 - a check that fails is a host that did not answer
+            ok = False
+        h.check = (asked, ok)
 
     def settled(self, name: str) -> None:
         """Its workers run again: back to plain reachable."""

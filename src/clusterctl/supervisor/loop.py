@@ -74,6 +74,7 @@ class Supervisor:
         self.core = Reconciler(desired, fx, self.watch, clock,
                                Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
                                       early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0))
+        self.core.source = str(cfg.source or "cluster.yaml")
         self.core.on_scheduler_ready = self._scheduler_ready
         self.core.on_desired_changed = self._save_size  # Dask retired a worker: its group is smaller now
         self.core.on_shutdown = lambda by: self.stop_requested.set()  # client.shutdown(): everything stops

@@ -28,10 +28,12 @@ from .adaptive import Adapter
 from .child import Child, describe_exit
 from .interfaces import Effects, Probe
 from .desired import DesiredSet
+from .causes import OUTSIDE, Cause, exit_cause, spawn_cause
+from .failures import NameCheck, after_failure, name_check, start_failure
 from .restart import RestartTracker
 from .retire import Retirer
 from .rolling import Roller
-from ..plan.ssh import SSH_FAILED
+from ..runtime.logs import latest_run
 from .hosts import Fleet
 from .states import ChildState as S
 from .states import ClusterState, HostState
@@ -65,6 +67,7 @@ class Reconciler:
         self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
         self.next_memory = 0.0  # when health.judge next checks each process
         self._logged: set[tuple[str, str]] = set()
+        self.source = "cluster.yaml"  # the topology's file, named in what a user must edit (Supervisor sets it)
         self.adapter = Adapter()  # adaptive groups (supervisor/adaptive.py)
         self.roller = Roller()  # rolling restarts (supervisor/rolling.py)
         authority.hooks(self)  # Dask's retirements and client.shutdown(): the Supervisor sets the callbacks
@@ -119,15 +122,20 @@ class Reconciler:
             if code is not None and authority.held(self, c, code, now):
                 return  # maybe Dask retired it: the scheduler's next answer says
             if code is not None:
-                c.exit_code = code
+                c.exit_code, c.gone_at = code, now
                 self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
                 if c.is_worker and c.name not in self.desired:  # Dask retired it: it stays down
                     c.move(S.STOPPED, "retired by Dask")
                     self.dirty = True
                     return
-                if c.spec.remote and code == SSH_FAILED and not self._host_required(c):
+                cause = self._cause(c, code)
+                if cause == Cause.HOST and not self._host_required(c):
                     return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
-                self._failed(c, now, code, describe_exit(code), exited=True)
+                self._failed(c, now, code, describe_exit(code), exited=True, cause=cause)
+
+    def _cause(self, c: Child, code: int) -> Cause:
+        first, last = self.fx.log_tail(c.spec)
+        return exit_cause(code, f"{first}\n{latest_run(last)}", c.spec.remote)
 
     def mark_ready(self, c: Child, address: str | None, now: float) -> None:
         c.move(S.RUNNING, "")
@@ -139,35 +147,30 @@ class Reconciler:
     def mark_unhealthy(self, c: Child, why: str, now: float, grace: float = UNHEALTHY_GRACE) -> None:
         self.fx.emit(c.name, "unhealthy", why)
         self.fx.stop([(c.pid, c.handle)], grace)
+        c.gone_at = self.clock()  # a hung one is still registered: its replacement waits for its name
+        c.check_name = c.is_worker and c.name in (self.probe.workers or {})
         self._failed(c, now, None, why)
 
     # -- failures ----------------------------------------------------------------------------
-    def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False) -> None:
-        """An exit, an unhealthy verdict or a failed spawn: fail start-up, or ask the restart policy."""
+    def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False,
+                cause: Cause = Cause.CRASH) -> None:
+        """An exit, an unhealthy verdict or a failed spawn: fail start-up, or act on its cause: wait
+        or retry for causes outside the process, stay down for one that needs an edit, else ask
+        the restart policy (a crash loop backs off, capped, and keeps trying)."""
         self.dirty, c.failure = True, why
-        if self.state == ClusterState.STARTING:
+        if cause == Cause.NAME_TAKEN:
+            c.check_name = True  # an earlier incarnation holds the name: the scheduler forgets it first
+        if self.state == ClusterState.STARTING and cause not in OUTSIDE:  # up fails, says why
             c.move(S.EXITED, why)
-            cause, last = self.fx.log_tail(c.spec)
-            log = c.spec.log_path
-            if exited:
-                head = f"{c.name} exited while starting ({why})" + (f": {cause}" if cause else "")
-            else:
-                head = f"{c.name} {why} (timeouts.startup)"
-            self.failure = self.failure or f"{head}; last lines of {log}:\n{last}"
+            self.failure = self.failure or start_failure(c.name, why, exited, *self.fx.log_tail(c.spec),
+                                                         log=c.spec.log_path)
             return
-        was_live = c.state in (S.STARTING, S.RUNNING)
-        decision = c.tracker.decide(now, now - c.started_at if was_live else 0.0, code)
-        if decision.action == "restart":
-            c.move(S.BACKOFF, f"restarting in {decision.delay:.1f} s")
-            c.retry_at = now + decision.delay
-            self.fx.emit(c.name, "restarting", f"in {decision.delay:.1f} s", delay=round(decision.delay, 3))
-        elif decision.action == "fatal":
-            cause, _ = self.fx.log_tail(c.spec)
-            c.move(S.FATAL, f"{decision.reason}; last: {why}" + (f": {cause}" if cause else ""))
-            self.fx.emit(c.name, "fatal", c.reason)
-        else:
-            c.move(S.EXITED, decision.reason)
-            self.fx.emit(c.name, "stays-down", decision.reason)
+        uptime = now - c.started_at if c.state in (S.STARTING, S.RUNNING) else 0.0
+        o = after_failure(cause=cause, decide=lambda: c.tracker.decide(now, uptime, code), now=now, why=why,
+                          first=self.fx.log_tail(c.spec)[0], source=self.source, name=c.name)
+        c.move(o.state, o.reason)
+        c.retry_at = o.retry_at
+        self.fx.emit(c.name, o.event, o.detail, **o.extra)
         if c.spec.role == "scheduler":
             self._scheduler_lost(fatal=c.state != S.BACKOFF)
 
@@ -175,17 +178,11 @@ class Reconciler:
         """Its host, not the process, failed: wait for the host, without spending the restart budget."""
         self.fleet.lost(c.spec.at, why)
         if c.is_worker and c.address:  # unreachable: Dask would keep it (and its tasks) until worker-ttl
-            self.retirer.background(self._forget, [c.address])
+            self.retirer.forget([c.address])
         c.move(S.WAITING, f"waiting for host {c.spec.at}")
         self.dirty = True
         if c.spec.role == "scheduler":
             self._scheduler_lost(fatal=False)
-
-    def _forget(self, addresses: list[str]) -> None:
-        try:
-            self.fx.forget(addresses)
-        except Exception as e:  # noqa: BLE001 - then Dask's own worker-ttl does it, later
-            self.fx.emit("cluster", "forget-failed", f"{type(e).__name__}: {e}")
 
     def _host_required(self, c: Child) -> bool:
         """Start-up fails for this host (the scheduler's, or `required: true`), rather than waiting."""
@@ -229,7 +226,7 @@ class Reconciler:
                 c.move(S.PENDING if self._can_run(c, sched) else S.WAITING)
             if c.state == S.WAITING and self._can_run(c, sched):
                 c.move(S.PENDING)
-            if c.state == S.PENDING and self._may_start(c, sched):
+            if c.state == S.PENDING and self._may_start(c, sched, now):
                 self.guard(c, "spawn", self._spawn, c, now)
 
     def _can_run(self, c: Child, sched: Child | None) -> bool:
@@ -238,13 +235,28 @@ class Reconciler:
             return False
         return not c.is_worker or _up(sched)
 
-    def _may_start(self, c: Child, sched: Child | None) -> bool:
+    def _may_start(self, c: Child, sched: Child | None, now: float) -> bool:
         if not self._can_run(c, sched):
             return False
         if not c.is_worker:
             return True
+        if c.check_name and not self._name_free(c, now):
+            return False
         # A fixed address lets workers start (interpreter, imports) while the scheduler does.
         return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
+
+    def _name_free(self, c: Child, now: float) -> bool:
+        """Its predecessor's name is no longer registered (failures.name_check)."""
+        address = ((self.probe.workers or {}).get(c.name) or {}).get("address")
+        check = name_check(now=now, gone_at=c.gone_at, answered_at=self.probe.answered_at, address=address,
+                           forgot=c.forgot)
+        if check == NameCheck.FORGET:
+            c.forgot = address
+            self.fx.emit(c.name, "forgetting", f"the scheduler still holds {address} for its previous incarnation: "
+                                               "removing it before the replacement starts", address=address)
+            self.retirer.forget([address])
+        c.check_name = check != NameCheck.FREE
+        return not c.check_name
 
     def _spawn(self, c: Child, now: float) -> None:
         now = self.clock()  # a stop earlier in this tick may have blocked for its grace
@@ -261,13 +273,13 @@ class Reconciler:
                 c.move(S.EXITED, why)
                 self.failure = self.failure or why
             else:
-                self._failed(c, now, None, why)
+                self._failed(c, now, None, why, cause=spawn_cause(e))
             return
         c.spawns += 1
         c.restarts += 0 if first else 1
         c.handle, c.pid = handle, self.fx.identify(handle)
         c.started_at, c.started_wall = now, time.time()
-        c.ready_at = c.unhealthy_since = c.stopped_since = c.exit_code = c.address = None
+        c.ready_at = c.unhealthy_since = c.stopped_since = c.exit_code = c.address = c.forgot = None
         c.move(S.STARTING, "")
         self.dirty = True
         self.fx.emit(c.name, "started", f"pid {c.pid.pid}", pid=c.pid.pid)
@@ -291,8 +303,8 @@ class Reconciler:
                 self.fx.emit("cluster", "ready", f"{running} workers at {self.probe.address}{missing}")
                 self.dirty = True
         elif self.state in (ClusterState.RUNNING, ClusterState.DEGRADED):
-            fatal = any(c.state == S.FATAL for c in self.children.values())
-            state = ClusterState.DEGRADED if fatal or away else ClusterState.RUNNING
+            down = any(c.state == S.FATAL or c.state == S.BACKOFF and c.tracker.loops for c in self.children.values())
+            state = ClusterState.DEGRADED if down or away else ClusterState.RUNNING
             if state != self.state:
                 self.state, self.dirty = state, True
 

@@ -51,6 +51,17 @@ class Retirer:
         finally:
             r.done.set()
 
+    def forget(self, addresses: list[str]) -> None:
+        """On a thread: the scheduler drops these workers (a lost host's, a hung one's predecessor) now,
+        not after worker-ttl; their tasks move, their names are free again."""
+        self.background(self._forget, addresses)
+
+    def _forget(self, addresses: list[str]) -> None:
+        try:
+            self.fx.forget(addresses)
+        except Exception as e:  # noqa: BLE001 - then Dask's own worker-ttl does it, later
+            self.fx.emit("cluster", "forget-failed", f"{type(e).__name__}: {e}")
+
     def finished(self) -> list[tuple[Child, str]]:
         """The children whose retirement is over, with how they left; forgets them."""
         out = []

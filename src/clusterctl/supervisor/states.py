@@ -21,13 +21,13 @@ class ChildState(StrEnum):
     PENDING = "pending"  # desired, not started yet (or about to start again)
     STARTING = "starting"  # spawned; not yet proven ready
     RUNNING = "running"  # proven: the scheduler answers / the worker registered under its name
-    BACKOFF = "backoff"  # exited or unhealthy; restarts when its delay has passed
+    BACKOFF = "backoff"  # exited or unhealthy; restarts when its delay has passed (long, in a crash loop)
     WAITING = "waiting"  # a worker stopped because the scheduler went: starts with the new one
     RETIRING = "retiring"  # no longer desired: results move off, then it stops
     STOPPING = "stopping"  # asked to stop (down)
     STOPPED = "stopped"  # stopped on request: never restarted
     EXITED = "exited"  # exited and stays down by its restart policy
-    FATAL = "fatal"  # restarted too often: gave up
+    FATAL = "fatal"  # cannot run without an edit (a missing executable, a bad option): until apply/restart
 
 
 LIVE = frozenset({ChildState.STARTING, ChildState.RUNNING, ChildState.RETIRING, ChildState.STOPPING})
@@ -60,7 +60,7 @@ def check(old: ChildState, new: ChildState) -> None:
 class ClusterState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
-    DEGRADED = "degraded"  # running, but some process is fatal
+    DEGRADED = "degraded"  # running, but some process is fatal or crash-looping, or a host is away
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"  # start-up failed; nothing is left running

@@ -70,8 +70,11 @@ class RestartPolicy(Model):
     backoff_initial: Num = Field(0.5, gt=0, le=300, description="first delay, seconds")
     backoff_max: Num = Field(30.0, gt=0, le=3600, description="delay cap, seconds")
     min_uptime: Num = Field(5.0, ge=0, le=3600, description="a start counts as good after this")
-    max_retries: Int = Field(5, ge=0, le=1000, description="restarts allowed within window")
+    max_retries: Int = Field(5, ge=0, le=1000, description="quick restarts allowed within window; past them it is "
+                             "a crash loop, retried with a growing delay up to crash_loop_max")
     window: Num = Field(60.0, gt=0, le=86400, description="seconds over which retries count")
+    crash_loop_max: Num = Field(300.0, gt=0, le=86400, description="delay cap in a crash loop, seconds "
+                                "(as Kubernetes' CrashLoopBackOff: it keeps trying)")
     unhealthy_grace: Num = Field(
         10.0, gt=0, le=3600, description="alive but unregistered for this long counts as failed"
     )
