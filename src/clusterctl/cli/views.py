@@ -104,7 +104,7 @@ def status_view(st: dict[str, Any], colour: bool) -> list[RenderableType]:
         items += [Text(line) for line in aligned([list(headers), *rows])]
     items += _hosts_view(st.get("hosts") or [], colour)
     for p in st["processes"]:
-        if p["state"] == ChildState.FATAL and p.get("reason"):
+        if p["state"] in (ChildState.FATAL, ChildState.BACKOFF, ChildState.WAITING) and p.get("reason"):  # why
             items.append(Text(f"  {p['name']}: {p['reason']} (see `clusterctl logs {p['name']}`)"))
     if st.get("error"):
         items.append(Text(f"  error: {st['error'].splitlines()[0]}"))
