@@ -249,3 +249,30 @@ def test_a_nannys_worker_is_stopped_by_its_nanny(server, scheduler):
     out, end = s.rest()
     assert end is not None and end["exit"] == 0, out[-1500:]
     assert b"killed by signal" not in out and b"Nanny asking worker to close" in out, out[-1500:]
+
+
+def test_the_kill_word_kills_a_stopped_process_at_once_and_a_polite_stop_continues_it(server, scheduler):
+    """Issue 20: stop means stopped. A SIGSTOPped worker cannot act on SIGTERM: wire.KILL (the supervisor
+    judged it hung) kills its group without the grace; a polite stop (the lifeline's end) SIGCONTs it
+    after the SIGTERM, so it leaves gracefully instead of waiting out the grace for its SIGKILL."""
+    proc, route, _ = server
+    hung, polite = Stream(route), Stream(route)
+    hung.start({**worker(scheduler, "hung"), "grace": 60})
+    polite.start({**worker(scheduler, "polite"), "grace": 60})
+    hung.until(b"Registered to:")
+    polite.until(b"Registered to:")
+    kids = {k.pid: k for k in psutil.Process(proc.pid).children()}
+    assert len(kids) == 2
+    for k in kids.values():
+        k.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    hung.sock.sendall(wire.KILL)
+    out, end = hung.rest(timeout=20)
+    assert end is not None and end["exit"] == -signal.SIGKILL, out[-500:]
+    assert time.monotonic() - t0 < 10, "killed without the 60 s grace"
+    assert b"killed by the supervisor" in out
+    t0 = time.monotonic()
+    polite.sock.shutdown(socket.SHUT_WR)
+    out, end = polite.rest(timeout=40)
+    assert end is not None and end["exit"] == 0, out[-800:]  # SIGTERM acted on: a clean exit, not SIGKILL
+    assert time.monotonic() - t0 < 30

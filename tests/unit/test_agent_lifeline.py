@@ -3,6 +3,7 @@ sends no FIN: only the missing heartbeat tells the far side)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,49 @@ def test_zero_timeout_waits_for_eof_only(tmp_path):
         a.stdin.close()  # EOF: the supervisor went
         a.wait(timeout=15)
         assert "lifeline closed" in a.stderr.read().decode()
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+
+
+def test_the_kill_word_kills_a_stopped_command_without_the_grace(tmp_path):
+    """Issue 20: wire.KILL on the lifeline (the supervisor judged the process hung) kills its group at
+    once, a SIGSTOPped one included; a plain EOF would SIGTERM it and wait the whole grace."""
+    from clusterctl.remote.wire import KILL
+
+    a = subprocess.Popen([PY, "-m", "clusterctl.remote.agent", "--grace", "60", "--cwd", str(tmp_path),
+                          "--lifeline-timeout", "0", "--", *SLEEPER],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        kid = child_of(a)
+        kid.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        a.stdin.write(KILL)
+        a.stdin.flush()
+        code = a.wait(timeout=30)
+        assert time.monotonic() - t0 < 10, "no 60 s grace for a hung process"
+        assert code == 128 + signal.SIGKILL, code
+        assert "judged hung by the supervisor" in a.stderr.read().decode()
+        assert not kid.is_running() or kid.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+
+
+def test_a_polite_stop_continues_a_stopped_command_so_it_can_leave(tmp_path):
+    a = subprocess.Popen([PY, "-m", "clusterctl.remote.agent", "--grace", "60", "--cwd", str(tmp_path),
+                          "--lifeline-timeout", "0", "--", *SLEEPER],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        kid = child_of(a)
+        kid.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        a.stdin.close()  # EOF: a stop with the grace
+        code = a.wait(timeout=30)
+        assert time.monotonic() - t0 < 10, "SIGTERM acted on after SIGCONT, not the grace's SIGKILL"
+        assert code == 128 + signal.SIGTERM, code
     finally:
         if a.poll() is None:
             a.kill()
