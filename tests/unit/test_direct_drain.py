@@ -5,6 +5,7 @@ one select's worth of events on a connection that closes never ends the server."
 from __future__ import annotations
 
 import select
+import signal
 import socket
 import time
 from types import SimpleNamespace
@@ -77,6 +78,7 @@ def test_a_connection_closed_by_its_trailer_in_the_same_select_is_skipped(side, 
     monkeypatch.chdir(tmp_path)
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind("fs.sock")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
     server = forkserver.Server(unix, idle=5, direct=side)
     server_end, head = tcp_pair(side)
     try:
@@ -95,3 +97,6 @@ def test_a_connection_closed_by_its_trailer_in_the_same_select_is_skipped(side, 
     finally:
         head.close()
         unix.close()
+        signal.set_wakeup_fd(-1)
+        for sig, handler in handlers.items():  # the Server installed its own: a later test's forks inherited them
+            signal.signal(sig, handler)

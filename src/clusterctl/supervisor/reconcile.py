@@ -122,7 +122,8 @@ class Reconciler:
             if code is not None and authority.held(self, c, code, now):
                 return  # maybe Dask retired it: the scheduler's next answer says
             if code is not None:
-                c.exit_code, c.gone_at = code, now
+                # A remote one's far end may outlive its ssh a moment: its name is proven free first.
+                c.exit_code, c.gone_at, c.check_name = code, now, c.is_worker and c.spec.remote
                 self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
                 if c.is_worker and c.name not in self.desired:  # Dask retired it: it stays down
                     c.move(S.STOPPED, "retired by Dask")
@@ -246,7 +247,6 @@ class Reconciler:
         return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
 
     def _name_free(self, c: Child, now: float) -> bool:
-        """Its predecessor's name is no longer registered (failures.name_check)."""
         address = ((self.probe.workers or {}).get(c.name) or {}).get("address")
         check = name_check(now=now, gone_at=c.gone_at, answered_at=self.probe.answered_at, address=address,
                            forgot=c.forgot)
