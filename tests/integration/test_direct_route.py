@@ -15,8 +15,10 @@ import psutil
 import pytest
 
 from clusterctl.plan.resolve import resolve
+from clusterctl.plan.ssh import NOT_STARTED
 from clusterctl.plan.specs import cluster_tag, worker_spec
-from clusterctl.remote import direct, fleet
+from clusterctl.remote import direct, fleet, launch
+from clusterctl.runtime.launch import Transport
 from clusterctl.topology import load_config
 from conftest import processes_under, wait_for
 
@@ -49,6 +51,7 @@ def test_remote_workers_come_up_as_channels_and_survive_their_servers_death(clus
         assert "forked by ws" in text and "Registered to:" in text
         ssh = psutil.Process(procs[name]["pid"])
         assert ssh.name() == "ssh" and "-W" in ssh.cmdline(), "the supervisor watches a local ssh channel"
+        assert "-W" in procs[name]["argv"], "the ledger records the argv that really runs here"
     assert not [p for p in remote(cluster, "ws2") if "clusterctl.remote.agent" in " ".join(p.info["cmdline"])], \
         "no agent, no remote shell: the server is the far end"
     before_ws3 = procs["default-2"]["pid"]
@@ -65,6 +68,18 @@ def test_remote_workers_come_up_as_channels_and_survive_their_servers_death(clus
     titles = [" ".join(p.info["cmdline"] or []) for p in remote(cluster, "ws2")]
     assert len([t for t in titles if t.startswith("dask worker")]) == 2, f"never a worker twice on the host: {titles}"
     assert {p["name"]: p["pid"] for p in cluster.ledger()["processes"]}["default-2"] == before_ws3
+
+    # ws3's channel alone drops (its local ssh killed): the host's server still answers, so the
+    # replacement goes over the direct route again, not through an agent.
+    os.kill(before_ws3, signal.SIGKILL)
+
+    def back():
+        p = {p["name"]: p for p in cluster.status()["processes"]}["default-2"]
+        return p["pid"] != before_ws3 and p["state"] == "running" and p["registered"]
+
+    wait_for(back, 60, what="default-2 back after its channel dropped")
+    starts = [ln for ln in (logs / "default-2.log").read_text().splitlines() if ln.startswith("--- ") and " start" in ln]
+    assert len(starts) == 2 and "start (direct)" in starts[-1], starts
     cluster.cli("down", check=True)
     assert remote(cluster, "ws2") == [] and remote(cluster, "ws3") == []
 
@@ -92,7 +107,9 @@ class FakeServer:
         conn.close()
 
 
-def test_a_port_without_the_token_gets_no_environment_and_the_agent_starts_the_worker(cluster, sshd):
+def test_a_port_without_the_token_gets_no_environment_and_the_start_ends_not_started(cluster, sshd):
+    """The handle keeps its transport and pid: a route that fails before its process exists ends the start
+    (NOT_STARTED, the reason in the log); the supervisor marks the route and the next start is the agent's."""
     fleet_yaml(cluster, sshd, "  - name: default\n    nthreads: 1\n    at: {ws2: 1}\n    env: {API_TOKEN: hunter2}\n")
     cfg = load_config(cluster.config)
     spec = worker_spec(cfg, resolve(), cfg.workers[0], 0)
@@ -102,17 +119,24 @@ def test_a_port_without_the_token_gets_no_environment_and_the_agent_starts_the_w
     tag = cluster_tag(cfg)
     route = direct.learn(tag, "ws2", {"port": fake.port, "token": "t" * 64})
     try:
-        child = direct.spawn(cfg, spec, route)
-        first = child.pid
-        wait_for(lambda: child.fallback is not None, 60, what="the agent's way")
-        assert child.pid != first and child.poll() is None, "the handle follows the agent's ssh now"
+        assert isinstance(launch.choose(cfg, spec, resolve()), launch.DirectLaunch)
+        launched = launch.choose(cfg, spec, resolve()).start(spec)
+        child, first = launched.handle, launched.handle.pid
+        assert launched.transport == Transport.DIRECT and launched.argv[-1] != "clusterctl.remote.agent"
+        assert child.wait(timeout=60) == NOT_STARTED
+        assert child.pid == first, "a handle never changes its pid"
+        assert "answered without the fork server's token" in child.start_error
         assert b"hello" in fake.got and b"hunter2" not in fake.got and b"auth" not in fake.got, fake.got
-        assert route.dead and direct.route(tag, "ws2") is None, "the host's next starts go through the agent"
         log = spec.log_path.read_text()
-        assert "answered without the fork server's token" in log and "starting it through the agent" in log, log
+        assert "answered without the fork server's token" in log and "its next start goes through the agent" in log
+        direct.fail(tag, "ws2", child.start_error)  # what the supervisor does with NOT_STARTED
+        assert route.dead and direct.route(tag, "ws2") is None
+        again = launch.choose(cfg, spec, resolve())
+        assert isinstance(again, launch.AgentLaunch)
+        agent = again.start(spec)
         wait_for(lambda: "Waiting to connect to:" in spec.log_path.read_text(), 60, what="the agent's worker")
-        assert child.close_lifeline()
-        assert child.wait(timeout=60) == child.fallback.returncode != 255, "the agent's exit, not a lost host"
+        assert direct.close_lifeline(agent.handle)
+        assert agent.handle.wait(timeout=60) != 255, "the agent's exit, not a lost host"
     finally:
         direct.forget(tag)
         fake.sock.close()
@@ -171,7 +195,8 @@ def test_a_host_that_forbids_forwarding_runs_its_workers_through_agents(cluster,
         assert up.returncode == 0, up.stdout + up.stderr
         assert cluster.status()["workers_registered"] == 2
         text = (cluster.state / "logs" / "default-0.log").read_text()
-        assert "no direct start on ws2" in text and "starting it through the agent" in text, text[-2000:]
+        assert "no direct start on ws2" in text and "its next start goes through the agent" in text, text[-2000:]
+        assert "clusterctl.remote.agent" in text.split("no direct start on ws2", 1)[1], "then the agent started it"
         cluster.cli("down", check=True)
     finally:
         strict.stop()

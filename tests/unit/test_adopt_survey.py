@@ -14,6 +14,7 @@ import pytest
 from clusterctl.plan.specs import ProcessSpec
 from clusterctl.runtime.handles import UNKNOWN_EXIT, Adopted
 from clusterctl.runtime.ledger import Ledger, LedgerRecord, ProcessRecord, SchedulerRecord, SupervisorRecord
+from clusterctl.runtime.launch import Launched, Transport
 from clusterctl.runtime.process import ProcessId
 from clusterctl.supervisor import adopt
 from clusterctl.supervisor.child import describe_exit
@@ -186,7 +187,7 @@ class Fx:
 
     def spawn(self, spec, warm_ok):
         self.spawned.append(spec.name)
-        return FakeHandle(5000 + len(self.spawned))
+        return Launched(FakeHandle(5000 + len(self.spawned)), Transport.EXEC, tuple(spec.argv))
 
     def identify(self, handle):
         return ProcessId(handle.pid, 1.0)

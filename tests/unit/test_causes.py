@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterctl.plan.ssh import SERVER_LOST, SSH_FAILED
+from clusterctl.plan.ssh import NOT_STARTED, SERVER_LOST, SSH_FAILED
+from clusterctl.runtime.launch import Transport
 from clusterctl.supervisor.causes import Cause, exit_cause, spawn_cause
 from clusterctl.supervisor.failures import NAME_WAIT, NameCheck, name_check
 from clusterctl.supervisor.states import ChildState as S
@@ -31,6 +32,7 @@ NAME_TAKEN_LOG = ("ValueError: Unexpected response from register: {'status': 'er
     (SSH_FAILED, "", True, Cause.HOST),
     (SSH_FAILED, "", False, Cause.CRASH),  # a local process's 255 is its own
     (SERVER_LOST, "", True, Cause.SERVER),
+    (NOT_STARTED, "", True, Cause.ROUTE),
     (127, "bash: dask: command not found", False, Cause.CONFIG),
     (126, "", True, Cause.CONFIG),
     (2, "Error: No such option: --nthread", False, Cause.CONFIG),
@@ -177,3 +179,19 @@ def test_a_silent_remote_worker_on_a_host_that_does_not_answer_waits_for_ssh():
     assert h.state("far-0") == S.RUNNING  # maybe a cut link: ssh's keep-alives judge that
     h.wait(10).answer("default-0", "default-1", "far-0", **{"far-0": {"heartbeat_age": 21.0}}).tick()
     assert ("stop", ("far-0",), 0.0) in h.fx.actions  # past ssh's notice: hung after all
+
+
+def test_a_direct_start_that_fails_before_it_runs_goes_through_the_agent_next_tick_uncounted():
+    """Issue 21: a handle never changes transport; a failed direct start is a typed end (NOT_STARTED),
+    the reconciler marks the host's route, and the next start chooses the agent."""
+    h = History(remote=1, policy=RestartPolicy(max_retries=0)).up()
+    assert h.fx.ways[-1] == ("far-0", Transport.DIRECT)
+    first = h.core.children["far-0"].pid
+    h.exit("far-0", NOT_STARTED).tick()
+    assert ("no-route", "ws1") in h.fx.actions
+    assert budget(h, "far-0") == 0
+    h.answer("default-0", "default-1").tick()
+    assert h.core.children["far-0"].restarts == 1
+    assert h.state("far-0") == S.STARTING and h.fx.ways[-1] == ("far-0", Transport.AGENT)
+    assert h.core.children["far-0"].pid != first and h.core.children["far-0"].transport == Transport.AGENT
+    assert [e for e in h.events("far-0") if e in ("fatal", "crash-loop")] == []

@@ -16,6 +16,7 @@ import pytest
 
 from clusterctl.errors import ClusterError
 from clusterctl.plan.specs import ProcessSpec
+from clusterctl.runtime.launch import Launched, Transport
 from clusterctl.runtime.process import ProcessId
 from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
 from clusterctl.supervisor.hosts import Fleet, Host
@@ -59,7 +60,12 @@ class FakeEffects:
         self.next_pid += 1
         self.handles[spec.name] = FakeHandle(self.next_pid)
         self.actions.append(("spawn", spec.name, warm_ok))
-        return self.handles[spec.name]
+        if spec.remote:
+            way = Transport.AGENT if spec.at in self.no_routes else Transport.DIRECT
+        else:
+            way = Transport.WARM if warm_ok else Transport.EXEC
+        self.ways.append((spec.name, way))
+        return Launched(self.handles[spec.name], way, tuple(spec.argv))
 
     def identify(self, handle):
         return ProcessId(handle.pid, 1.0)
@@ -102,6 +108,14 @@ class FakeEffects:
 
     def sweep_host(self, name):
         self.actions.append(("sweep", name))
+        self.no_routes.discard(name)  # revived: a fresh fork server, a fresh route
+
+    no_routes: set[str] = field(default_factory=set)  # hosts whose direct route failed a start
+    ways: list[tuple[str, Transport]] = field(default_factory=list)  # (name, transport) of every start
+
+    def no_route(self, host, why):
+        self.actions.append(("no-route", host))
+        self.no_routes.add(host)
 
     def emit(self, process, event, detail="", **extra):
         self.events.append((process, event, detail))

@@ -28,6 +28,9 @@ SSH_FAILED = 255  # ssh's own exit code: the connection failed or dropped, not t
 # A direct start's stream ended without its exit code while the shared connection lives: the host's fork
 # server went (killed, or the host rebooting), taking the process along. Outside Popen's ranges.
 SERVER_LOST = 257
+# A direct start that failed before its process existed (the route was no good): nothing ran; started
+# again at once the agent's way, without spending the restart budget (runtime/launch.py).
+NOT_STARTED = 258
 
 
 def control_dir(cfg: ClusterConfig) -> Path:

@@ -12,8 +12,10 @@ the process's log and reads the exit code from the stream's trailer (remote/wire
     >>> child = DirectChild(cfg, spec, route)                           # doctest: +SKIP
     >>> child.poll()      # None while it runs; its Dask exit code after; 255 when the link went
 
-Routes (remote/routes.py) are used only while their server is surely alive; any failure before the
-process starts makes it the agent's start instead, in the same handle.
+Routes (remote/routes.py) are used only while their server is surely alive. A failure before the
+process starts ends the handle with NOT_STARTED and marks the route: the supervisor starts the
+process again at once (remote/launch.py then chooses the agent), spending no restart budget. A
+handle never changes its transport or its pid.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..plan.ssh import SERVER_LOST, SSH_FAILED
+from ..plan.ssh import NOT_STARTED, SERVER_LOST, SSH_FAILED
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
 from ..runtime.logs import private_file, write_header
 from . import ssh, wire
-from .routes import IDLE, SAFETY, Route, forget, forward_argv, learn, route, sweep  # noqa: F401 - the API
+from .routes import IDLE, SAFETY, Route, fail, forget, forward_argv, learn, route, sweep  # noqa: F401 - the API
 
 if TYPE_CHECKING:
     from ..plan.specs import ProcessSpec
@@ -42,24 +44,24 @@ HANDSHAKE_TIMEOUT = 40.0  # seconds for the server's answers (it may still be im
 
 
 class Early(Exception):
-    """The route failed before the server said it started the process: the agent starts it instead."""
+    """The route failed before the server said it started the process: the handle ends NOT_STARTED."""
 
 
 class DirectChild:
     """Popen's face (pid, stdin, returncode, poll, wait, send_signal) for a process started through a
-    route; if the route fails before the process starts, it becomes that process started the agent's
-    way (the classic ssh session), transparently: then ``pid`` and ``stdin`` are that ssh's."""
+    route: the local ``ssh -W``'s pid and stdin, for its whole life. If the route fails before the
+    process starts, it ends with NOT_STARTED and ``start_error`` says why."""
 
     def __init__(self, cfg: ClusterConfig, spec: ProcessSpec, way: Route, request: dict[str, Any]):
         self.argv = forward_argv(cfg, spec.at, way)
         self.cfg, self.spec, self.route, self.request, self.log_path = cfg, spec, way, request, spec.log_path
         self.tag = spec.env.get(TAG_ENV, "")
         self.returncode: int | None = None
-        self.fallback: subprocess.Popen | None = None  # the agent's ssh, when the route failed early
+        self.start_error = ""  # why the route failed before the process started (then NOT_STARTED)
         self._hello = secrets.token_hex(16)
         self._running = False  # the server said it started the process
         self._closing = False  # the supervisor closed the lifeline: a stop
-        self._swap = threading.Lock()
+        self._stop_lock = threading.Lock()
         self._done = threading.Event()
         self._log: Any = None
         if self.log_path:
@@ -75,11 +77,11 @@ class DirectChild:
     # -- Popen's face -------------------------------------------------------------------------
     @property
     def pid(self) -> int:
-        return (self.fallback or self.popen).pid
+        return self.popen.pid
 
     @property
     def stdin(self) -> Any:
-        return (self.fallback or self.popen).stdin
+        return self.popen.stdin
 
     def poll(self) -> int | None:
         return self.returncode
@@ -90,24 +92,23 @@ class DirectChild:
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
-        with self._swap:
-            self._closing = True  # signalled by the supervisor: a stop, never a reason to fall back
-        p = self.fallback or self.popen
-        if p.poll() is None:
-            p.send_signal(sig)
+        with self._stop_lock:
+            self._closing = True  # signalled by the supervisor: a stop, never the route's failure
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
 
     def kill(self) -> None:
         self.send_signal(9)
 
     def close_lifeline(self, kill: bool = False) -> bool:
-        """The supervisor's stop: close the lifeline (and never fall back after it); True if it was open.
+        """The supervisor's stop: close the lifeline (a failure after it is a stop's); True if it was open.
         With ``kill``, the far side first hears wire.KILL: the process's group is killed there at once."""
-        with self._swap:
+        with self._stop_lock:
             self._closing = True
             stdin = self.stdin
             if stdin is None or stdin.closed:
                 return False
-            if kill and (self._running or self.fallback is not None):  # (before the request it would be garbage)
+            if kill and self._running:  # (before the request it would be garbage)
                 _say_kill(stdin)
             try:
                 stdin.close()
@@ -210,9 +211,9 @@ class DirectChild:
                   else f"--- started by {self.route.host}'s fork server\n".encode())
         return "run"
 
-    def _early(self, why: str) -> int | None:
+    def _early(self, why: str) -> int:
         """Before the process started: the link went (255), the supervisor stopped it, or the route is
-        no good: then the agent starts it, and this handle follows that ssh until it exits."""
+        no good (NOT_STARTED: the supervisor marks it, and the host's next starts go through the agent)."""
         if self.popen.poll() is None:  # still connected to something that is no use: leave it
             try:
                 self.popen.stdin.close()  # type: ignore[union-attr]
@@ -222,24 +223,25 @@ class DirectChild:
         self._end_ssh()
         if self.popen.returncode == SSH_FAILED and not self._master_alive():
             return SSH_FAILED
-        with self._swap:
+        with self._stop_lock:
             if self._closing:
                 return REFUSED  # stopped before it started
-            self.route.dead = why
-            self._note(f"no direct start on {self.route.host} ({why}): starting it through the agent")
-            self.fallback = over_agent(self.spec)
-        return self.fallback.wait()
+            self.start_error = why
+        self._note(f"no direct start on {self.route.host} ({why}): its next start goes through the agent")
+        return NOT_STARTED  # the supervisor marks the route (routes.fail) and starts it again
 
     def _lost(self) -> int:
         """The stream ended without a trailer after the process started: a stop that ran past its grace
-        (the supervisor closed the lifeline, then killed the ssh), the link (255), or the server went."""
+        (the supervisor closed the lifeline, then killed the ssh), the link (255), the server went, or
+        this channel alone dropped. The route is not judged here: the next start tries it, and a
+        server that is gone fails that start early (NOT_STARTED), before anything runs."""
         self._end_ssh()
         if self._closing:
             return self.popen.returncode or REFUSED
         if self.popen.returncode == SSH_FAILED or not self._master_alive():
             return SSH_FAILED
-        self.route.dead = "its server went"
-        self._note(f"the fork server on {self.route.host} went before its process's exit was known")
+        self._note(f"the fork server on {self.route.host} went, or the channel to it dropped, before its "
+                   "process's exit was known")
         return SERVER_LOST
 
     def _master_alive(self) -> bool:

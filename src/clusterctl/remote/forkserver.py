@@ -39,6 +39,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..runtime import entry as warm  # light: agents import this module for its constants
+from ..runtime.entry import differs, neutral  # noqa: F401 - the one forking rule, used here and by directserve
 
 if TYPE_CHECKING:
     from .directserve import DirectSide
@@ -48,26 +49,6 @@ LOCK = "forkserver.lock"
 IDLE = 10.0  # seconds with no child and no agent before the server leaves (a later start pays ~0.6 s)
 START_TIMEOUT = 10.0
 MAX_REQUEST = 1 << 20
-# Variables that differ between ssh sessions or that only clusterctl and Dask read: a child forked
-# with them set after import is the same as one exec'd with them.
-NEUTRAL_PREFIXES = ("DASK_", "CLUSTERCTL_", "SSH_", "SPT_")
-# PYTHONUNBUFFERED: a forked child makes its stdout and stderr line-buffered itself.
-NEUTRAL_KEYS = {"PWD", "OLDPWD", "_", "SHLVL", "PYTHONUNBUFFERED"}
-
-
-READ_AT_IMPORT = {"DASK_CONFIG", "DASK_ROOT_CONFIG"}  # dask binds its config search paths when imported
-
-
-def neutral(key: str) -> bool:
-    return (key.startswith(NEUTRAL_PREFIXES) or key in NEUTRAL_KEYS) and key not in READ_AT_IMPORT
-
-
-def differs(base: dict[str, str], env: dict[str, str]) -> list[str]:
-    """The variables that make forking from a server exec'd with ``base`` unlike exec'ing with ``env``."""
-    keys = set(base) | set(env)
-    return sorted(k for k in keys if base.get(k) != env.get(k) and not neutral(k))
-
-
 # -- the server -----------------------------------------------------------------------------------
 
 class Server:

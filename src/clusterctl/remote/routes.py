@@ -62,6 +62,15 @@ def learn(tag: str, host: str, info: Any) -> Route | None:
         return None
 
 
+def fail(tag: str, host: str, why: str) -> None:
+    """A start through the host's route failed before its process existed: no more starts through it
+    until the host is prepared or revived again (its processes go through agents meanwhile)."""
+    with _lock:
+        r = _routes.get((tag, host))
+        if r is not None:
+            r.dead = why
+
+
 def forget(tag: str, host: str | None = None) -> None:
     with _lock:
         for key in [k for k in _routes if k[0] == tag and host in (None, k[1])]:

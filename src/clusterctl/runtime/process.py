@@ -10,6 +10,8 @@ reuses the id of a dead leader, the group is someone else's.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import os
 import signal
 import subprocess
@@ -342,11 +344,16 @@ def stop(pid: ProcessId, grace: float, popen: subprocess.Popen | None = None) ->
     return stop_many([(pid, popen)], grace)[0]
 
 
-def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: float) -> list[str]:
+class StopResult(StrEnum):
+    GONE = "gone"  # was not running
+    EXITED = "exited"  # left politely within the grace
+    KILLED = "killed"  # its top process outlived the grace
+
+
+def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: float) -> list[StopResult]:
     """Stop several trees at once: SIGTERM every top process, one shared grace, then SIGKILL.
 
-    Returns, per target, 'gone' (was not running), 'exited' (left politely) or
-    'killed' (its top process outlived the grace)."""
+    Returns a StopResult per target."""
     sweep = {pid.pid for pid, _ in targets if _sweeps(pid)}
     groups = _groups(sweep)
     members = [tree(pid, popen, groups) for pid, popen in targets]
@@ -378,7 +385,8 @@ def stop_many(targets: list[tuple[ProcessId, subprocess.Popen | None]], grace: f
         if left:
             wait_gone(left, timeout=5)
         _reap(popen)
-        results.append("gone" if not procs else "killed" if pid.pid in stubborn_pids else "exited")
+        results.append(StopResult.GONE if not procs else StopResult.KILLED if pid.pid in stubborn_pids
+                       else StopResult.EXITED)
     return results
 
 

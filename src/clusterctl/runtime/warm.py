@@ -7,10 +7,10 @@ on 2 cores. The child still runs exactly the planned argv (through Dask's own
 click entry points), in its own session, logging to its own file, and shows
 that argv as its process title.
 
-Used only where it is equivalent to exec: POSIX, a local process, the Dask of
-this very interpreter, and no environment beyond ``DASK_*`` and ``CLUSTERCTL_*``
-settings (other variables, such as OMP_NUM_THREADS, may be read by libraries at
-import; no library reads ours). The cluster tag must be the fork server's own:
+Used only where it is equivalent to exec, by the rule both fork servers share
+(runtime/entry.py): POSIX, a local process, the Dask of this very interpreter,
+and no environment beyond variables no library reads at import (OMP_NUM_THREADS,
+for one, is read at import). The cluster tag must be the fork server's own:
 a forked child shows other processes the environment its server was exec'd
 with, and that is where `down` looks for the tag (process.carries).
 Anything else, or ``CLUSTERCTL_WARM=0``, uses a plain exec.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..plan.tag import TAG_ENV
-from .entry import ENTRY, PRELOAD, enabled, entry_point  # noqa: F401 - warm.entry_point is its API
+from .entry import ENTRY, PRELOAD, enabled, entry_point, neutral  # noqa: F401 - warm.entry_point is its API
 from .handles import WarmChild
 from .logs import write_header
 
@@ -42,8 +42,8 @@ def usable(spec: ProcessSpec, launcher: Launcher | None) -> bool:
     """True when forking is equivalent to exec'ing spec.argv."""
     if not enabled() or getattr(spec, "remote", False) or entry_point(spec.argv) is None:
         return False
-    if any(not k.startswith(("DASK_", "CLUSTERCTL_")) or k in ("DASK_CONFIG", "DASK_ROOT_CONFIG") for k in spec.env):
-        return False  # (dask reads DASK_CONFIG's search paths once, when it is imported)
+    if not all(neutral(k) for k in spec.env):
+        return False  # the one rule for both fork servers (runtime/entry.py)
     tag = spec.env.get(TAG_ENV)
     if tag and os.environ.get(TAG_ENV) != tag:
         return False  # the fork server is exec'd with this process's environment: its tag or none

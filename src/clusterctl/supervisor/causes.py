@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ..plan.ssh import SERVER_LOST, SSH_FAILED
+from ..plan.ssh import NOT_STARTED, SERVER_LOST, SSH_FAILED
 
 
 class Cause(StrEnum):
     CRASH = "crash"  # the process's own failure: the restart policy decides
     CONFIG = "config"  # cannot change without an edit: stays down (fatal) until apply or restart
     HOST = "host"  # ssh to its host failed: waits for the host
-    SERVER = "server"  # its host's fork server went, taking it along: started again at once
+    SERVER = "server"  # its host's fork server went (or its channel dropped), taking it along: again at once
+    ROUTE = "route"  # a direct start failed before anything ran: again at once, the agent's way
     NAME_TAKEN = "name-taken"  # the scheduler still knows an earlier incarnation: forget it, then retry
 
 
@@ -34,7 +35,7 @@ _USAGE_WORDS = ("No such option", "Invalid value", "Missing argument", "Got unex
 _NAME_TAKEN = "name taken"
 
 # Causes that spend nothing of the restart budget and restart at once (HOST: the host waits instead).
-OUTSIDE = frozenset({Cause.SERVER, Cause.NAME_TAKEN})
+OUTSIDE = frozenset({Cause.SERVER, Cause.ROUTE, Cause.NAME_TAKEN})
 
 
 def exit_cause(code: int | None, log: str | None, remote: bool) -> Cause:
@@ -47,6 +48,8 @@ def exit_cause(code: int | None, log: str | None, remote: bool) -> Cause:
         return Cause.HOST
     if remote and code == SERVER_LOST:
         return Cause.SERVER
+    if remote and code == NOT_STARTED:
+        return Cause.ROUTE
     if code in (NOT_FOUND, NOT_EXECUTABLE):
         return Cause.CONFIG
     if code == USAGE and any(w in text for w in _USAGE_WORDS):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..plan.specs import ProcessSpec
-from ..plan.ssh import SERVER_LOST
+from ..plan.ssh import NOT_STARTED, SERVER_LOST
 from ..runtime.handles import UNKNOWN_EXIT
 from ..runtime.ledger import ProcessRecord
 from ..runtime.process import ProcessId
@@ -42,6 +42,8 @@ class Child:
     address: str | None = None
     spawns: int = 0  # how many times it was started; the first is not a restart
     failure: str = ""  # why it last failed (an exit, an unhealthy verdict, a spawn that raised)
+    transport: str = ""  # how its current incarnation was started (runtime/launch.py Transport)
+    argv: tuple[str, ...] = ()  # what this machine runs for it (for a remote one: the ssh)
     gone_at: float = 0.0  # when its last incarnation exited or was killed (supervisor clock)
     # Its last incarnation may still be registered with the scheduler (killed as hung, on another
     # host, or refused as "name taken"): its name is proven free before it starts again.
@@ -69,7 +71,7 @@ class Child:
             pid=self.pid.pid if self.pid else None, create_time=self.pid.create_time if self.pid else None,
             state=self.state.value, restarts=self.restarts, exit_code=self.exit_code, reason=self.reason,
             address=self.address, started=self.started_wall or None,
-            log=str(self.spec.log_path) if self.spec.log_path else None, argv=list(self.spec.argv),
+            log=str(self.spec.log_path) if self.spec.log_path else None, argv=list(self.argv or self.spec.argv),
         )
 
     def __repr__(self) -> str:  # short, for test failures
@@ -84,7 +86,9 @@ def describe_exit(code: int | None) -> str:
     if code == UNKNOWN_EXIT:
         return "exited (code unknown: adopted, not our child)"
     if code == SERVER_LOST:
-        return "its host's fork server went (exit code unknown)"
+        return "its host's fork server went, or its channel dropped (exit code unknown)"
+    if code == NOT_STARTED:
+        return "its direct start failed before it ran"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

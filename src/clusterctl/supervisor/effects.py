@@ -13,13 +13,14 @@ import psutil
 from ..errors import ClusterError
 from ..plan.resolve import Launcher
 from ..plan.specs import ProcessSpec, cluster_tag
-from ..remote import direct, fleet
-from ..runtime import process, warm
+from ..remote import direct, fleet, launch
+from ..runtime import process
+from ..runtime.launch import Launched
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
 from ..runtime.logs import first_cause, rotate_if_large, tail
 from ..runtime.probes import HealthWatch, PortDenied, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
-from ..runtime.process import ProcessId
+from ..runtime.process import ProcessId, StopResult
 from .child import Handle
 
 
@@ -31,42 +32,35 @@ class StartFailed(ClusterError):
 
 
 class RealEffects:
-    """Spawn through the warm fork server or exec, stop trees by pid + create time, retire through Dask."""
+    """Start through the launch seam, stop trees by pid + create time, retire through Dask."""
 
     def __init__(self, launcher: Launcher, events: EventLog, address: Callable[[], str | None],
                  client_kwargs: Callable[[], dict[str, Any]], cfg: Callable[[], ClusterConfig]):
         self.launcher, self.events = launcher, events
         self.address, self.client_kwargs, self.cfg = address, client_kwargs, cfg
 
-    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle:
+    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Launched:
+        """Start through the one transport remote/launch.py chooses for it now."""
         if spec.log_path:
             try:
                 rotate_if_large(spec.log_path)
             except OSError:
                 pass  # a full disk must not stop a restart; rotated at the next chance
         try:
-            if warm_ok and warm.usable(spec, self.launcher):
-                return warm.spawn(spec)
-            route = direct.route(cluster_tag(self.cfg()), spec.at) if spec.remote and spec.remote_args else None
-            if route is not None:
-                return direct.spawn(self.cfg(), spec, route)
-            if spec.remote:  # its environment over stdin, never in argv; stdin stays open: the lifeline
-                return direct.over_agent(spec)
-            return process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd)
+            return launch.choose(self.cfg(), spec, self.launcher, warm_ok).start(spec)
         except OSError as e:
             raise StartFailed(f"{spec.name}: cannot start {spec.argv[0]!r}: {e.strerror or e}") from e
 
     def identify(self, handle: Handle) -> ProcessId:
         return process.identify(handle)  # type: ignore[arg-type]
 
-    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]:
+    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[StopResult]:
         """Local trees by signal. A remote process by closing its lifeline first, so that its agent
         stops it there and the ssh leaves with it: the worker is gone before the scheduler is told to
         stop (one still closing would wait on a scheduler that left); signals for what is left."""
         t0 = time.monotonic()
         kill = grace <= 0  # judged hung: the far side kills it at once (wire.KILL), its ssh leaves with it
         polite = [h for pid, h in targets if pid is not None and direct.close_lifeline(h, kill)]
-        targets = [(self._now(pid, h), h) for pid, h in targets]  # (closed: a direct start stays what it is)
         wait = KILL_WAIT if kill else grace  # a killed ssh would lose the word before it reached the host
         for h in polite:  # one shared deadline
             try:
@@ -79,23 +73,15 @@ class RealEffects:
         results = iter(process.stop_many(live, rest) if live else [])  # type: ignore[arg-type]
         out = []
         for pid, h in targets:
-            result = next(results) if pid is not None else "gone"
-            out.append("exited" if id(h) in exited else result)
+            result = next(results) if pid is not None else StopResult.GONE
+            out.append(StopResult.EXITED if id(h) in exited else result)
         return out
 
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
         if pid is not None:
-            direct.close_lifeline(handle, kill=True)  # a direct start must not become an agent's while it is killed
-            pid = self._now(pid, handle)
+            direct.close_lifeline(handle, kill=True)  # a remote one is killed on its host too
             process.kill_tree(pid)
             process.stop(pid, 0, handle)  # type: ignore[arg-type] - reap
-
-    def _now(self, pid: ProcessId | None, handle: Handle | None) -> ProcessId | None:
-        """The handle's process now: a direct start that became an agent's (remote/direct.py) has
-        another pid than the one recorded when it started."""
-        if pid is not None and handle is not None and handle.pid != pid.pid:
-            return self.identify(handle)
-        return pid
 
     def retire(self, names: list[str]) -> list[str]:
         """Ask the scheduler to retire workers: their unique results move elsewhere first."""
@@ -131,6 +117,9 @@ class RealEffects:
 
     def probe_host(self, name: str) -> str | None:
         return fleet.reachable(self.cfg(), name)
+
+    def no_route(self, host: str, why: str) -> None:
+        direct.fail(cluster_tag(self.cfg()), host, why)
 
     def sweep_host(self, name: str) -> None:
         fleet.revive(self.cfg(), name, on_differ=lambda host, table: self.emit(host, "versions-differ", table))

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
-from .causes import OUTSIDE, Cause
+from ..runtime.logs import latest_run
+from .causes import OUTSIDE, Cause, exit_cause
 from .restart import Action, Decision
 from .states import ChildState as S
 
@@ -23,7 +24,8 @@ NAME_RETRY = 1.0  # seconds before a worker refused as "name taken" tries again 
 NAME_WAIT = 10.0  # seconds a replacement waits for the scheduler to forget its predecessor, at most
 OUTSIDE_WHY = {
     Cause.NAME_TAKEN: "its name was still taken by its previous incarnation",
-    Cause.SERVER: "its host's fork server went",
+    Cause.SERVER: "its host's fork server went, or its channel dropped",
+    Cause.ROUTE: "its direct start failed before it ran; started through the agent",
 }
 
 
@@ -35,6 +37,12 @@ class Outcome:
     detail: str
     retry_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cause_of(code: int, tail: tuple[str, str], remote: bool) -> Cause:
+    """An exit's cause from its code and its log (first cause, last lines: only its latest run counts)."""
+    first, last = tail
+    return exit_cause(code, f"{first}\n{latest_run(last)}", remote)
 
 
 def after_failure(*, cause: Cause, decide: Callable[[], Decision] | None, now: float, why: str, first: str,

@@ -6,16 +6,17 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..plan.specs import ProcessSpec
-from ..runtime.process import ProcessId
+from ..runtime.launch import Launched
+from ..runtime.process import ProcessId, StopResult
 from .child import Handle
 
 
 class Effects(Protocol):
     """Everything the core does to the world (runtime.* in production, fakes in tests)."""
 
-    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Handle: ...
+    def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Launched: ...  # one transport, for its life
     def identify(self, handle: Handle) -> ProcessId: ...
-    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[str]: ...
+    def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[StopResult]: ...
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None: ...
     def retire(self, names: list[str]) -> list[str]: ...
     def forget(self, addresses: list[str]) -> None: ...  # the scheduler drops workers it cannot reach
@@ -23,6 +24,7 @@ class Effects(Protocol):
     def is_stopped(self, pid: ProcessId) -> bool: ...  # SIGSTOPped (state T)
     def probe_host(self, name: str) -> str | None: ...  # None: it answers; else why not
     def sweep_host(self, name: str) -> None: ...  # stop what this cluster left there
+    def no_route(self, host: str, why: str) -> None: ...  # its direct route failed a start: agents from now
     def emit(self, process: str, event: str, detail: str = "", **extra: Any) -> None: ...
     def log_tail(self, spec: ProcessSpec) -> tuple[str, str]: ...  # (first cause, last lines)
 

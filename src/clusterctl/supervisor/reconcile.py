@@ -28,12 +28,12 @@ from .adaptive import Adapter
 from .child import Child, describe_exit
 from .interfaces import Effects, Probe
 from .desired import DesiredSet
-from .causes import OUTSIDE, Cause, exit_cause, spawn_cause
-from .failures import NameCheck, after_failure, name_check, start_failure
+from .causes import OUTSIDE, Cause, spawn_cause
+from .failures import NameCheck, after_failure, cause_of, name_check, start_failure
 from .restart import RestartTracker
 from .retire import Retirer
 from .rolling import Roller
-from ..runtime.logs import latest_run
+from ..runtime.process import StopResult
 from .hosts import Fleet
 from .states import ChildState as S
 from .states import ClusterState, HostState
@@ -116,8 +116,6 @@ class Reconciler:
     # -- observing ---------------------------------------------------------------------------
     def _observe(self, c: Child, now: float) -> None:
         if c.state in (S.STARTING, S.RUNNING) and c.handle is not None:
-            if c.pid is not None and c.handle.pid != c.pid.pid:  # a direct start became an agent's (remote/direct.py)
-                c.pid, self.dirty = self.fx.identify(c.handle), True
             code = c.handle.poll()
             if code is not None and authority.held(self, c, code, now):
                 return  # maybe Dask retired it: the scheduler's next answer says
@@ -129,14 +127,13 @@ class Reconciler:
                     c.move(S.STOPPED, "retired by Dask")
                     self.dirty = True
                     return
-                cause = self._cause(c, code)
+                cause = cause_of(code, self.fx.log_tail(c.spec), c.spec.remote)
                 if cause == Cause.HOST and not self._host_required(c):
                     return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
+                if cause == Cause.ROUTE:  # the next start chooses the agent (remote/launch.py)
+                    self.fx.no_route(c.spec.at, f"{c.name}'s start through it failed (see its log)")
                 self._failed(c, now, code, describe_exit(code), exited=True, cause=cause)
 
-    def _cause(self, c: Child, code: int) -> Cause:
-        first, last = self.fx.log_tail(c.spec)
-        return exit_cause(code, f"{first}\n{latest_run(last)}", c.spec.remote)
 
     def mark_ready(self, c: Child, address: str | None, now: float) -> None:
         c.move(S.RUNNING, "")
@@ -264,7 +261,7 @@ class Reconciler:
         try:
             # The first scheduler is exec'd: it imports on one core while the warm fork server
             # imports on the other; workers and any later scheduler fork from that server.
-            handle = self.fx.spawn(c.spec, warm_ok=not (first and c.spec.role == "scheduler"))
+            launched = self.fx.spawn(c.spec, warm_ok=not (first and c.spec.role == "scheduler"))
         except Exception as e:  # noqa: BLE001 - a spawn that raises is this child's failure
             why = str(e) if isinstance(e, ClusterError) else f"cannot start: {type(e).__name__}: {e}"
             self.fx.emit(c.name, "spawn-failed", why)
@@ -277,12 +274,13 @@ class Reconciler:
             return
         c.spawns += 1
         c.restarts += 0 if first else 1
-        c.handle, c.pid = handle, self.fx.identify(handle)
+        c.handle, c.transport, c.argv = launched.handle, launched.transport, launched.argv
+        c.pid = self.fx.identify(c.handle)
         c.started_at, c.started_wall = now, time.time()
         c.ready_at = c.unhealthy_since = c.stopped_since = c.exit_code = c.address = c.forgot = None
         c.move(S.STARTING, "")
         self.dirty = True
-        self.fx.emit(c.name, "started", f"pid {c.pid.pid}", pid=c.pid.pid)
+        self.fx.emit(c.name, "started", f"pid {c.pid.pid} ({c.transport})", pid=c.pid.pid, transport=str(c.transport))
         self.probe.poke()
 
     # -- the cluster as a whole ----------------------------------------------------------------
@@ -328,18 +326,18 @@ class Reconciler:
             self._stopped(c, result)
         for c in workers:
             if c.state != S.STOPPED:
-                self._stopped(c, "gone")
+                self._stopped(c, StopResult.GONE)
         sched = self.children.get(SCHEDULER)
         if sched is not None:
-            result = self.fx.stop([(sched.pid, sched.handle)], grace)[0] if sched.pid else "gone"
+            result = self.fx.stop([(sched.pid, sched.handle)], grace)[0] if sched.pid else StopResult.GONE
             self._stopped(sched, result)
         self.dirty = True
 
-    def _stopped(self, c: Child, result: str) -> None:
-        if c.state in (S.EXITED, S.FATAL) and result == "gone":
+    def _stopped(self, c: Child, result: StopResult) -> None:
+        if c.state in (S.EXITED, S.FATAL) and result == StopResult.GONE:
             return  # keep why it is down
-        c.move(S.STOPPED, "killed after the shutdown grace" if result == "killed" else "stopped by operator")
-        if result != "gone":
+        c.move(S.STOPPED, "killed after the shutdown grace" if result == StopResult.KILLED else "stopped by operator")
+        if result != StopResult.GONE:
             self.fx.emit(c.name, "stopped", result)
 
     def _on(self, host: str) -> list[Child]:

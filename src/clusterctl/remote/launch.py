@@ -1,0 +1,55 @@
+"""The remote transports of the launch seam (runtime/launch.py), and the one function that chooses.
+
+``choose`` decides before the start, from the spec and what is known about its host: a remote
+process goes over its host's direct route while that route is usable (remote/routes.py), else
+through an agent; a local one is forked from the warm server where that equals exec, else exec'd.
+The choice is never revised inside a handle: a direct start that fails before its process exists
+ends (``NOT_STARTED``), its route is marked, and the next start chooses again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..plan.specs import cluster_tag
+from ..runtime import warm
+from ..runtime.launch import ExecLaunch, Launch, Launched, Transport, WarmLaunch
+from . import direct
+
+if TYPE_CHECKING:
+    from ..plan.resolve import Launcher
+    from ..plan.specs import ProcessSpec
+    from ..topology import ClusterConfig
+
+
+class AgentLaunch:
+    """An ssh session running ``clusterctl.remote.agent`` (spec.argv): its stdin is the lifeline, and
+    carries the environment first (never on a command line)."""
+
+    transport = Transport.AGENT
+
+    def start(self, spec: ProcessSpec) -> Launched:
+        return Launched(direct.over_agent(spec), self.transport, tuple(spec.argv))
+
+
+class DirectLaunch:
+    """One ``ssh -W`` channel to the host's fork server, which forks or execs the Dask process there."""
+
+    transport = Transport.DIRECT
+
+    def __init__(self, cfg: ClusterConfig, route: direct.Route):
+        self.cfg, self.route = cfg, route
+
+    def start(self, spec: ProcessSpec) -> Launched:
+        child = direct.spawn(self.cfg, spec, self.route)
+        return Launched(child, self.transport, tuple(child.argv))
+
+
+def choose(cfg: ClusterConfig, spec: ProcessSpec, launcher: Launcher | None, warm_ok: bool = True) -> Launch:
+    """The one transport for this start."""
+    if spec.remote:
+        way = direct.route(cluster_tag(cfg), spec.at) if spec.remote_args else None
+        return DirectLaunch(cfg, way) if way is not None else AgentLaunch()
+    if warm_ok and warm.usable(spec, launcher):
+        return WarmLaunch()
+    return ExecLaunch()
