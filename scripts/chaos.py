@@ -1,6 +1,7 @@
 """Chaos run: Monte Carlo jobs back to back on a real cluster while faults are injected.
 
     scripts/chaos [--minutes 1] [--seed 1] [--faults default|all|kill,scale,...] [--json artifacts/chaos.json]
+    scripts/chaos --fleet HOSTSxWORKERS [--minutes 1] [--seed 1] ...   # root: namespace hosts (scripts/fleetchaos.py)
 
 It makes its own temp dir and topology (127.0.0.1, free ports below 32000, 3
 workers of one thread, unhealthy_grace 3 s), starts it with `clusterctl up`
@@ -386,6 +387,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-points", type=int, default=5_000_000)
     ap.add_argument("--idle-connections", type=int, default=100, help="per port, in an `idle` fault (default 100)")
     ap.add_argument("--json", type=Path, default=ROOT / "artifacts" / "chaos.json")
+    ap.add_argument("--fleet", metavar="HOSTSxWORKERS",
+                    help="instead: workers on network-namespace hosts with host faults mixed in (root only; "
+                         "scripts/fleetchaos.py; `scripts/chaos --fleet 3x2 --help` lists its options)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (kept anyway when the run fails)")
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.deadline <= 0 or args.grace <= 0:
@@ -404,6 +408,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--fleet" or a.startswith("--fleet=") for a in argv):
+        import fleetchaos  # scripts/ is on sys.path: this file's directory
+
+        return fleetchaos.main(argv)
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below runs `down`
     settings = Settings(seconds=args.minutes * 60, seed=args.seed, faults=args.fault_kinds, job=args.spec,

@@ -22,6 +22,8 @@ Usage (module scope: setup takes about 0.5 s for two hosts, teardown 0.1 s)::
         ...  # cluster.yaml: scheduler: {host: fleet.head_address, ...}, tls: {enabled: true}, at: {ws1: 1}
         fleet.cut(h)        # silent partition: no FIN, no RST, no ICMP, on either side
         fleet.restore(h)
+        fleet.kill_sshd(h); fleet.start_sshd(h)   # its sshd killed (sessions live on), then back
+        fleet.reboot(h); fleet.start_sshd(h)      # every process in the namespace killed, then sshd back
 
 `with NetnsFleet(root, hosts=2) as fleet:` does the same outside pytest.
 
@@ -351,30 +353,84 @@ class NetnsFleet:
                 f"PidFile {self.root / f'sshd.h{h.index}.pid'}\nAuthorizedKeysFile {self.root / 'client_key.pub'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n")
-            with open(self.root / f"sshd.h{h.index}.log", "wb") as log:
-                popen = subprocess.Popen(self.exec_argv(h, sshd_helper.SSHD, "-D", "-e", "-f", str(config)),
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            self._sshds.append(sshd_helper.Sshd(root=self.root, port=SSH_PORT, addresses=(h.address,), popen=popen,
-                                                user=self.user))
+            self._sshds.append(self._spawn_sshd(h, "wb"))
         deadline = time.monotonic() + 10
         for h, d in zip(self.hosts, self._sshds):
-            while True:
-                if d.popen.poll() is not None:
-                    log = (self.root / f"sshd.h{h.index}.log").read_text()[-500:]
-                    raise RuntimeError(f"sshd in {h.netns} exited {d.popen.returncode}: {log}")
-                try:
-                    with socket.create_connection((h.address, SSH_PORT), timeout=0.5):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"sshd in {h.netns} did not listen on {h.address}:{SSH_PORT}") from None
-                    time.sleep(0.02)
+            self._wait_listening(h, d, deadline)
         probes = [subprocess.Popen(self.ssh_argv(h, "true"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True) for h in self.hosts]
         for h, p in zip(self.hosts, probes):
             _, err = p.communicate(timeout=20)
             if p.returncode != 0:
                 raise RuntimeError(f"ssh into {h.netns} ({h.address}) failed: {err.strip()[-300:]}")
+
+    def _spawn_sshd(self, h: NetnsHost, mode: str) -> sshd_helper.Sshd:
+        """The host's sshd (config written by _start_sshds), started inside its namespace; log opened with ``mode``."""
+        config = self.root / f"sshd_config.h{h.index}"
+        with open(self.root / f"sshd.h{h.index}.log", mode) as log:
+            popen = subprocess.Popen(self.exec_argv(h, sshd_helper.SSHD, "-D", "-e", "-f", str(config)),
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return sshd_helper.Sshd(root=self.root, port=SSH_PORT, addresses=(h.address,), popen=popen, user=self.user)
+
+    def _wait_listening(self, h: NetnsHost, d: sshd_helper.Sshd, deadline: float) -> None:
+        while True:
+            if d.popen.poll() is not None:
+                log = (self.root / f"sshd.h{h.index}.log").read_text()[-500:]
+                raise RuntimeError(f"sshd in {h.netns} exited {d.popen.returncode}: {log}")
+            try:
+                with socket.create_connection((h.address, SSH_PORT), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd in {h.netns} did not listen on {h.address}:{SSH_PORT}") from None
+                time.sleep(0.02)
+
+    # faults of a whole host (scripts/chaos --fleet): an sshd killed and started again, a "reboot"
+    def sshd_running(self, host) -> bool:
+        return self._sshds[self.host(host).index].popen.poll() is None
+
+    def kill_sshd(self, host) -> int | None:
+        """SIGKILL the host's sshd (the listener only: open sessions live on, as after `kill -9` of a real
+        sshd); its pid, or None when it was not running."""
+        d = self._sshds[self.host(host).index]
+        if d.popen.poll() is not None:
+            return None
+        d.popen.kill()
+        d.popen.wait(timeout=10)
+        return d.popen.pid
+
+    def start_sshd(self, host, timeout: float = 10) -> int:
+        """Start the host's sshd again (after kill_sshd or reboot; no-op while it runs) and wait until it
+        listens (it may not be reachable from here if the host is cut: then it only waits for it to bind)."""
+        h = self.host(host)
+        d = self._sshds[h.index]
+        if d.popen.poll() is None:
+            return d.popen.pid
+        d = self._sshds[h.index] = self._spawn_sshd(h, "ab")
+        deadline = time.monotonic() + timeout
+        if self.is_cut(h):
+            while d.popen.poll() is None and not self._listens_inside(h) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            self._wait_listening(h, d, deadline)
+        return d.popen.pid
+
+    def _listens_inside(self, h: NetnsHost) -> bool:
+        res = self.run(h, "ss", "-Hltn", f"sport = :{SSH_PORT}", timeout=10)
+        return bool(res.stdout.strip())
+
+    def reboot(self, host) -> list[str]:
+        """Kill every process in the host's namespace (its sshd, sessions, and whatever they started), as a
+        power cut would; "PID CMDLINE" of each. Start its sshd again with start_sshd."""
+        h = self.host(host)
+        killed = _kill_namespace_processes(h.netns)
+        d = self._sshds[h.index]
+        try:
+            d.popen.wait(timeout=10)  # reaped: it was a child of this process
+        except subprocess.TimeoutExpired:
+            d.popen.kill()
+            d.popen.wait(timeout=10)
+        return killed
 
     def close(self) -> None:
         """Stop every sshd (with its tree), kill whatever else runs in the namespaces, delete everything.
@@ -386,7 +442,8 @@ class NetnsFleet:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             for d in self._sshds:
-                _stop_tree(d.popen.pid)
+                if d.popen.poll() is None:  # one killed by kill_sshd or reboot is reaped: its pid may be reused
+                    _stop_tree(d.popen.pid)
                 d.popen.wait(timeout=10)
             for h in self.hosts:
                 self.leftovers += _kill_namespace_processes(h.netns)
