@@ -143,25 +143,25 @@ class FakeProbe:
 
 
 def spec(name: str, role: str = "worker", group: str = "default", policy: RestartPolicy | None = None,
-         argv: tuple[str, ...] = ("dask", "worker"), at: str = "localhost") -> ProcessSpec:
+         argv: tuple[str, ...] = ("dask", "worker"), at: str = "localhost", nanny: bool = True) -> ProcessSpec:
     return ProcessSpec(name=name, role=role, group=group, host="127.0.0.1", argv=argv,
                        log_path=Path(f"/logs/{name}.log"), restart=policy or RestartPolicy(),
-                       at=at, remote=at != "localhost")
+                       at=at, remote=at != "localhost", nanny=nanny)
 
 
 class History:
     """A reconciler wired to fakes, with verbs for what happens to it."""
 
     def __init__(self, workers: int = 2, policy: RestartPolicy | None = None, early: bool = True,
-                 startup: float = 60.0, argv: tuple[str, ...] = ("dask", "worker"), remote: int = 0,
+                 startup: float = 60.0, nanny: bool = True, remote: int = 0,
                  required: bool = False, scheduler_at: str = "localhost"):
         self.now = 0.0
         self.fx, self.probe = FakeEffects(), FakeProbe()
         self.policy = policy or RestartPolicy()
         specs = [spec("scheduler", "scheduler", "scheduler", self.policy, ("dask", "scheduler"), at=scheduler_at)]
-        specs += [spec(f"default-{i}", policy=self.policy, argv=argv) for i in range(workers)]
-        specs += [spec(f"far-{i}", group="far", policy=self.policy, argv=argv, at="ws1") for i in range(remote)]
-        desired = DesiredSet(specs, lambda g, i: spec(f"{g}-{i}", group=g, policy=self.policy, argv=argv))
+        specs += [spec(f"default-{i}", policy=self.policy, nanny=nanny) for i in range(workers)]
+        specs += [spec(f"far-{i}", group="far", policy=self.policy, nanny=nanny, at="ws1") for i in range(remote)]
+        desired = DesiredSet(specs, lambda g, i: spec(f"{g}-{i}", group=g, policy=self.policy, nanny=nanny))
         self.core = Reconciler(desired, self.fx, self.probe, lambda: self.now,
                                Timing(startup=startup, shutdown=10.0, early_workers=early),
                                tracker=lambda p: RestartTracker(p, rng=random.Random(0)))
@@ -411,7 +411,7 @@ def test_a_failed_retirement_still_stops_and_removes():
 
 
 def test_memory_over_the_limit_restarts_a_nannyless_worker():
-    h = History(argv=("dask", "worker", "--no-nanny")).up()
+    h = History(nanny=False).up()
     pid = h.core.children["default-0"].pid.pid
     h.fx.rss_of[pid] = int(0.97 * 2**30)
     h.wait(1).answer("default-0", "default-1").tick()
@@ -421,7 +421,7 @@ def test_memory_over_the_limit_restarts_a_nannyless_worker():
 
 
 def test_memory_is_the_nannys_job_when_there_is_one():
-    h = History(argv=("dask", "worker", "--nanny")).up()
+    h = History(nanny=True).up()
     h.fx.rss_of[h.core.children["default-0"].pid.pid] = 2**31
     h.wait(1).answer("default-0", "default-1").tick()
     assert h.state("default-0") == S.RUNNING

@@ -77,6 +77,7 @@ def test_worker_argv(tmp_path):
     assert flag(w.argv, "--memory-limit") == "auto"
     assert flag(w.argv, "--death-timeout") == "60s"
     assert "--no-nanny" in w.argv and "--nthreads" not in w.argv and "--resources" not in w.argv
+    assert not w.nanny and not w.dashboard  # the facts on the spec, for health and the fork server
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])
@@ -150,7 +151,7 @@ workers:
     assert flag(w.argv, "--memory-limit") == "4GiB"
     # Sorted, and no precision lost ('{:g}' would write 1.23457e+06).
     assert flag(w.argv, "--resources") == "BIG=1234567,GPU=2,HALF=0.5,MEM=1000000000"
-    assert "--nanny" in w.argv and "--no-nanny" not in w.argv
+    assert "--nanny" in w.argv and "--no-nanny" not in w.argv and w.nanny
     assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true", TAG_ENV: specs[0].env[TAG_ENV]}
     assert all(isinstance(v, str) for v in w.env.values())
     assert specs[2].env == w.env and specs[2].env is not w.env  # each spec owns its env
@@ -189,7 +190,7 @@ def test_timeouts_flow_into_argv(tmp_path):
 def test_no_dashboard(tmp_path):
     cfg = parse_config("scheduler:\n  dashboard: false\n")
     sched = build_plan(cfg, DASK)[0]
-    assert "--no-dashboard" in sched.argv
+    assert "--no-dashboard" in sched.argv and not sched.dashboard and not sched.nanny
     # /health still answers on that port: keep it bound to the host explicitly.
     assert flag(sched.argv, "--dashboard-address") == "127.0.0.1:8787"
     assert dashboard_url(cfg) is None
@@ -199,6 +200,7 @@ def test_no_dashboard(tmp_path):
 def test_dashboard_is_mounted_by_the_preload_not_at_start():
     sched = build_plan(parse_config("name: x\n"), DASK)[0]
     assert "--no-dashboard" in sched.argv  # Bokeh is not imported before the scheduler listens
+    assert sched.dashboard  # it serves the pages, mounted later
     assert sched.env["DASK_CLUSTERCTL__LAZY_DASHBOARD"] == "True"  # scheduler_plugin.Dashboard mounts it
     assert flag(sched.argv, "--preload").endswith("scheduler_plugin.py")
 

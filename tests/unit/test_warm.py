@@ -15,8 +15,9 @@ HERE = str(Path(sys.executable).with_name("dask"))
 LAUNCHER = Launcher((HERE, "scheduler"), (HERE, "worker"), "test")
 
 
-def spec(argv, env=None, remote=False):
-    s = ProcessSpec(name="w-0", role="worker", group="w", host="127.0.0.1", argv=tuple(argv), env=env or {})
+def spec(argv, env=None, remote=False, dashboard=True):
+    s = ProcessSpec(name="w-0", role="worker", group="w", host="127.0.0.1", argv=tuple(argv), env=env or {},
+                    dashboard=dashboard)
     if remote:
         object.__setattr__(s, "remote", True)
     return s
@@ -63,7 +64,7 @@ def test_cli_default_churn_schedule_matches_the_module():
 
 def test_fork_server_preloads_bokeh_only_for_worker_pages():
     sched = ProcessSpec(name="scheduler", role="scheduler", group="scheduler", host="h", argv=(HERE, "scheduler"))
-    quiet = spec((HERE, "worker", "tcp://h:1", "--no-dashboard"))
+    quiet = spec((HERE, "worker", "tcp://h:1", "--no-dashboard"), dashboard=False)
     pages = spec((HERE, "worker", "tcp://h:1", "--dashboard"))
     base = warm.preload_for([sched, quiet])
     assert "distributed" in base and not any("dashboard" in m for m in base)

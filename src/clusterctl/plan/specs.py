@@ -55,6 +55,8 @@ class ProcessSpec:
     # remote only: the Dask command's arguments after the host's own executable (which its agent or
     # fork server resolves there): what a direct start (remote/direct.py) asks the server for.
     remote_args: tuple[str, ...] = ()
+    nanny: bool = True  # under a Dask nanny, which enforces its memory limit (as argv says; Dask's default)
+    dashboard: bool = True  # serves dashboard pages (a worker's import Bokeh: its fork server preloads it)
 
     def preamble(self) -> bytes | None:
         """The first line a remote spec's agent reads on its stdin (see remote/agent.py), or None."""
@@ -278,6 +280,7 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
         log_path=cfg.log_path / "scheduler.log",
         restart=s.restart,
         at=s.at or LOCAL_HOST,
+        nanny=False, dashboard=s.dashboard,
     )
 
 
@@ -316,6 +319,7 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
         at=at,
         remote=True,
         remote_env=env,
+        nanny=False, dashboard=s.dashboard,
     )
 
 
@@ -369,6 +373,7 @@ def worker_spec(
         remote=remote,
         remote_env=remote_env,
         remote_args=tuple(args) if remote else (),
+        nanny=group.nanny, dashboard=group.dashboard,
     )
 
 

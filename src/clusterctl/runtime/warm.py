@@ -74,7 +74,7 @@ def preload_for(specs: list[ProcessSpec]) -> list[str]:
     # Not distributed.dashboard.scheduler: the first scheduler is exec'd, and importing
     # bokeh here (+0.85 s) would make every worker of every `up` wait for it, to save
     # that time only when a scheduler is restarted.
-    if any(s.role == "worker" and "--no-dashboard" not in s.argv for s in specs):
+    if any(s.role == "worker" and s.dashboard for s in specs):
         mods.append("distributed.dashboard.worker")
     return mods
 

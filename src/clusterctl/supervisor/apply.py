@@ -23,6 +23,7 @@ What each change does:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ..topology import ClusterConfig, WorkerGroup
@@ -35,12 +36,24 @@ RESTART_WHY = "the scheduler must restart, and every worker with it (results hel
 DOWN_UP = "stop the cluster with the old file (`clusterctl down`), then `clusterctl up`"
 
 
+class ChangeAction(StrEnum):
+    """What a change does (its JSON and its comparisons with the plain words keep working)."""
+
+    START = "start"  # a new group's workers start
+    RETIRE = "retire"  # a removed group's workers retire
+    SCALE = "scale"  # a group's size changes
+    ROLL = "roll"  # a rolling restart replaces a group's workers
+    IN_PLACE = "in-place"  # changed in place, nothing restarts
+    RESTART = "restart"  # the scheduler restarts, and every worker with it
+    REFUSED = "refused"  # a running cluster cannot take it
+
+
 @dataclass(frozen=True)
 class Change:
     marker: str  # "+" added, "-" removed, "~" changed
     subject: str  # "group gpu", "scheduler.port"
     detail: str
-    action: str  # start | retire | scale | roll | in-place | restart | refused
+    action: ChangeAction
     group: str | None = None
     count: int | None = None  # start, scale: the group's size afterwards; roll: workers replaced
     why: str = ""  # restart, refused: the reason
@@ -58,22 +71,22 @@ class Plan:
     def lines(self) -> list[str]:
         return [c.line for c in self.changes]
 
-    def of(self, *actions: str) -> list[Change]:
+    def of(self, *actions: ChangeAction) -> list[Change]:
         return [c for c in self.changes if c.action in actions]
 
     @property
     def restart(self) -> bool:
-        return bool(self.of("restart"))
+        return bool(self.of(ChangeAction.RESTART))
 
     def refusal(self, allow_restart: bool) -> str | None:
         """One line when the plan cannot be applied (as asked), else None."""
-        refused = self.of("refused")
+        refused = self.of(ChangeAction.REFUSED)
         if refused:
             c = refused[0]
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             return f"apply refused: {c.subject} changed{more}: {c.why}"
         if self.restart and not allow_restart:
-            subjects = ", ".join(c.subject for c in self.of("restart"))
+            subjects = ", ".join(c.subject for c in self.of(ChangeAction.RESTART))
             return f"apply refused: {subjects} changed: {RESTART_WHY}; run `clusterctl apply --allow-restart` to do so"
         return None
 
@@ -81,7 +94,7 @@ class Plan:
 def plan(old: ClusterConfig, new: ClusterConfig, counts: dict[str, int]) -> Plan:
     """The changes from the running ``old`` (sizes now: ``counts``) to the file's ``new``."""
     changes = _cluster(old, new) + _scheduler(old, new)
-    restart = any(c.action == "restart" for c in changes)
+    restart = any(c.action == ChangeAction.RESTART for c in changes)
     olds = {g.name: g for g in old.workers}
     sizes: dict[str, int] = {}
     for g in new.workers:
@@ -97,12 +110,12 @@ def plan(old: ClusterConfig, new: ClusterConfig, counts: dict[str, int]) -> Plan
         if g.name not in news:
             n = counts.get(g.name, g.count)
             changes.append(Change("-", f"group {g.name}", f"retire {_workers(n)} gracefully (results move first)",
-                                  "retire", g.name, 0))
+                                  ChangeAction.RETIRE, g.name, 0))
     total = sum(sizes.values())
     if total > new.max_workers:
         changes.append(Change("~", "max_workers", f"{total} workers in all would be more than {new.max_workers}",
-                              "refused", why=f"{total} workers in all is more than max_workers, {new.max_workers}; "
-                              "raise `max_workers:` or lower a count"))
+                              ChangeAction.REFUSED, why=f"{total} workers in all is more than max_workers, "
+                              f"{new.max_workers}; raise `max_workers:` or lower a count"))
     return Plan(tuple(changes))
 
 
@@ -126,21 +139,23 @@ def _cluster(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
     if old.tls_enabled != new.tls_enabled:
         detail = f"TLS {_on(old.tls_enabled)} -> {_on(new.tls_enabled)}"
         if old.remote_hosts() or new.remote_hosts():
-            out.append(Change("~", "tls", detail, "refused", why=f"TLS files reach other hosts at `up`; {DOWN_UP}"))
+            out.append(Change("~", "tls", detail, ChangeAction.REFUSED,
+                              why=f"TLS files reach other hosts at `up`; {DOWN_UP}"))
         else:
-            out.append(Change("~", "tls", f"{detail}: restarts the scheduler and every worker", "restart",
+            out.append(Change("~", "tls", f"{detail}: restarts the scheduler and every worker", ChangeAction.RESTART,
                               why=RESTART_WHY))
     elif (old.tls, old.insecure) != (new.tls, new.insecure):
-        out.append(Change("~", "tls", f"TLS stays {_on(new.tls_enabled)} (in place, nothing restarts)", "in-place"))
+        out.append(Change("~", "tls", f"TLS stays {_on(new.tls_enabled)} (in place, nothing restarts)",
+                          ChangeAction.IN_PLACE))
     for key in ("startup", "shutdown"):
         a, b = getattr(old.timeouts, key), getattr(new.timeouts, key)
         if a != b:
             out.append(Change("~", f"timeouts.{key}", f"{a:g} -> {b:g} s (in place, from the next start or stop)",
-                              "in-place"))
+                              ChangeAction.IN_PLACE))
     for key in IN_PLACE:
         if getattr(old, key) != getattr(new, key):
             out.append(Change("~", key, f"{_show(getattr(old, key))} -> {_show(getattr(new, key))} (in place)",
-                              "in-place"))
+                              ChangeAction.IN_PLACE))
     return out
 
 
@@ -153,10 +168,10 @@ def _hosts(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
             continue
         what = "added" if name not in before else "removed" if name not in after else "changed"
         if name in used:
-            out.append(Change("~", f"hosts[{name}]", what, "refused",
+            out.append(Change("~", f"hosts[{name}]", what, ChangeAction.REFUSED,
                               why=f"hosts are prepared at `up` (files, TLS, versions); {DOWN_UP}"))
         else:
-            out.append(Change("~", f"hosts[{name}]", f"{what} (nothing runs there: in place)", "in-place"))
+            out.append(Change("~", f"hosts[{name}]", f"{what} (nothing runs there: in place)", ChangeAction.IN_PLACE))
     return out
 
 
@@ -174,24 +189,25 @@ def _scheduler(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
             out.append(_refused(f"scheduler.{key}", x, y, f"the scheduler runs on {a.at} over ssh; {DOWN_UP}"))
         else:
             out.append(Change("~", f"scheduler.{key}", f"{_show(x)} -> {_show(y)}: restarts the scheduler and every "
-                              "worker", "restart", why=RESTART_WHY))
+                              "worker", ChangeAction.RESTART, why=RESTART_WHY))
     if a.restart != b.restart:
-        out.append(Change("~", "scheduler.restart", f"{_policy(a.restart, b.restart)} (in place)", "in-place"))
+        out.append(Change("~", "scheduler.restart", f"{_policy(a.restart, b.restart)} (in place)",
+                          ChangeAction.IN_PLACE))
     return out
 
 
 def _new_group(old: ClusterConfig, new: ClusterConfig, g: WorkerGroup) -> list[Change]:
     unprepared = _unprepared(old, new, g)
     if unprepared:
-        return [Change("+", f"group {g.name}", f"on {', '.join(unprepared)}", "refused", g.name,
+        return [Change("+", f"group {g.name}", f"on {', '.join(unprepared)}", ChangeAction.REFUSED, g.name,
                        why=f"{unprepared[0]} was not prepared at `up` (no worker ran there); {DOWN_UP}")]
     shape = ", ".join(f"{k} {_show(getattr(g, k))}" for k in ("nthreads", "memory_limit", "resources", "at")
                       if getattr(g, k) not in (None, {}))
     if g.adapt:
         n = adaptive_start(g)
         return [Change("+", f"group {g.name}", f"start {_workers(n)}, adaptive between {g.adapt.minimum} and "
-                       f"{adaptive_maximum(g)} ({shape})", "start", g.name, n)]
-    return [Change("+", f"group {g.name}", f"start {_workers(g.count)} ({shape})", "start", g.name, g.count)]
+                       f"{adaptive_maximum(g)} ({shape})", ChangeAction.START, g.name, n)]
+    return [Change("+", f"group {g.name}", f"start {_workers(g.count)} ({shape})", ChangeAction.START, g.name, g.count)]
 
 
 def _group(old: ClusterConfig, new: ClusterConfig, a: WorkerGroup, b: WorkerGroup, now: int,
@@ -201,37 +217,37 @@ def _group(old: ClusterConfig, new: ClusterConfig, a: WorkerGroup, b: WorkerGrou
     target = now
     if a.adapt != b.adapt:
         if b.adapt is None:
-            out.append(Change("~", subject, f"adapt off: fixed at {b.count} (in place)", "in-place", b.name,
+            out.append(Change("~", subject, f"adapt off: fixed at {b.count} (in place)", ChangeAction.IN_PLACE, b.name,
                               settings=("adapt",)))
             target = b.count
         else:
             was = "adaptive" if a.adapt else "fixed"
             out.append(Change("~", subject, f"{was} -> adaptive between {b.adapt.minimum} and {adaptive_maximum(b)}, "
-                              f"target duration {b.adapt.target_duration:g} s (in place)", "in-place", b.name,
-                              settings=("adapt",)))
+                              f"target duration {b.adapt.target_duration:g} s (in place)", ChangeAction.IN_PLACE,
+                              b.name, settings=("adapt",)))
     elif b.adapt is None and a.count != b.count:
         target = b.count
     if target != now:
         verb = f"start {_workers(target - now)}" if target > now else f"retire {_workers(now - target)} gracefully"
-        out.append(Change("~", subject, f"count {now} -> {target}: {verb}", "scale", b.name, target))
+        out.append(Change("~", subject, f"count {now} -> {target}: {verb}", ChangeAction.SCALE, b.name, target))
     settings = [k for k in WORKER_SETTINGS if getattr(a, k) != getattr(b, k)]
     k = min(now, target)
     if a.placement(k) != b.placement(k) or a.hosts_used != b.hosts_used:
         new_hosts = _unprepared(old, new, b)
         if new_hosts:
-            out.append(Change("~", subject, f"at: {_show(a.at)} -> {_show(b.at)}", "refused", b.name,
+            out.append(Change("~", subject, f"at: {_show(a.at)} -> {_show(b.at)}", ChangeAction.REFUSED, b.name,
                               why=f"{new_hosts[0]} was not prepared at `up` (no worker ran there); {DOWN_UP}"))
         settings.append("at")
     if settings and k:
         diff = "; ".join(_setting(k_, a, b) for k_ in settings)
         how = ("restarted with the scheduler, with the new settings" if restart
                else f"rolling restart of {_workers(k)} (one at a time, results move first)")
-        out.append(Change("~", subject, f"{diff}: {how}", "roll", b.name, k, settings=tuple(settings)))
+        out.append(Change("~", subject, f"{diff}: {how}", ChangeAction.ROLL, b.name, k, settings=tuple(settings)))
     elif settings:
         out.append(Change("~", subject, f"{'; '.join(_setting(k_, a, b) for k_ in settings)} (no worker runs: "
-                          "in place)", "in-place", b.name))
+                          "in place)", ChangeAction.IN_PLACE, b.name))
     if a.restart != b.restart:
-        out.append(Change("~", subject, f"{_policy(a.restart, b.restart)} (in place)", "in-place", b.name,
+        out.append(Change("~", subject, f"{_policy(a.restart, b.restart)} (in place)", ChangeAction.IN_PLACE, b.name,
                           settings=("restart",)))
     return out, target
 
@@ -251,7 +267,7 @@ def _policy(a: Any, b: Any) -> str:
 
 
 def _refused(key: str, a: Any, b: Any, why: str) -> Change:
-    return Change("~", key, f"{_show(a)} -> {_show(b)}", "refused", why=why)
+    return Change("~", key, f"{_show(a)} -> {_show(b)}", ChangeAction.REFUSED, why=why)
 
 
 def _unprepared(old: ClusterConfig, new: ClusterConfig, g: WorkerGroup) -> list[str]:

@@ -19,7 +19,7 @@ from ..runtime import tls
 from ..runtime.probes import PortDenied, port_in_use
 from ..topology import ClusterConfig, load_config
 from .adaptive import GroupAdapt
-from .apply import Plan, plan
+from .apply import ChangeAction, Plan, plan
 from .desired import index_of, pick_to_remove
 from .effects import SchedulerWatch
 from .reconcile import Timing
@@ -61,7 +61,7 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
 
         restart_now(core, [SCHEDULER], "clusterctl apply --allow-restart")
     result.update(converge(core, p, new, roll=not p.restart))
-    policy = any(c.subject == "scheduler.restart" for c in p.of("in-place"))
+    policy = any(c.subject == "scheduler.restart" for c in p.of(ChangeAction.IN_PLACE))
     if p.restart:
         respec(sup, new)
     elif policy:
@@ -80,11 +80,11 @@ def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -
     """The plan's edits of the desired set, the adapter, policies and timings (the loop converges them)."""
     added: list[str] = []
     removing: list[str] = []
-    for c in p.of("retire"):
+    for c in p.of(ChangeAction.RETIRE):
         gone = core.desired.remove(core.desired.workers(c.group))
         removing += gone
         core.adapter.off(c.group or "")
-    for c in p.of("start", "scale"):
+    for c in p.of(ChangeAction.START, ChangeAction.SCALE):
         members = core.desired.workers(c.group)
         count = c.count or 0
         if count > len(members):
@@ -93,20 +93,20 @@ def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -
             states = [(n, core.children[n].state if n in core.children else S.PENDING) for n in members]
             gone = pick_to_remove(states, len(members) - count)
             removing += core.desired.remove(gone)
-    for c in p.of("start", "in-place"):
-        if c.group is None or (c.action == "in-place" and "adapt" not in c.settings):
+    for c in p.of(ChangeAction.START, ChangeAction.IN_PLACE):
+        if c.group is None or (c.action == ChangeAction.IN_PLACE and "adapt" not in c.settings):
             continue
         g = new.group(c.group)
         if g.adapt is not None:
             core.adapter.set(GroupAdapt.of(g))
         elif core.adapter.off(g.name):
             core.fx.emit(g.name, "adapt-off", "clusterctl apply: `adapt:` left the group")
-    for c in p.of("in-place"):
+    for c in p.of(ChangeAction.IN_PLACE):
         if c.group and "restart" in c.settings:
             policy = new.group(c.group).restart
             respecs = [plan_worker(core, c.group, index_of(n), core.desired.specs[n].at)
                        for n in core.desired.workers(c.group)]
-            if not any(r.group == c.group for r in p.of("roll")):
+            if not any(r.group == c.group for r in p.of(ChangeAction.ROLL)):
                 core.replace_specs(respecs)
             for n in core.desired.workers(c.group):
                 if n in core.children:
@@ -116,7 +116,7 @@ def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -
     core.retirer.grace = new.timeouts.shutdown
     rolled: list[str] = []
     hosts: dict[str, str | None] = {}
-    for c in p.of("roll") if roll else []:
+    for c in p.of(ChangeAction.ROLL) if roll else []:
         for n in core.desired.workers(c.group):
             if n not in added and n in core.children:
                 rolled.append(n)

@@ -9,7 +9,7 @@ from ..plan.specs import SCHEDULER
 from ..plan.ssh import ALIVE_COUNT, ALIVE_INTERVAL
 from .child import Child
 from .states import ChildState as S
-from .verdicts import memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
+from .verdicts import Kind, memory_verdict, scheduler_verdict, silence_verdict, worker_verdict
 
 if TYPE_CHECKING:
     from .reconcile import Reconciler
@@ -25,10 +25,10 @@ def judge(core: Reconciler, now: float) -> None:
     v = scheduler_verdict(now=now, starting=sched.state == S.STARTING, started_at=sched.started_at,
                           ready_at=sched.ready_at, answered_at=core.probe.answered_at,
                           startup=core.timing.startup, grace=sched.spec.restart.unhealthy_grace)
-    if v.kind == "ready":
+    if v.kind == Kind.READY:
         core.mark_ready(sched, core.probe.address, now)
         core.on_scheduler_ready(core.probe.address)
-    elif v.kind == "unhealthy":  # silent: it cannot act on SIGTERM either
+    elif v.kind == Kind.UNHEALTHY:  # silent: it cannot act on SIGTERM either
         return core.mark_unhealthy(sched, v.why, now, grace=0.0)
     if sched.state != S.RUNNING:
         return  # workers register only with a running scheduler
@@ -44,11 +44,11 @@ def judge_worker(core: Reconciler, c: Child, now: float, memory: bool) -> None:
     v = worker_verdict(now=now, name=c.name, starting=c.state == S.STARTING, started_at=c.started_at,
                        ready_at=c.ready_at, unhealthy_since=c.unhealthy_since, answered_at=core.probe.answered_at,
                        seen=seen, startup=core.timing.startup, grace=c.spec.restart.unhealthy_grace)
-    if v.kind == "ready":
+    if v.kind == Kind.READY:
         core.mark_ready(c, v.address, now)
-    elif v.kind == "ok":
+    elif v.kind == Kind.OK:
         c.unhealthy_since = None
-    elif v.kind == "wait":
+    elif v.kind == Kind.WAIT:
         c.unhealthy_since = v.since
     else:
         return core.mark_unhealthy(c, v.why, now)
@@ -59,16 +59,16 @@ def judge_worker(core: Reconciler, c: Child, now: float, memory: bool) -> None:
     grace = c.spec.restart.unhealthy_grace
     age = info.get("heartbeat_age")
     v = silence_verdict(now=now, heartbeat_age=age, stopped_since=c.stopped_since, grace=grace)
-    if v.kind == "unhealthy" and c.spec.remote:
+    if v.kind == Kind.UNHEALTHY and c.spec.remote:
         # Silence may be a cut link rather than a hung process: a host that answers a fresh ssh
         # connection made after the silence began is there, so its worker is hung. Until it
         # answers (or if it does not), ssh's keep-alives judge first and its host then waits.
         if core.fleet.answers(c.spec.at, since=now - (age or 0.0)) is not True:
             v = silence_verdict(now=now, heartbeat_age=age, stopped_since=c.stopped_since,
                                 grace=max(grace, SSH_NOTICE + 5))
-    if v.kind == "unhealthy":  # a hung process cannot leave politely
+    if v.kind == Kind.UNHEALTHY:  # a hung process cannot leave politely
         return core.mark_unhealthy(c, v.why, now, grace=0.0)
-    if "--no-nanny" in c.spec.argv:
+    if not c.spec.nanny:  # a nanny restarts a worker over its memory limit itself
         v = memory_verdict(rss=core.fx.rss(c.pid), limit=info.get("memory_limit"))
-        if v.kind == "unhealthy":
+        if v.kind == Kind.UNHEALTHY:
             core.mark_unhealthy(c, v.why, now)
