@@ -242,6 +242,8 @@ class DirectChild:
             return SSH_FAILED
         self._note(f"the fork server on {self.route.host} went, or the channel to it dropped, before its "
                    "process's exit was known")
+        # A server that is still there had this connection until now: its idle time starts no earlier.
+        self.route.quiet_since = time.monotonic()
         return SERVER_LOST
 
     def _master_alive(self) -> bool:
