@@ -152,7 +152,7 @@ def test_a_missing_executable_at_a_restart_is_fatal():
 
 def hung_remote(grace: float = 10.0) -> History:
     h = History(remote=1, policy=RestartPolicy(unhealthy_grace=grace)).up()
-    h.core.next_memory = 0.0
+    h.core.health.next_memory = 0.0
     return h
 
 

@@ -20,6 +20,7 @@ from clusterctl.runtime.launch import Launched, Transport
 from clusterctl.runtime.process import ProcessId
 from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
 from clusterctl.supervisor.hosts import Fleet, Host
+from clusterctl.supervisor.interfaces import Hooks
 from clusterctl.supervisor import authority
 from clusterctl.supervisor.adaptive import GroupAdapt
 from clusterctl.supervisor.reconcile import SCHEDULER_LOST_GRACE, Reconciler, Timing
@@ -154,7 +155,7 @@ class History:
 
     def __init__(self, workers: int = 2, policy: RestartPolicy | None = None, early: bool = True,
                  startup: float = 60.0, nanny: bool = True, remote: int = 0,
-                 required: bool = False, scheduler_at: str = "localhost"):
+                 required: bool = False, scheduler_at: str = "localhost", hooks: Hooks = Hooks()):
         self.now = 0.0
         self.fx, self.probe = FakeEffects(), FakeProbe()
         self.policy = policy or RestartPolicy()
@@ -162,14 +163,14 @@ class History:
         specs += [spec(f"default-{i}", policy=self.policy, nanny=nanny) for i in range(workers)]
         specs += [spec(f"far-{i}", group="far", policy=self.policy, nanny=nanny, at="ws1") for i in range(remote)]
         desired = DesiredSet(specs, lambda g, i: spec(f"{g}-{i}", group=g, policy=self.policy, nanny=nanny))
+        hosts = {"ws1"} | ({scheduler_at} - {"localhost"})
+        fleet = Fleet([Host(n, f"10.0.0.{i}", required=required, retry_max=8) for i, n in enumerate(sorted(hosts))],
+                      self.fx, lambda: self.now)
+        fleet.background = lambda fn, *args: fn(*args)
         self.core = Reconciler(desired, self.fx, self.probe, lambda: self.now,
                                Timing(startup=startup, shutdown=10.0, early_workers=early),
-                               tracker=lambda p: RestartTracker(p, rng=random.Random(0)))
+                               tracker=lambda p: RestartTracker(p, rng=random.Random(0)), fleet=fleet, hooks=hooks)
         self.core.retirer.background = lambda fn, *args: fn(*args)
-        hosts = {"ws1"} | ({scheduler_at} - {"localhost"})
-        self.core.fleet = Fleet([Host(n, f"10.0.0.{i}", required=required, retry_max=8) for i, n in enumerate(sorted(hosts))],
-                                self.fx, lambda: self.now)
-        self.core.fleet.background = lambda fn, *args: fn(*args)
 
     # verbs
     def tick(self, n: int = 1) -> History:
@@ -760,9 +761,9 @@ def test_a_silent_remote_worker_on_a_reachable_host_is_hung_after_the_ssh_window
 # -- Dask is the authority on retirement and shutdown (supervisor/authority.py) ---------------------
 
 def test_a_worker_dask_retires_lowers_its_groups_desired_count_and_is_not_restarted():
-    h = History(workers=3).up()
     saved = []
-    h.core.on_desired_changed = lambda: saved.append(len(h.core.desired.workers("default")))
+    h = History(workers=3, hooks=Hooks(desired_changed=lambda: saved.append(len(h.core.desired.workers("default")))))
+    h.up()
     h.probe.retired = {"default-1": {"at": time.time() + 1, "stimulus": "retire-workers-1"}}
     h.tick()
     assert "default-1" not in h.core.desired and saved == [2]
@@ -802,9 +803,8 @@ def test_an_old_retirement_record_does_not_retire_a_new_worker_of_the_same_name(
 
 
 def test_a_client_shutdown_stops_the_cluster_once_and_says_who_asked():
-    h = History().up()
     asked = []
-    h.core.on_shutdown = asked.append
+    h = History(hooks=Hooks(shutdown=asked.append)).up()
     h.probe.shutdown = {"by": "tcp://127.0.0.1:50000", "at": time.time() + 1}
     h.tick(3)
     assert asked == ["tcp://127.0.0.1:50000"]

@@ -86,3 +86,84 @@ def test_test_files_have_unique_basenames():
     tests = Path(__file__).resolve().parents[1]
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def reconciler_edits(path: Path) -> list[str]:
+    """Where a module changes the Reconciler's state or reaches for its private parts: an assignment,
+    augmented assignment or ``del`` whose target is reached through it (``core.x``, ``core.x[k]``,
+    ``core.x[k].y``), ``setattr(core, ...)``, or any ``core._x``; ``core`` is a name bound to the
+    Reconciler (``core``, a parameter typed ``Reconciler``, a name assigned ``sup.core`` or
+    ``Reconciler(...)``) or an attribute ``.core``. (What a module does with a child it holds is
+    that child's: ``c.state = ...`` is not seen.)"""
+    tree = ast.parse(path.read_text())
+    bound = {"core"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None and "Reconciler" in ast.unparse(node.annotation):
+            bound.add(node.arg)
+        if isinstance(node, ast.Assign) and (
+                isinstance(node.value, ast.Attribute) and node.value.attr == "core"
+                or isinstance(node.value, ast.Call) and ast.unparse(node.value.func).endswith("Reconciler")):
+            bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
+
+    def is_core(e: ast.expr) -> bool:
+        return isinstance(e, ast.Name) and e.id in bound or isinstance(e, ast.Attribute) and e.attr == "core"
+
+    def through_core(t: ast.expr) -> bool:
+        if isinstance(t, (ast.Tuple, ast.List)):
+            return any(through_core(x) for x in t.elts)
+        if isinstance(t, ast.Starred):
+            return through_core(t.value)
+        while isinstance(t, (ast.Attribute, ast.Subscript)):
+            if isinstance(t, ast.Attribute) and is_core(t.value):
+                return True
+            t = t.value
+        return False
+
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        if any(through_core(t) for t in targets):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr" and node.args and is_core(node.args[0]):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Attribute) and is_core(node.value) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return sorted(set(found), key=lambda line: int(line.split(":")[0]))
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "supervisor").glob("*.py")), ids=lambda p: p.name)
+def test_only_the_reconciler_changes_its_state(path):
+    """The Reconciler owns its state (issue 21): health, authority, adaptive, rolling, applying, the
+    commands and the Supervisor return decisions or edits it applies through its public methods
+    (supervisor/edits.py), and set its callbacks once, at construction; nothing else assigns its
+    attributes or calls its private methods."""
+    if path.name == "reconcile.py":
+        return
+    assert reconciler_edits(path) == [], f"{path.name} changes the Reconciler's state or reaches for its privates"
+
+
+def test_the_checker_sees_a_module_changing_the_reconciler(tmp_path):
+    fake = tmp_path / "x.py"
+    fake.write_text("def f(core, sup, c, r: 'Reconciler'):\n"
+                    "    core.dirty = True\n"
+                    "    sup.core.probe = None\n"
+                    "    a, core.state = 1, 2\n"
+                    "    core.children['x'] = c\n"
+                    "    core.failure += 'x'\n"
+                    "    core._failed(c, 0.0, None, 'why')\n"
+                    "    r.dirty = False\n"
+                    "    mine = sup.core\n"
+                    "    mine.source = 'a.yaml'\n"
+                    "    setattr(core, 'hooks', None)\n"
+                    "    del core.fleet\n"
+                    "    core.children['x'].tracker.policy = None\n")
+    assert [line.split(":")[0] for line in reconciler_edits(fake)] == [str(n) for n in range(2, 14) if n != 9]
+    fake.write_text("def f(core, c, x):\n"
+                    "    c.state = 1\n"  # a child's own attribute
+                    "    core.apply([])\n"
+                    "    y = core.children['x'].state\n"
+                    "    x[core.source] = 1\n"
+                    "    core.adapter.set(None)\n")
+    assert reconciler_edits(fake) == []

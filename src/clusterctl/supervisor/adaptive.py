@@ -7,7 +7,7 @@ supervisor converges to it: it grows at once when work queues, and shrinks only 
 results first, so nothing is recomputed), and only workers Dask names as cheap to close.
 This avoids what dask-jobqueue's Adaptive is known for: killing workers that hold results,
 and flapping. The recommendation is for the whole cluster; a group's share is what the
-workers outside it do not cover."""
+workers outside it do not cover. The adapter decides (edits.py); the Reconciler applies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..topology.workers import adaptive_maximum
+from .edits import Add, Edit, Event, Remove
 
 if TYPE_CHECKING:
     from ..topology import WorkerGroup
@@ -57,67 +58,71 @@ class Adapter:
     def off(self, group: str) -> bool:
         return self.groups.pop(group, None) is not None
 
-    def tune(self, core: Reconciler) -> None:
-        """Ask for the recommendation, and often enough for the shortest interval."""
-        probe = core.probe
-        if self.groups:
-            probe.adaptive = min(g.target_duration for g in self.groups.values())
-            probe.interval = min(probe.interval, *(g.interval for g in self.groups.values()))
-        else:
-            probe.adaptive = 0.0
+    def tuning(self, interval: float) -> tuple[float, float]:
+        """The probe's settings: the target duration Dask's recommendation is asked for (0: none),
+        and its interval, often enough for the shortest of the groups' ``interval``."""
+        if not self.groups:
+            return 0.0, interval
+        return (min(g.target_duration for g in self.groups.values()),
+                min(interval, *(g.interval for g in self.groups.values())))
 
-    def tick(self, core: Reconciler, now: float) -> None:
-        self.tune(core)
+    def tick(self, core: Reconciler, now: float) -> list[Edit]:
         rec = getattr(core.probe, "recommendation", None)
         if not self.groups or not isinstance(rec, dict) or "target" not in rec:
-            return
+            return []
         if core.probe.answered_at <= self.last_answer:
-            return  # each answer counts once toward wait_count
+            return []  # each answer counts once toward wait_count
         self.last_answer = core.probe.answered_at
-        # Every fresh answer is decided on: the probe asks once per `interval` (tune() above), and the
+        # Every fresh answer is decided on: the probe asks once per `interval` (tuning() above), and the
         # answer carries the peak Dask recommended since the one before (scheduler_plugin.py), which a
         # skipped answer would lose.
+        edits: list[Edit] = []
+        total = len(core.desired.workers())
         for g in list(self.groups.values()):
-            decide(core, g, rec)
+            edit = decide(core, g, rec, total)
+            total += len(edit.specs) if isinstance(edit, Add) else -len(edit.names) if edit else 0
+            edits += [edit] if edit else []
+        return edits
 
 
-def decide(core: Reconciler, g: GroupAdapt, rec: dict) -> None:
+def decide(core: Reconciler, g: GroupAdapt, rec: dict, total: int) -> Add | Remove | None:
+    """One group's size from Dask's recommendation (``total``: the cluster's workers, this tick's
+    earlier decisions counted); its reason and streak are the adapter's own."""
     if g.group in core.roller.groups(core):
         g.reason = "paused while a rolling restart replaces this group's workers"
-        return
+        return None
     members = core.desired.workers(g.group)
     current = len(members)
-    others = len(core.desired.workers()) - current
+    others = total - current
     want = max(g.minimum, min(g.maximum, int(rec["target"]) - others, core.adapter.max_workers - others))
     why = f"Dask recommends {rec['target']} workers ({rec.get('queued', 0)} tasks queued, " \
           f"{rec.get('processing', 0)} processing)"
     g.target = want
     if want > current:
         g.lower_streak = 0
-        added = core.desired.add(g.group, want - current, taken=set(core.children))
+        specs = core.desired.plan(g.group, want - current, taken=set(core.children))
         g.reason = f"grew {current} -> {want}: {why}"
-        core.fx.emit(g.group, "adapt-up", g.reason, group=g.group, before=current, after=want, added=added,
-                     recommended=rec["target"], queued=rec.get("queued", 0))
-        core.dirty = True
-    elif want < current:
+        return Add(specs, Event(g.group, "adapt-up", g.reason, {
+            "group": g.group, "before": current, "after": want, "added": [s.name for s in specs],
+            "recommended": rec["target"], "queued": rec.get("queued", 0)}))
+    if want < current:
         g.lower_streak += 1
         if g.lower_streak < g.wait_count:
             g.reason = f"{want} wanted, {g.lower_streak} of {g.wait_count} lower recommendations: {why}"
-            return
+            return None
         closable = [n for n in rec.get("to_close") or [] if n in members]
         chosen = sorted(closable, key=lambda n: -_index(n))[: current - want]
         if not chosen:
             g.reason = f"{want} wanted, but Dask names no worker of {g.group} as cheap to close: {why}"
-            return
-        core.desired.remove(chosen)
+            return None
         g.lower_streak = 0
         g.reason = f"shrank {current} -> {current - len(chosen)}: {why}"
-        core.fx.emit(g.group, "adapt-down", g.reason, group=g.group, before=current, after=current - len(chosen),
-                     retiring=chosen, recommended=rec["target"], queued=rec.get("queued", 0))
-        core.dirty = True
-    else:
-        g.lower_streak = 0
-        g.reason = f"steady at {current}: {why}"
+        return Remove(tuple(chosen), Event(g.group, "adapt-down", g.reason, {
+            "group": g.group, "before": current, "after": current - len(chosen), "retiring": chosen,
+            "recommended": rec["target"], "queued": rec.get("queued", 0)}))
+    g.lower_streak = 0
+    g.reason = f"steady at {current}: {why}"
+    return None
 
 
 def _index(name: str) -> int:

@@ -143,7 +143,7 @@ def stop_strays(found: Survey, tag: str, core: Reconciler) -> None:
         try:
             core.fx.forget(found.forget)
         except Exception as e:  # noqa: BLE001 - then they wait for Dask to drop them (worker-ttl at most)
-            core.log_exception("forget", e)
+            core.errors.log("forget", e)
 
 
 def install(found: Survey, core: Reconciler, planned: dict[str, ProcessSpec],

@@ -5,7 +5,8 @@ place, a rolling restart for groups whose worker settings changed, and, when all
 restart with its new settings (its workers restart with it, as after a scheduler crash).
 
 The new topology replaces the supervisor's before anything starts, so every worker planned from
-now on (a new group, a scale, a replacement, a restart) has the new settings."""
+now on (a new group, a scale, a replacement, a restart) has the new settings. What the plan changes
+of the reconciler is a list of edits (edits.py) it applies."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from ..topology import ClusterConfig, load_config
 from .adaptive import GroupAdapt
 from .apply import ChangeAction, Plan, plan
 from .desired import index_of, pick_to_remove
+from .edits import Add, Edit, Event, Policy, Remove, Respec, Retime, Timing
 from .effects import SchedulerWatch
-from .reconcile import Timing
 from .rolling import plan_worker
 from .states import ChildState as S
 
@@ -66,10 +67,9 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
         respec(sup, new)
     elif policy:
         core.replace_specs([scheduler_spec(new, sup.launcher)])
-    if policy and SCHEDULER in core.children:
-        core.children[SCHEDULER].tracker.policy = new.scheduler.restart
-    core.fx.emit("cluster", "applied", f"{new.source}: {len(p.changes)} change{'s' * (len(p.changes) != 1)}",
-                 changes=p.lines())
+    core.apply([Policy((SCHEDULER,), new.scheduler.restart)] if policy else [])
+    core.apply([Event("cluster", "applied", f"{new.source}: {len(p.changes)} change{'s' * (len(p.changes) != 1)}",
+                      {"changes": p.lines()})])
     sup._save_size()
     core.tick()
     sup._save()
@@ -77,22 +77,34 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
 
 
 def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -> dict[str, Any]:
-    """The plan's edits of the desired set, the adapter, policies and timings (the loop converges them)."""
+    """The plan's edits (``edits``) applied by the reconciler; the loop converges them. The answer's part."""
+    out, answer = edits(core, p, new, roll)
+    core.apply(out)
+    return {**answer, "workers": core.desired.counts([g.name for g in new.workers])}
+
+
+def edits(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -> tuple[list[Edit], dict[str, Any]]:
+    """The plan as edits of the desired set, restart policies and timings (against the reconciler as
+    it is: none is applied here); the adapter's groups and a rolling restart change with it."""
+    out: list[Edit] = []
     added: list[str] = []
     removing: list[str] = []
     for c in p.of(ChangeAction.RETIRE):
-        gone = core.desired.remove(core.desired.workers(c.group))
-        removing += gone
+        removing += core.desired.workers(c.group)
+        out.append(Remove(tuple(core.desired.workers(c.group))))
         core.adapter.off(c.group or "")
     for c in p.of(ChangeAction.START, ChangeAction.SCALE):
         members = core.desired.workers(c.group)
         count = c.count or 0
         if count > len(members):
-            added += core.desired.add(c.group or "", count - len(members), taken=set(core.children))
+            specs = core.desired.plan(c.group or "", count - len(members), taken=set(core.children))
+            added += [s.name for s in specs]
+            out.append(Add(specs))
         elif count < len(members):
             states = [(n, core.children[n].state if n in core.children else S.PENDING) for n in members]
             gone = pick_to_remove(states, len(members) - count)
-            removing += core.desired.remove(gone)
+            removing += gone
+            out.append(Remove(tuple(gone)))
     for c in p.of(ChangeAction.START, ChangeAction.IN_PLACE):
         if c.group is None or (c.action == ChangeAction.IN_PLACE and "adapt" not in c.settings):
             continue
@@ -100,31 +112,25 @@ def converge(core: Reconciler, p: Plan, new: ClusterConfig, roll: bool = True) -
         if g.adapt is not None:
             core.adapter.set(GroupAdapt.of(g))
         elif core.adapter.off(g.name):
-            core.fx.emit(g.name, "adapt-off", "clusterctl apply: `adapt:` left the group")
+            out.append(Event(g.name, "adapt-off", "clusterctl apply: `adapt:` left the group"))
     for c in p.of(ChangeAction.IN_PLACE):
         if c.group and "restart" in c.settings:
-            policy = new.group(c.group).restart
-            respecs = [plan_worker(core, c.group, index_of(n), core.desired.specs[n].at)
-                       for n in core.desired.workers(c.group)]
+            members = [n for n in core.desired.workers(c.group) if n not in removing]  # the added have it
             if not any(r.group == c.group for r in p.of(ChangeAction.ROLL)):
-                core.replace_specs(respecs)
-            for n in core.desired.workers(c.group):
-                if n in core.children:
-                    core.children[n].tracker.policy = policy
-    core.timing = Timing(new.timeouts.startup, new.timeouts.shutdown,
-                         early_workers=new.launch == "concurrent" and new.scheduler.port != 0)
-    core.retirer.grace = new.timeouts.shutdown
+                out.append(Respec(tuple(plan_worker(core, c.group, index_of(n), core.desired.specs[n].at)
+                                        for n in members)))
+            out.append(Policy(tuple(members), new.group(c.group).restart))
+    out.append(Retime(Timing(new.timeouts.startup, new.timeouts.shutdown,
+                             early_workers=new.launch == "concurrent" and new.scheduler.port != 0)))
     rolled: list[str] = []
     hosts: dict[str, str | None] = {}
     for c in p.of(ChangeAction.ROLL) if roll else []:
         for n in core.desired.workers(c.group):
-            if n not in added and n in core.children:
+            if n not in removing and n in core.children:
                 rolled.append(n)
                 hosts[n] = None if "at" in c.settings else core.children[n].spec.at
     roll_id = core.roller.begin(core, rolled, hosts, why="clusterctl apply").id if rolled else None
-    core.dirty = True
-    return {"added": added, "removing": removing, "roll": roll_id, "rolled": rolled,
-            "workers": core.desired.counts([g.name for g in new.workers])}
+    return out, {"added": added, "removing": removing, "roll": roll_id, "rolled": rolled}
 
 
 def keep_ports(new: ClusterConfig, old: ClusterConfig) -> ClusterConfig:
@@ -165,4 +171,4 @@ def respec(sup: Supervisor, new: ClusterConfig) -> None:
     info = new.state_path / "scheduler.json"
     info.unlink(missing_ok=True)  # the old scheduler's, if it could not remove it: never read as the new one's
     sup.watch = SchedulerWatch(new.scheduler.host, new.scheduler.dashboard_port, info, scheduler_address(new))
-    core.probe = sup.watch
+    core.use_probe(sup.watch)

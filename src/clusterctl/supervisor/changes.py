@@ -5,7 +5,7 @@ Each change runs on the main loop (``Supervisor._call``), the one thread that ed
 and the children; what waits (a graceful removal, a roll's next step) waits here, on the control
 thread. A plain restart stops the named processes and lets the loop start them again, as after a
 crash but without spending their restart budget; the scheduler's takes its workers with it, as a
-scheduler recovery does."""
+scheduler recovery does. What each process becomes is an edit (edits.Move) the reconciler applies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..errors import ClusterError
 from ..plan.specs import SCHEDULER
 from . import applying, commands
 from .child import Child, describe_exit
+from .edits import Edit, Event, Move
 from .scaling import group_name
 from .states import ChildState as S
 
@@ -99,37 +100,35 @@ def restart_now(core: Reconciler, names: list[str], why: str) -> dict[str, Any]:
     """Stop the named processes and mark them to start again at once; no restart budget is spent.
     The scheduler's restart stops every worker too: they start again with it."""
     if SCHEDULER in names:
-        sched = core.children[SCHEDULER]
-        bounce(core, [sched], why)
-        core._scheduler_lost(fatal=False)  # as when it crashes: workers rejoin the new one
-        for c in core.children.values():
-            if c.is_worker and c.state == S.EXITED and c.reason == "the scheduler is fatal":
-                c.move(S.PENDING, "waiting for the scheduler")
+        core.apply(bounce(core, [core.children[SCHEDULER]], why))
+        core.scheduler_lost(fatal=False)  # as when it crashes: workers rejoin the new one
+        core.apply([Move(c.name, S.PENDING, "waiting for the scheduler") for c in core.children.values()
+                    if c.is_worker and c.state == S.EXITED and c.reason == "the scheduler is fatal"])
         back = [c.name for c in core.children.values() if c.is_worker and c.state in (S.WAITING, S.PENDING)]
         return {"restarted": [SCHEDULER, *back], "skipped": {}}
     chosen = [core.children[n] for n in names]
     skipped = {c.name: NOT_NOW[c.state] for c in chosen if c.state in NOT_NOW}
-    bounce(core, [c for c in chosen if c.name not in skipped], why)
+    core.apply(bounce(core, [c for c in chosen if c.name not in skipped], why))
     return {"restarted": [n for n in names if n not in skipped], "skipped": skipped}
 
 
-def bounce(core: Reconciler, children: list[Child], why: str) -> None:
-    live = [c for c in children if c.state in (S.STARTING, S.RUNNING)]
-    if live:  # one shared grace: a worker leaves on SIGTERM in well under a second
-        core.fx.stop([(c.pid, c.handle) for c in live], core.timing.shutdown)
+def bounce(core: Reconciler, children: list[Child], why: str) -> list[Edit]:
+    """Stop the live ones (one shared grace: a worker leaves on SIGTERM in well under a second); then
+    what each becomes: started again at once, or, fatal or exited, pending with a fresh budget."""
+    live = {c.name for c in children if c.state in (S.STARTING, S.RUNNING)}
+    if live:
+        core.fx.stop([(c.pid, c.handle) for c in children if c.name in live], core.timing.shutdown)
     now = core.clock()
+    out: list[Edit] = []
     for c in children:
-        was = c.state
-        if was in (S.STARTING, S.RUNNING):
-            c.exit_code = c.handle.poll() if c.handle is not None else None
-            core.fx.emit(c.name, "restart-requested", f"{why}: stopped ({describe_exit(c.exit_code)}); starting again",
-                         exit_code=c.exit_code)
+        code = c.handle.poll() if c.name in live and c.handle is not None else None
+        said = Event(c.name, "restart-requested", f"{why}: stopped ({describe_exit(code)}); starting again",
+                     {"exit_code": code}) if c.name in live else \
+            Event(c.name, "restart-requested", f"{why}: was {c.state.value}; starting again")
+        if c.state in (S.STARTING, S.RUNNING, S.BACKOFF):
+            out.append(Move(c.name, S.BACKOFF, f"restart requested ({why})", retry_at=now, exit_code=code, event=said))
+        elif c.state in (S.EXITED, S.FATAL):
+            out.append(Move(c.name, S.PENDING, f"restart requested ({why})", reset=True, event=said))
         else:
-            core.fx.emit(c.name, "restart-requested", f"{why}: was {was.value}; starting again")
-        if was in (S.STARTING, S.RUNNING, S.BACKOFF):
-            c.move(S.BACKOFF, f"restart requested ({why})")
-            c.retry_at = now
-        elif was in (S.EXITED, S.FATAL):
-            c.tracker.reset()  # the operator's start: a fresh restart budget
-            c.move(S.PENDING, f"restart requested ({why})")
-    core.dirty = True
+            out.append(said)
+    return out

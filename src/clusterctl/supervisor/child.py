@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..plan.specs import ProcessSpec
 from ..plan.ssh import NOT_STARTED, SERVER_LOST
@@ -12,6 +13,9 @@ from ..runtime.ledger import ProcessRecord
 from ..runtime.process import ProcessId
 from .restart import RestartTracker
 from .states import ChildState, check
+
+if TYPE_CHECKING:
+    from ..runtime.launch import Launched
 
 
 class Handle(Protocol):
@@ -64,6 +68,15 @@ class Child:
         self.state = new
         if reason is not None:
             self.reason = reason
+
+    def started(self, launched: Launched, pid: ProcessId, now: float) -> None:
+        """A new incarnation runs (``now``: the supervisor's clock): the last one's facts are forgotten."""
+        self.restarts += 1 if self.spawns else 0
+        self.spawns += 1
+        self.handle, self.transport, self.argv, self.pid = launched.handle, launched.transport, launched.argv, pid
+        self.started_at, self.started_wall = now, time.time()
+        self.ready_at = self.unhealthy_since = self.stopped_since = self.exit_code = self.address = self.forgot = None
+        self.move(ChildState.STARTING, "")
 
     def record(self) -> ProcessRecord:
         return ProcessRecord(

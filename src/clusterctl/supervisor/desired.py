@@ -108,12 +108,24 @@ class DesiredSet:
     def counts(self, groups: Iterable[str]) -> dict[str, int]:
         return {g: len(self.workers(g)) for g in groups}
 
-    def add(self, group: str, count: int, taken: set[str]) -> list[str]:
-        """Plan ``count`` more workers with the lowest free names (``taken``: names still in use)."""
+    def plan(self, group: str, count: int, taken: set[str], at: str | None = None) -> tuple[ProcessSpec, ...]:
+        """Specs for ``count`` more workers with the lowest free names (``taken``: names still in use),
+        on host ``at`` if given, else by the group's placement; nothing changes until they are put."""
         names = names_to_add(group, set(self.specs) | taken, count)
-        for name in names:
-            self.specs[name] = self.make_worker(group, index_of(name))
-        return names
+        make = self.make_worker
+        return tuple(make(group, index_of(n)) if at is None else make(group, index_of(n), at)  # type: ignore[call-arg]
+                     for n in names)
+
+    def put(self, specs: Iterable[ProcessSpec]) -> None:
+        """These processes are desired (a spec replaces one of the same name)."""
+        for s in specs:
+            self.specs[s.name] = s
+
+    def add(self, group: str, count: int, taken: set[str]) -> list[str]:
+        """Plan ``count`` more workers with the lowest free names, and put them."""
+        specs = self.plan(group, count, taken)
+        self.put(specs)
+        return [s.name for s in specs]
 
     def remove(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if self.specs.get(n) is not None and self.specs[n].role == "worker"]

@@ -3,7 +3,8 @@ production (supervisor/effects.py), fakes in tests (tests/unit/test_histories.py
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from ..plan.specs import ProcessSpec
 from ..runtime.launch import Launched
@@ -35,7 +36,22 @@ class Probe(Protocol):
     answered_at: float
     address: str | None
     workers: dict[str, dict] | None
-    interval: float
+    interval: float  # seconds between answers (the Reconciler sets it each tick)
+    adaptive: float  # a target duration: Dask's adaptive recommendation is asked for too (0: not)
 
     def refresh(self) -> None: ...
     def poke(self) -> None: ...
+
+
+def _nothing(*_: Any) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the Supervisor hears from the core, given once to the Reconciler (tests of the core alone
+    keep these defaults)."""
+
+    scheduler_ready: Callable[[str | None], None] = _nothing  # its address: port-0 ports are pinned
+    desired_changed: Callable[[], None] = _nothing  # Dask retired a worker: its group is smaller now
+    shutdown: Callable[[str], None] = _nothing  # client.shutdown() (by that address): everything stops

@@ -34,10 +34,12 @@ from ..topology import ClusterConfig
 from . import adopt, changes, commands, record, scaling
 from .adopt import leftovers
 from .desired import DesiredSet, DesiredSize
+from .edits import Add
 from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed, check_ports
 from ..topology.workers import adaptive_start
-from .adaptive import GroupAdapt
+from .adaptive import Adapter, GroupAdapt
 from .hosts import Fleet, Host, Preparation
+from .interfaces import Hooks
 from .reconcile import Reconciler, Timing
 from .states import SERVING, ClusterState, HostState
 
@@ -71,15 +73,17 @@ class Supervisor:
             None if cfg.scheduler_remote else cfg.state_path / "scheduler.json", scheduler_address(cfg))
         fx = RealEffects(self.launcher, self.events, lambda: self.watch.address, self._client_kwargs, lambda: self.cfg)
         desired = DesiredSet([], self._plan_worker)
-        self.core = Reconciler(desired, fx, self.watch, clock,
-                               Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
-                                      early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0))
-        self.core.source = str(cfg.source or "cluster.yaml")
-        self.core.on_scheduler_ready = self._scheduler_ready
-        self.core.on_desired_changed = self._save_size  # Dask retired a worker: its group is smaller now
-        self.core.on_shutdown = lambda by: self.stop_requested.set()  # client.shutdown(): everything stops
-        self.core.fleet = Fleet([Host(n, cfg.host(n).address, required=cfg.host(n).required,
-                                      retry_max=cfg.host(n).retry_max) for n in cfg.remote_hosts()], fx, clock)
+        hosts = [Host(n, cfg.host(n).address, required=cfg.host(n).required, retry_max=cfg.host(n).retry_max)
+                 for n in cfg.remote_hosts()]
+        self.core = Reconciler(
+            desired, fx, self.watch, clock,
+            Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
+                   early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0),
+            fleet=Fleet(hosts, fx, clock), adapter=Adapter(max_workers=cfg.max_workers),
+            source=str(cfg.source or "cluster.yaml"),
+            hooks=Hooks(scheduler_ready=self._scheduler_ready,
+                        desired_changed=self._save_size,  # Dask retired a worker: its group is smaller now
+                        shutdown=lambda by: self.stop_requested.set()))  # client.shutdown(): everything stops
         self._next_rotate = 0.0
 
     @property
@@ -117,7 +121,6 @@ class Supervisor:
             self.events.emit("cluster", "desired-ignored", self.size.problem)
         for group, n in counts.items():
             self.events.emit("cluster", "scaled", f"{group}: {n} workers, as last set with `scale`")
-        self.core.adapter.max_workers = self.cfg.max_workers
         for g in self.cfg.workers:  # an adaptive group starts small; Dask's recommendation sizes it
             if g.adapt is not None:
                 counts[g.name] = adaptive_start(g)
@@ -144,11 +147,11 @@ class Supervisor:
             self._save()
             try:
                 self._prepare(adopting=found.scheduler)
-                self.core.desired.specs = {s.name: s for s in specs}
+                self.core.apply([Add(tuple(specs))])
                 self._start()
             except StartFailed as e:
                 self.error = str(e)
-                self.core.state = ClusterState.FAILED
+                self.core.finish(ClusterState.FAILED)
                 self.events.emit("cluster", "failed", self.error.splitlines()[0])
                 return 1
             self._save()
@@ -188,7 +191,7 @@ class Supervisor:
         self.cfg = adopt.pin_ports(self.cfg, found)
         self.watch.close()
         self.watch = SchedulerWatch(self.cfg.scheduler.host, int(found.http_port or 0), None, str(found.address))
-        self.core.probe = self.watch
+        self.core.use_probe(self.watch)
 
     def _start(self) -> None:
         """Tick until every desired process is proven ready; any failure fails `up` at once."""
@@ -230,13 +233,13 @@ class Supervisor:
                 if rotate_if_large(path):
                     self.events.emit(name, "log-rotated", str(path))
             except OSError as e:  # a full disk: try again at the next round
-                self.core.log_exception(f"rotate {name}", e)
+                self.core.errors.log(f"rotate {name}", e)
 
     def _shutdown(self) -> None:
         try:
             if self.core.children:
                 if self.core.state in SERVING:
-                    self.core.state = ClusterState.STOPPING
+                    self.core.finish(ClusterState.STOPPING)
                     self._save()
                 self.events.emit("cluster", "stopping", "")
                 t0 = time.monotonic()
@@ -305,7 +308,7 @@ class Supervisor:
         except ClusterError as e:
             return e
         except Exception as e:  # noqa: BLE001 - a command's bug is its caller's error, not the loop's end
-            self.core.log_exception("command", e)
+            self.core.errors.log("command", e)
             return ClusterError(f"internal error: {type(e).__name__}: {e}")
 
     def _edit(self, request: commands.Request) -> dict[str, Any]:
@@ -320,7 +323,7 @@ class Supervisor:
         try:
             self.size.save(self.core.desired.counts(self._config_counts()), self._config_counts())
         except OSError as e:  # the change holds in memory; it is saved with the next one
-            self.core.log_exception("desired.json", e)
+            self.core.errors.log("desired.json", e)
 
     def _remote_handles(self) -> list[Any]:
         return [c.handle for c in list(self.core.children.values()) if c.spec.remote and c.handle is not None]

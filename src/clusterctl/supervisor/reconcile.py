@@ -11,66 +11,68 @@ come from outside, so tests replay scripted histories against fakes::
 
     >>> core = Reconciler(desired, effects, probe, clock, Timing(60, 10, True))  # doctest: +SKIP
     >>> core.tick()
+
+The Reconciler owns its state: the helper modules (health, authority, adaptive, rolling,
+applying, changes, scaling, settle) decide, and it applies what they decide through its public
+methods (``apply`` for the edits of edits.py, ``judged`` for health's judgements).
 """
 
 from __future__ import annotations
 
 import threading
-import time
-import traceback
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import ClusterError
 from ..plan.specs import SCHEDULER, ProcessSpec
-from . import authority, health
+from . import authority
 from .adaptive import Adapter
 from .child import Child, describe_exit
-from .interfaces import Effects, Probe
+from .interfaces import Effects, Hooks, Probe
 from .desired import DesiredSet
 from .causes import OUTSIDE, Cause, spawn_cause
+from .errorlog import ErrorLog
+from .edits import Add, Edit, Event, Move, Policy, Remove, Respec, Retime, Shutdown, Timing
 from .failures import NameCheck, after_failure, cause_of, name_check, start_failure
+from .health import Health, Judgement
 from .restart import RestartTracker
 from .retire import Retirer
 from .rolling import Roller
 from ..runtime.process import StopResult
 from .hosts import Fleet
+from .settle import can_run, host_required, orphaned, scheduler_lets, settle
+from .states import SERVING, ClusterState
 from .states import ChildState as S
-from .states import ClusterState, HostState
+from .verdicts import Kind
+
+__all__ = ["Reconciler", "Timing"]
 
 PROBE_FAST = 0.05  # seconds between scheduler probes while someone starts: `ready` is seen at once
 PROBE_SLOW = 1.0  # ... and while all is well
 SCHEDULER_LOST_GRACE = 0.5  # workers' data died with the scheduler: no point in a polite stop
-UNHEALTHY_GRACE = 2.0  # stop grace for a process found unhealthy
-
-
-@dataclass(frozen=True)
-class Timing:
-    startup: float  # seconds a process has to become ready
-    shutdown: float  # graceful stop before force
-    early_workers: bool  # workers may start while the scheduler starts (its address is fixed)
 
 
 class Reconciler:
     def __init__(self, desired: DesiredSet, fx: Effects, probe: Probe, clock: Callable[[], float], timing: Timing,
-                 tracker: Callable[[Any], RestartTracker] = RestartTracker):
+                 tracker: Callable[[Any], RestartTracker] = RestartTracker, *, fleet: Fleet | None = None,
+                 adapter: Adapter | None = None, hooks: Hooks = Hooks(), source: str = "cluster.yaml"):
         self.desired, self.fx, self.probe, self.clock, self.timing = desired, fx, probe, clock, timing
-        self.tracker = tracker
+        self.tracker = tracker  # a new child's restart tracker, from its policy
         self.children: dict[str, Child] = {}
         self.state = ClusterState.STARTING
         self.failure: str | None = None  # why start-up failed
         self.dirty = True  # the ledger needs writing
         self.retirer = Retirer(fx, timing.shutdown)
-        self.kill_names = self.retirer.kill_names  # removals asked as abrupt kills
+        self.kill_names: set[str] = self.retirer.kill_names  # removals asked as abrupt kills
+        self.dask_retired: set[str] = set()  # names Dask retired: said so when they leave
+        self.shutdown_asked = False  # a client's shutdown was seen (acted on once)
         self.removed = threading.Condition()  # notified when retired children leave `children`
-        self.fleet = Fleet([], fx, clock)  # remote hosts' states (Supervisor fills it)
-        self.on_scheduler_ready: Callable[[str | None], None] = lambda address: None
-        self.next_memory = 0.0  # when health.judge next checks each process
-        self._logged: set[tuple[str, str]] = set()
-        self.source = "cluster.yaml"  # the topology's file, named in what a user must edit (Supervisor sets it)
-        self.adapter = Adapter()  # adaptive groups (supervisor/adaptive.py)
+        self.fleet = fleet or Fleet([], fx, clock)  # remote hosts' states
+        self.hooks = hooks  # what the Supervisor hears: the scheduler ready, Dask's retirements, a shutdown
+        self.health = Health()  # supervisor/health.py
+        self.errors = ErrorLog(fx)  # the loop's own errors (supervisor/errorlog.py)
+        self.source = source  # the topology's file, named in what a user must edit
+        self.adapter = adapter or Adapter()  # adaptive groups (supervisor/adaptive.py)
         self.roller = Roller()  # rolling restarts (supervisor/rolling.py)
-        authority.hooks(self)  # Dask's retirements and client.shutdown(): the Supervisor sets the callbacks
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -79,75 +81,105 @@ class Reconciler:
         self.guard(None, "hosts", self.fleet.tick)
         for child in list(self.children.values()):
             self.guard(child, "watch", self._observe, child, now)
-        self.guard(self.children.get(SCHEDULER), "health", health.judge, self, now)
-        self.guard(None, "dask", authority.follow, self, now)
-        self.guard(None, "adapt", self.adapter.tick, self, now)
-        self.guard(None, "rolling", self.roller.tick, self, now)
+        self.guard(self.children.get(SCHEDULER), "health", self.health.judge, self, now)
+        for step, decide in (("dask", authority.follow), ("adapt", self.adapter.tick), ("rolling", self.roller.tick)):
+            self.guard(None, step, lambda decide=decide: self.apply(decide(self, now)))
         self.guard(None, "reconcile", self._reconcile, now)
         self.guard(None, "retire", self._finish_retirements)
         self._settle()
         starting = any(c.state in (S.STARTING, S.PENDING) for c in self.children.values())
-        self.probe.interval = PROBE_FAST if starting else PROBE_SLOW
-        self.adapter.tune(self)
+        self.probe.adaptive, self.probe.interval = self.adapter.tuning(PROBE_FAST if starting else PROBE_SLOW)
 
     def guard(self, child: Child | None, step: str, fn: Callable, *args: Any) -> None:
         """One step for one child, isolated: its exception is that child's failure, never the loop's."""
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 - the loop never dies
-            self.log_exception(f"{step} {child.name if child else ''}".strip(), e)
+            self.errors.log(f"{step} {child.name if child else ''}".strip(), e)
             if child is not None and child.state in (S.STARTING, S.RUNNING, S.PENDING):
                 self._failed(child, self.clock(), None, f"{step} failed: {type(e).__name__}: {e}")
 
-    def log_exception(self, where: str, e: BaseException) -> None:
-        """The traceback once per place and kind (stderr is supervisor.log), an event every time."""
-        key = (where, type(e).__name__)
-        if key not in self._logged:
-            self._logged.add(key)
-            try:
-                traceback.print_exception(e)
-            except (OSError, ValueError):
-                pass  # stderr is supervisor.log: on a full disk it cannot take the traceback
-        try:
-            self.fx.emit("supervisor", "error", f"{where}: {type(e).__name__}: {e}")
-        except Exception:  # noqa: BLE001 - the event log itself may be what fails
-            pass
-
     # -- observing ---------------------------------------------------------------------------
     def _observe(self, c: Child, now: float) -> None:
-        if c.state in (S.STARTING, S.RUNNING) and c.handle is not None:
-            code = c.handle.poll()
-            if code is not None and authority.held(self, c, code, now):
-                return  # maybe Dask retired it: the scheduler's next answer says
-            if code is not None:
-                # A remote one's far end may outlive its ssh a moment: its name is proven free first.
-                c.exit_code, c.gone_at, c.check_name = code, now, c.is_worker and c.spec.remote
-                self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
-                if c.is_worker and c.name not in self.desired:  # Dask retired it: it stays down
-                    c.move(S.STOPPED, "retired by Dask")
-                    self.dirty = True
-                    return
-                cause = cause_of(code, self.fx.log_tail(c.spec), c.spec.remote)
-                if cause == Cause.HOST and not self._host_required(c):
-                    return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
-                if cause == Cause.ROUTE:  # the next start chooses the agent (remote/launch.py)
-                    self.fx.no_route(c.spec.at, f"{c.name}'s start through it failed (see its log)")
-                self._failed(c, now, code, describe_exit(code), exited=True, cause=cause)
+        code = c.handle.poll() if c.state in (S.STARTING, S.RUNNING) and c.handle is not None else None
+        if code is None:
+            return
+        held = authority.held(self, c, code, now)
+        if held.hold:  # maybe Dask retired it: the scheduler's next answer says
+            if c.exit_seen is None:
+                c.exit_seen = now
+                self.probe.poke()
+            return
+        c.exit_seen = None
+        self.apply([held.retired] if held.retired else [])
+        # A remote one's far end may outlive its ssh a moment: its name is proven free first.
+        c.exit_code, c.gone_at, c.check_name = code, now, c.is_worker and c.spec.remote
+        self.fx.emit(c.name, "exited", describe_exit(code), exit_code=code)
+        if c.is_worker and c.name not in self.desired:  # Dask retired it: it stays down
+            c.move(S.STOPPED, "retired by Dask")
+            self.dirty = True
+            return
+        cause = cause_of(code, self.fx.log_tail(c.spec), c.spec.remote)
+        if cause == Cause.HOST and not host_required(self.state, c, self.fleet.hosts.get(c.spec.at)):
+            return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
+        if cause == Cause.ROUTE:  # the next start chooses the agent (remote/launch.py)
+            self.fx.no_route(c.spec.at, f"{c.name}'s start through it failed (see its log)")
+        self._failed(c, now, code, describe_exit(code), exited=True, cause=cause)
 
+    def judged(self, c: Child, j: Judgement, now: float) -> None:
+        """Carry out health's judgement of one process (health.py): ready, in doubt, or unhealthy:
+        stopped within ``j.grace``, then as any failure."""
+        r, bad = j.registered, next((v for v in (j.registered, j.process) if v.kind == Kind.UNHEALTHY), None)
+        if r.kind == Kind.READY:
+            c.move(S.RUNNING, "")
+            c.ready_at, c.address, took, self.dirty = now, r.address, now - c.started_at, True
+            self.fx.emit(c.name, "ready", f"{r.address} after {took:.2f} s", address=r.address, seconds=round(took, 3))
+            if not c.is_worker:
+                self.hooks.scheduler_ready(r.address)
+        if r.kind != Kind.UNHEALTHY:
+            c.unhealthy_since, c.stopped_since = r.since, j.stopped_since
+        if bad is not None:
+            self.fx.emit(c.name, "unhealthy", bad.why)
+            self.fx.stop([(c.pid, c.handle)], j.grace)
+            c.gone_at = self.clock()  # a hung one is still registered: its replacement waits for its name
+            c.check_name = c.is_worker and c.name in (self.probe.workers or {})
+            self._failed(c, now, None, bad.why)
 
-    def mark_ready(self, c: Child, address: str | None, now: float) -> None:
-        c.move(S.RUNNING, "")
-        c.ready_at, c.address, c.unhealthy_since = now, address, None
-        took = now - c.started_at
-        self.dirty = True
-        self.fx.emit(c.name, "ready", f"{address} after {took:.2f} s", address=address, seconds=round(took, 3))
-
-    def mark_unhealthy(self, c: Child, why: str, now: float, grace: float = UNHEALTHY_GRACE) -> None:
-        self.fx.emit(c.name, "unhealthy", why)
-        self.fx.stop([(c.pid, c.handle)], grace)
-        c.gone_at = self.clock()  # a hung one is still registered: its replacement waits for its name
-        c.check_name = c.is_worker and c.name in (self.probe.workers or {})
-        self._failed(c, now, None, why)
+    # -- edits -------------------------------------------------------------------------------
+    def apply(self, edits: Iterable[Edit]) -> None:
+        """Carry out what a helper module decided (edits.py), in order, saying each one's event:
+        the one way the desired set, a child's state by command, policies and timings change."""
+        for e in edits:
+            match e:
+                case Add():
+                    self.desired.put(e.specs)
+                case Remove():
+                    self.desired.remove(e.names)
+                    self.kill_names.update(e.names if e.kill else ())
+                    self.dask_retired.update(e.names if e.by_dask else ())
+                    if e.by_dask:
+                        self.hooks.desired_changed()
+                case Move():
+                    c = self.children[e.name]
+                    c.move(e.state, e.reason)
+                    c.retry_at = c.retry_at if e.retry_at is None else e.retry_at
+                    c.exit_code = c.exit_code if e.exit_code is None else e.exit_code
+                    if e.reset:
+                        c.tracker.reset()
+                case Respec():
+                    self.replace_specs(e.specs)
+                case Policy():
+                    for c in [self.children[n] for n in e.names if n in self.children]:
+                        c.tracker.policy = e.policy
+                case Retime():
+                    self.timing, self.retirer.grace = e.timing, e.timing.shutdown
+                case Shutdown():
+                    self.shutdown_asked = True
+                    self.hooks.shutdown(e.by)
+            said = e if isinstance(e, Event) else getattr(e, "event", None)
+            if said is not None:
+                self.fx.emit(said.process, said.kind, said.detail, **said.extra)
+            self.dirty = self.dirty or not isinstance(e, Event)
 
     # -- failures ----------------------------------------------------------------------------
     def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False,
@@ -170,7 +202,7 @@ class Reconciler:
         c.retry_at = o.retry_at
         self.fx.emit(c.name, o.event, o.detail, **o.extra)
         if c.spec.role == "scheduler":
-            self._scheduler_lost(fatal=c.state != S.BACKOFF)
+            self.scheduler_lost(fatal=c.state != S.BACKOFF)
 
     def _host_failed(self, c: Child, why: str) -> None:
         """Its host, not the process, failed: wait for the host, without spending the restart budget."""
@@ -180,24 +212,13 @@ class Reconciler:
         c.move(S.WAITING, f"waiting for host {c.spec.at}")
         self.dirty = True
         if c.spec.role == "scheduler":
-            self._scheduler_lost(fatal=False)
+            self.scheduler_lost(fatal=False)
 
-    def _host_required(self, c: Child) -> bool:
-        """Start-up fails for this host (the scheduler's, or `required: true`), rather than waiting."""
-        host = self.fleet.hosts.get(c.spec.at)
-        return self.state == ClusterState.STARTING and (c.spec.role == "scheduler" or (host and host.required))
-
-    def _scheduler_lost(self, fatal: bool) -> None:
+    def scheduler_lost(self, fatal: bool) -> None:
         """Workers never reconnect to a restarted scheduler: stop them now, start them with the next."""
         live = [c for c in self.children.values() if c.is_worker and c.state in (S.STARTING, S.RUNNING)]
         self.fx.stop([(c.pid, c.handle) for c in live], SCHEDULER_LOST_GRACE)
-        for c in live:
-            self.fx.emit(c.name, "stopped", "scheduler lost; will rejoin the new one")
-        for c in self.children.values():
-            if c.is_worker and c.state in (S.STARTING, S.RUNNING, S.BACKOFF, S.PENDING):
-                c.move(S.WAITING, "waiting for the scheduler")
-            if fatal and c.is_worker and c.state == S.WAITING:
-                c.move(S.EXITED, "the scheduler is fatal")  # nothing to rejoin: say so instead of waiting
+        self.apply(orphaned(self.children.values(), {c.name for c in live}, fatal))
         self.dirty = True
 
     # -- converging --------------------------------------------------------------------------
@@ -220,28 +241,16 @@ class Reconciler:
         self.retirer.start([c for c in leaving if c.state == S.RETIRING])
         sched = self.children.get(SCHEDULER)
         for c in list(self.children.values()):
+            can = can_run(c, sched, not c.spec.remote or self.fleet.usable(c.spec.at))
             if c.state == S.BACKOFF and now >= c.retry_at:
-                c.move(S.PENDING if self._can_run(c, sched) else S.WAITING)
-            if c.state == S.WAITING and self._can_run(c, sched):
+                c.move(S.PENDING if can else S.WAITING)
+            if c.state == S.WAITING and can:
                 c.move(S.PENDING)
-            if c.state == S.PENDING and self._may_start(c, sched, now):
+            if c.state != S.PENDING or not can:
+                continue
+            if not c.is_worker or (not c.check_name or self._name_free(c, now)) and scheduler_lets(
+                    sched, self.timing.early_workers):
                 self.guard(c, "spawn", self._spawn, c, now)
-
-    def _can_run(self, c: Child, sched: Child | None) -> bool:
-        """Its host answers and, for a worker, the scheduler is up: what it waits for is there."""
-        if c.spec.remote and not self.fleet.usable(c.spec.at):
-            return False
-        return not c.is_worker or _up(sched)
-
-    def _may_start(self, c: Child, sched: Child | None, now: float) -> bool:
-        if not self._can_run(c, sched):
-            return False
-        if not c.is_worker:
-            return True
-        if c.check_name and not self._name_free(c, now):
-            return False
-        # A fixed address lets workers start (interpreter, imports) while the scheduler does.
-        return sched.state == S.RUNNING or self.timing.early_workers or sched.spawns > 1
 
     def _name_free(self, c: Child, now: float) -> bool:
         address = ((self.probe.workers or {}).get(c.name) or {}).get("address")
@@ -257,11 +266,10 @@ class Reconciler:
 
     def _spawn(self, c: Child, now: float) -> None:
         now = self.clock()  # a stop earlier in this tick may have blocked for its grace
-        first = c.spawns == 0
         try:
             # The first scheduler is exec'd: it imports on one core while the warm fork server
             # imports on the other; workers and any later scheduler fork from that server.
-            launched = self.fx.spawn(c.spec, warm_ok=not (first and c.spec.role == "scheduler"))
+            launched = self.fx.spawn(c.spec, warm_ok=not (c.spawns == 0 and c.spec.role == "scheduler"))
         except Exception as e:  # noqa: BLE001 - a spawn that raises is this child's failure
             why = str(e) if isinstance(e, ClusterError) else f"cannot start: {type(e).__name__}: {e}"
             self.fx.emit(c.name, "spawn-failed", why)
@@ -272,39 +280,21 @@ class Reconciler:
             else:
                 self._failed(c, now, None, why, cause=spawn_cause(e))
             return
-        c.spawns += 1
-        c.restarts += 0 if first else 1
-        c.handle, c.transport, c.argv = launched.handle, launched.transport, launched.argv
-        c.pid = self.fx.identify(c.handle)
-        c.started_at, c.started_wall = now, time.time()
-        c.ready_at = c.unhealthy_since = c.stopped_since = c.exit_code = c.address = c.forgot = None
-        c.move(S.STARTING, "")
+        c.started(launched, self.fx.identify(launched.handle), now)
         self.dirty = True
         self.fx.emit(c.name, "started", f"pid {c.pid.pid} ({c.transport})", pid=c.pid.pid, transport=str(c.transport))
         self.probe.poke()
 
     # -- the cluster as a whole ----------------------------------------------------------------
     def _settle(self) -> None:
-        for h in self.fleet.hosts.values():
-            if h.state == HostState.BACK and all(c.state == S.RUNNING for c in self._on(h.name)):
-                self.fleet.settled(h.name)
-                self.dirty = True
-        away = self.fleet.unreachable()
-        if self.state == ClusterState.STARTING:
-            waiting = {h.name for h in away}
-            if self.failure is None and self.children and all(
-                    c.state == S.RUNNING or (c.spec.remote and c.spec.at in waiting)
-                    for n, c in self.children.items() if n in self.desired):
-                self.state = ClusterState.DEGRADED if away else ClusterState.RUNNING
-                running = sum(c.is_worker and c.state == S.RUNNING for c in self.children.values())
-                missing = f"; waiting for {', '.join(sorted(waiting))}" if waiting else ""
-                self.fx.emit("cluster", "ready", f"{running} workers at {self.probe.address}{missing}")
-                self.dirty = True
-        elif self.state in (ClusterState.RUNNING, ClusterState.DEGRADED):
-            down = any(c.state == S.FATAL or c.state == S.BACKOFF and c.tracker.loops for c in self.children.values())
-            state = ClusterState.DEGRADED if down or away else ClusterState.RUNNING
-            if state != self.state:
-                self.state, self.dirty = state, True
+        s = settle(state=self.state, failure=self.failure, children=self.children, desired=self.desired,
+                   hosts=self.fleet.hosts.values(), address=self.probe.address)
+        for name in s.hosts:
+            self.fleet.settled(name)
+        if s.ready is not None:
+            self.fx.emit("cluster", "ready", s.ready)
+        self.dirty = self.dirty or bool(s.hosts) or s.state != self.state
+        self.state = s.state
 
     def _finish_retirements(self) -> None:
         for c, how in self.retirer.finished():
@@ -319,18 +309,13 @@ class Reconciler:
         """Workers first (all at once), then the scheduler; polite, then firm. A stop is final."""
         self.retirer.wait(self.timing.shutdown + 15)
         self._finish_retirements()
-        grace = self.timing.shutdown
-        workers = [c for c in self.children.values() if c.is_worker]
-        results = self.fx.stop([(c.pid, c.handle) for c in workers if c.pid], grace)
-        for c, result in zip([c for c in workers if c.pid], results):
-            self._stopped(c, result)
-        for c in workers:
-            if c.state != S.STOPPED:
-                self._stopped(c, StopResult.GONE)
         sched = self.children.get(SCHEDULER)
-        if sched is not None:
-            result = self.fx.stop([(sched.pid, sched.handle)], grace)[0] if sched.pid else StopResult.GONE
-            self._stopped(sched, result)
+        for group in ([c for c in self.children.values() if c.is_worker], [sched] if sched else []):
+            live = [c for c in group if c.pid]
+            results = self.fx.stop([(c.pid, c.handle) for c in live], self.timing.shutdown) if live else []
+            done = dict(zip([c.name for c in live], results))
+            for c in group:
+                self._stopped(c, done.get(c.name, StopResult.GONE))
         self.dirty = True
 
     def _stopped(self, c: Child, result: StopResult) -> None:
@@ -340,8 +325,19 @@ class Reconciler:
         if result != StopResult.GONE:
             self.fx.emit(c.name, "stopped", result)
 
-    def _on(self, host: str) -> list[Child]:
-        return [c for c in self.children.values() if c.spec.remote and c.spec.at == host and c.name in self.desired]
+    # -- what the Supervisor and the commands ask --------------------------------------------------
+    def finish(self, state: ClusterState) -> None:
+        """The Supervisor's end of the cluster: FAILED (start-up failed) or STOPPING (a stop began)."""
+        if state == ClusterState.FAILED or self.state in SERVING:
+            self.state, self.dirty = state, True
+
+    def saved(self, ok: bool) -> None:
+        """The ledger was written (``ok``), or must be again at the next tick."""
+        self.dirty = not ok
+
+    def use_probe(self, probe: Probe) -> None:
+        """The scheduler's probe from now on (a new scheduler's address, an adopted one's port)."""
+        self.probe = probe
 
     def replace_specs(self, specs: list[ProcessSpec]) -> None:
         """New specs for the same names (ports pinned after a port-0 start): used from the next spawn."""
@@ -350,6 +346,3 @@ class Reconciler:
             if c.name in self.desired:
                 c.spec = self.desired.specs[c.name]
 
-
-def _up(sched: Child | None) -> bool:
-    return sched is not None and sched.state in (S.STARTING, S.RUNNING)

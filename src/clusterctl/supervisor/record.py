@@ -44,10 +44,10 @@ def serve_metrics(snapshot: Callable[[], LedgerRecord], events: EventLog) -> met
 
 
 def save(ledger: Ledger, core: Any, current: Callable[[], LedgerRecord]) -> None:
-    """Write the record now; a full disk must not end supervision: it is written again at the next change."""
-    core.dirty = False
+    """Write the record now; a full disk must not end supervision: it is written again at the next tick."""
     try:
         ledger.write(current())
+        core.saved(True)
     except OSError as e:
-        core.dirty = True
-        core.log_exception("ledger", e)
+        core.saved(False)
+        core.errors.log("ledger", e)

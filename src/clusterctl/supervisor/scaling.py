@@ -1,5 +1,5 @@
-"""Scaling requests as edits of the desired set: validated against the cluster first, then
-applied; the reconcile loop starts what was added and retires what was removed."""
+"""Scaling requests as edits of the desired set (edits.py): validated against the cluster first,
+then applied by the reconciler; the reconcile loop starts what was added and retires what was removed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..topology.adapt import AdaptConfig
 from .adaptive import GroupAdapt
 from .commands import AdaptRequest, AddRequest, RemoveRequest, Request, ScaleRequest
 from .desired import pick_to_remove
+from .edits import Add, Edit, Event, Remove
 from .reconcile import Reconciler
 from .states import ChildState
 
@@ -27,6 +28,7 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
     kill = bool(getattr(request, "kill", False))
     added: list[str] = []
     removing: list[str] = []
+    edits: list[Edit] = []
 
     def states(names: list[str]) -> list[tuple[str, str]]:
         return [(n, children[n].state if n in children else ChildState.PENDING) for n in names]
@@ -43,9 +45,11 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
                 f"{total} workers in all is more than max_workers, {cfg.max_workers}; raise `max_workers:` "
                 "in cluster.yaml (up to 16384) or scale another group down")
         if core.adapter.off(group):  # a fixed size ends adaptive mode (accepted requests only)
-            core.fx.emit(group, "adapt-off", f"a fixed size was asked for ({type(request).__name__})")
+            edits.append(Event(group, "adapt-off", f"a fixed size was asked for ({type(request).__name__})"))
         if target > len(members):
-            added = desired.add(group, target - len(members), taken=set(children))
+            specs = desired.plan(group, target - len(members), taken=set(children))
+            added = [s.name for s in specs]
+            edits.append(Add(specs))
         else:
             removing = pick_to_remove(states(members), len(members) - target)
     elif isinstance(request, RemoveRequest):
@@ -58,9 +62,7 @@ def edit(core: Reconciler, cfg: ClusterConfig, request: Request) -> dict[str, An
             removing = list(dict.fromkeys(request.names))
         else:
             removing = pick_to_remove(states(desired.workers(group_name(cfg, request.group))), request.count or 0)
-    desired.remove(removing)
-    if kill:
-        core.kill_names.update(removing)
+    core.apply([*edits, Remove(tuple(removing), kill=kill)] if removing else edits)
     groups = [g.name for g in cfg.workers]
     return {"ok": True, "added": added, "removing": removing, "kill": kill, "workers": desired.counts(groups)}
 
@@ -84,7 +86,8 @@ def adapt(core: Reconciler, cfg: ClusterConfig, request: AdaptRequest) -> dict[s
     if request.off:
         was = core.adapter.off(group)
         if was:
-            core.fx.emit(group, "adapt-off", f"fixed at {len(core.desired.workers(group))} workers (clusterctl adapt --off)")
+            core.apply([Event(group, "adapt-off", f"fixed at {len(core.desired.workers(group))} workers "
+                              "(clusterctl adapt --off)")])
         return {"ok": True, "group": group, "adaptive": None, "was_adaptive": was,
                 "workers": len(core.desired.workers(group))}
     base = (g.adapt or AdaptConfig()).model_dump()  # the defaults are AdaptConfig's
@@ -104,7 +107,7 @@ def adapt(core: Reconciler, cfg: ClusterConfig, request: AdaptRequest) -> dict[s
     ga = GroupAdapt(group, int(merged["minimum"]), maximum, float(merged["target_duration"]),
                     int(merged["wait_count"]), float(merged["interval"]))
     core.adapter.set(ga)
-    core.fx.emit(group, "adapt-on", f"between {ga.minimum} and {ga.maximum} workers, target duration "
-                 f"{ga.target_duration:g} s, {ga.wait_count} lower answers to shrink")
+    core.apply([Event(group, "adapt-on", f"between {ga.minimum} and {ga.maximum} workers, target duration "
+                      f"{ga.target_duration:g} s, {ga.wait_count} lower answers to shrink")])
     return {"ok": True, "group": group, "adaptive": ga.to_dict(), "workers": len(core.desired.workers(group))}
 
