@@ -17,7 +17,7 @@ import pytest
 from clusterctl.errors import ClusterError
 from clusterctl.plan.specs import ProcessSpec
 from clusterctl.runtime.launch import Launched, Transport
-from clusterctl.runtime.process import ProcessId
+from clusterctl.runtime.process import ProcessId, StopResult
 from clusterctl.supervisor.desired import DesiredSet, pick_to_remove
 from clusterctl.supervisor.hosts import Fleet, Host
 from clusterctl.supervisor.interfaces import Hooks
@@ -79,7 +79,7 @@ class FakeEffects:
         for _, h in targets:
             if h is not None and h.code is None:
                 h.code = -15
-        return ["exited" for _ in targets]
+        return [StopResult.EXITED for _ in targets]
 
     def kill(self, pid, handle):
         self.actions.append(("kill", next(n for n, h in self.handles.items() if h is handle)))

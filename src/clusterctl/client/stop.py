@@ -112,7 +112,7 @@ def stop_from_ledger(cfg: ClusterConfig, remote: bool = True) -> None:
     for group in (workers, scheds):
         targets = [(pid, None) for _, pid in group]
         for (p, _), result in zip(group, process.stop_many(targets, cfg.timeouts.shutdown)):
-            if result != "gone" or p.state not in DOWN:
+            if result != process.StopResult.GONE or p.state not in DOWN:
                 p.state = ChildState.STOPPED
                 changed = True
     if changed or record.state not in (ClusterState.STOPPED, ClusterState.FAILED):
