@@ -475,10 +475,12 @@ def summary(r: dict[str, Any]) -> str:
               f"namespaces left: {len(r['namespaces_left'])}"]
     for name, v in sorted(r["fatal"].items()):
         lines.append(f"  ! {name} fatal at {v['t']:.1f} s (after {v.get('after') or '?'}): {v['reason'][:200]}")
-    for x in f["list"]:
-        if x["late"] and not x.get("skipped"):
-            lines.append(f"  ! fault #{x['n']} {x['kind']} at {x['at']:.1f} s ({x['detail'][:80]}): not back by "
-                         f"{x['chained']} s; waiting on: {'; '.join(x['waiting'])[:200]}")
+    shown = [x for x in f["list"] if x["late"]]
+    for x in shown[:10]:
+        lines.append(f"  ! fault #{x['n']} {x['kind']} at {x['at']:.1f} s ({x['detail'][:140]}): not back by "
+                     f"{x['chained']} s; waiting on: {'; '.join(x['waiting'])[:200]}")
+    if len(shown) > 10:
+        lines.append(f"  ! ... and {len(shown) - 10} more late faults (see the JSON)")
     lines += [f"  ! left: {p}" for p in r["leftovers"]]
     fails = r["failures"]
     lines.append("PASS" if not fails else "FAIL: " + "; ".join(fails))
@@ -644,10 +646,25 @@ class Injector:
         for i in order:
             _, servers = self.remote_processes(i)
             if servers:
+                import psutil
+
+                from clusterctl.client.chaos import landed
+
                 self.hit_host(i, f, s)
+                procs, children = [], []
                 for pid in servers:
-                    os.kill(pid, signal.SIGKILL)
-                f.detail = f"SIGKILL {f.host}'s fork server (pid {', '.join(map(str, servers))})"
+                    try:
+                        procs.append(p := psutil.Process(pid))
+                        children += p.children()
+                    except psutil.Error:
+                        pass
+                for p in procs:
+                    p.kill()
+                    landed(p, signal.SIGKILL)
+                # what it forked dies with it (a parent-death signal): no sample may see them alive after
+                gone, _ = psutil.wait_procs(children, timeout=2)
+                f.detail = (f"SIGKILL {f.host}'s fork server (pid {', '.join(map(str, servers))}); "
+                            f"{len(gone)} of its {len(children)} children ended with it")
                 return None
         return "no fork server running on any host"
 
@@ -956,11 +973,16 @@ def evidence(state: Path, names: list[str], epoch0: float, limit: int = 40) -> d
         lines = [f"{e.get('time', 0) - epoch0:7.1f} {e.get('process', '?'):<12} {e.get('event', '?'):<14} "
                  f"{' '.join(str(e.get('detail', '')).split())[:240]}" for e in events if e.get("process") == name]
         try:
-            log = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-limit:]
+            log = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
         except OSError:
             log = []
-        out[name] = {"events": lines[-limit:], "log_tail": log}
+        # a traceback's last line, a start line, Dask's own complaints: what a tail of the log may hide
+        errors = [x for x in log if ERROR_LINE.match(x) or x.startswith("--- ")]
+        out[name] = {"events": lines[-limit:], "log_errors": errors[-limit:], "log_tail": log[-limit:]}
     return out
+
+
+ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)\b|.*\b(ERROR|CRITICAL)\b)")
 
 
 def fatal_events(state: Path, epoch0: float) -> dict[str, dict]:
@@ -1185,7 +1207,8 @@ def main(argv: list[str] | None = None) -> int:
         if p.get("state") == "fatal" and p["name"] not in fatal:
             fatal[p["name"]] = {"t": None, "reason": p.get("reason", ""), "after": None, "after_kind": None,
                                 "seen": "in the last `clusterctl status --json`"}
-    suspects = sorted(set(fatal) | {n for f in faults if late(f) for n in f.targets})[:8]
+    suspects = sorted(set(fatal) | {n for f in faults if late(f) for n in f.targets
+                                    if any(w.startswith(f"{n} ") for w in f.waiting)})[:8]
     report = {
         "seed": args.seed, "started": started, "seconds": round(run.seconds or run.now(), 1) if run else 0.0, "temp_dir": str(root),
         "settings": {"hosts": args.hosts, "per": args.per, "minutes": args.minutes, "faults": list(args.faults),
@@ -1221,7 +1244,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, ev in report["evidence"].items():
         print(f"--- evidence: {name}: events (s since the jobs began) ---", flush=True)
         print("\n".join(ev["events"][-15:]) or "(no events)", flush=True)
-        print(f"--- {name}: last lines of its log ---\n" + "\n".join(ev["log_tail"][-10:]), flush=True)
+        print(f"--- {name}: errors and starts in its log ---\n" + "\n".join(x[:300] for x in ev["log_errors"][-12:]),
+              flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.json, json.dumps(report, indent=2, default=str))
     if report["ok"] and not args.keep:

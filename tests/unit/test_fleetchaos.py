@@ -268,3 +268,23 @@ def test_jobs_and_fatal_workers_are_counted_per_fault_kind(fc):
     assert table["stop"]["recovered"] == 0 and table["stop"]["fatal_after"] == 1
     assert table["cut"]["to_full_strength"] == {"n": 1, "median": 30.0, "max": 30.0}
     assert table["reboot"]["injected"] == 0 and table["reboot"]["skipped"] == 1
+
+
+def test_evidence_is_the_workers_events_and_the_errors_in_its_log(fc, tmp_path):
+    lines = [{"time": 1000.0, "process": "default-3", "event": "unhealthy", "detail": "hung: no heartbeat for 21 s"},
+             {"time": 1000.5, "process": "default-2", "event": "started", "detail": "pid 9"},
+             {"time": 1007.0, "process": "default-3", "event": "fatal",
+              "detail": "5 restarts within 60 s (max_retries 5); last: exit code 1: ValueError: name taken, default-3"}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "default-3.log").write_text(
+        "--- 2026-12-07 17:06:36 start (direct): ssh ...\nTraceback (most recent call last):\n  File \"x\", line 1\n"
+        "ValueError: Unexpected response from register: name taken, default-3\n"
+        "2026-12-07 17:06:36,724 - distributed.worker - ERROR - Unable to connect to scheduler: name taken\n")
+    ev = fc.evidence(tmp_path, ["default-3"], epoch0=990.0)["default-3"]
+    assert [e.split()[:3] for e in ev["events"]] == [["10.0", "default-3", "unhealthy"], ["17.0", "default-3", "fatal"]]
+    assert ev["log_errors"] == ["--- 2026-12-07 17:06:36 start (direct): ssh ...",
+                                "ValueError: Unexpected response from register: name taken, default-3",
+                                "2026-12-07 17:06:36,724 - distributed.worker - ERROR - Unable to connect to scheduler: "
+                                "name taken"]
+    assert fc.fatal_events(tmp_path, 990.0) == {"default-3": {"t": 17.0, "reason": lines[2]["detail"]}}
