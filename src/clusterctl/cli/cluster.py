@@ -18,7 +18,7 @@ from ..client.stop import stop
 from ..runtime import tuning
 from ..plan.specs import TAG_ENV, build_plan, cluster_tag, dashboard_url
 from ..plan.resolve import resolve
-from ..supervisor.states import ClusterState
+from ..runtime.states import ClusterState
 from . import app
 from .common import ConfigOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
 

@@ -28,7 +28,7 @@ from ..client.status import NOT_RUNNING, UNSUPERVISED
 from ..client.status import status as cluster_status
 from ..errors import ClusterError
 from ..runtime.ledger import Ledger
-from ..supervisor.states import ChildState, ClusterState
+from ..runtime.states import ChildState, ClusterState
 from . import app
 from .cluster import STATE_STYLE
 from .common import aligned, ConfigOption, FileOnlyOption, JsonOption, config, format_bytes, is_terminal, out, user_errors

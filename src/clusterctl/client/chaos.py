@@ -32,7 +32,7 @@ from ..errors import ClusterError
 from ..jobs import montecarlo as mc
 from ..runtime.control import MAX_BODY
 from ..runtime.ledger import Ledger
-from ..supervisor.states import ChildState, ClusterState
+from ..runtime.states import ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import ask_supervisor, read_record, scheduler_probe
 from .status import status

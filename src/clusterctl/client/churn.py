@@ -21,7 +21,7 @@ from .connect import ask_supervisor, client_address, client_kwargs, scheduler_pr
 from ..topology import ClusterConfig
 from ..errors import ClusterError
 from ..runtime.probes import http_json
-from ..supervisor.states import ChildState
+from ..runtime.states import ChildState
 from ..jobs import montecarlo as mc
 
 ACTIONS = ("add", "retire", "kill")

@@ -17,7 +17,7 @@ from ..runtime import control
 from ..runtime.ledger import Ledger, LedgerRecord
 from ..runtime.probes import SchedulerProbe
 from ..runtime.process import ProcessId
-from ..supervisor.states import SERVING, ChildState
+from ..runtime.states import SERVING, ChildState
 from ..topology import ClusterConfig
 
 GONE = "gone"  # wait_ready's word for a name the ledger does not (or no longer) hold

@@ -36,7 +36,7 @@ from ..errors import ClusterError
 from ..runtime import registry
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
 from ..runtime.logs import tail
-from ..supervisor.states import SERVING, ChildState, ClusterState
+from ..runtime.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig, load_config
 from ..topology.loading import default_config_path
 from .connect import ask_supervisor, client_kwargs, log_file, supervisor_alive

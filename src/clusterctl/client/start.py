@@ -24,7 +24,7 @@ from ..runtime.logs import tail
 from ..supervisor import Supervisor
 from ..supervisor import main as run_supervisor
 from ..supervisor.adopt import leftovers, strangers
-from ..supervisor.states import SERVING, ChildState, ClusterState
+from ..runtime.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import supervisor_alive
 from .stop import reap_helpers, stop_from_ledger

@@ -15,7 +15,7 @@ import psutil
 from ..plan.specs import cluster_tag
 from ..runtime import process
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
-from ..supervisor.states import ChildState, ClusterState
+from ..runtime.states import ChildState, ClusterState
 from ..topology import LOCAL_HOST, ClusterConfig
 from .connect import scheduler_probe, supervisor_alive
 

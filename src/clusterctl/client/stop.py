@@ -19,7 +19,7 @@ from ..plan.specs import cluster_tag
 from ..runtime import control, process
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
 from ..runtime.process import ProcessId
-from ..supervisor.states import DOWN, ChildState, ClusterState
+from ..runtime.states import DOWN, ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import supervisor_alive
 

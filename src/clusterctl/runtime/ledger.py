@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ClusterError
 from .process import ProcessId, before_boot
+from .states import ChildState, ClusterState, HostState
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -69,6 +70,7 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
 
 class Record(BaseModel):
     # Unknown keys are ignored (an older or newer clusterctl wrote them); known ones are typed.
+    # States are the enums of runtime/states.py, read from (and written as) their plain values.
     model_config = ConfigDict(extra="ignore")
 
 
@@ -82,7 +84,7 @@ class ProcessRecord(Record):
     at: str = "localhost"  # the machine (fleet); `host` is the address it binds
     pid: int | None = None
     create_time: float | None = None
-    state: str = "pending"  # a supervisor.states.ChildState value
+    state: ChildState = ChildState.PENDING
     restarts: int = 0
     exit_code: int | None = None
     reason: str = ""
@@ -117,11 +119,11 @@ class HostWorkers(Record):
 
 
 class HostRecord(Record):
-    """A remote host as the supervisor sees it (supervisor.states.HostState values)."""
+    """A remote host as the supervisor sees it."""
 
     name: str
     address: str = ""
-    state: str = "reachable"
+    state: HostState = HostState.REACHABLE
     since: float | None = None  # wall clock of the last change
     last_error: str = ""
     workers: HostWorkers = HostWorkers()
@@ -133,7 +135,7 @@ class LedgerRecord(Record):
     version: int = 1
     name: str = ""
     config: str | None = None
-    state: str = "starting"  # a supervisor.states.ClusterState value
+    state: ClusterState = ClusterState.STARTING
     error: str | None = None
     supervisor: SupervisorRecord = SupervisorRecord()
     scheduler: SchedulerRecord = SchedulerRecord()
@@ -167,6 +169,16 @@ def forget_before_boot(record: LedgerRecord) -> LedgerRecord:
     if stale or before_boot(sup.create_time):
         sup.pid = sup.create_time = None
     return record
+
+
+def invalid(e: ValidationError) -> str:
+    """Why a ledger is not one, on one line: how many fields are wrong, and the first with its value
+    and what it may be (e.g. a state no clusterctl writes)."""
+    err = e.errors(include_url=False)[0]
+    where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err.get("loc") or ()).lstrip(".") or "record"
+    shown = repr(err.get("input"))
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{e.error_count()} invalid field(s); {where} is {shown}: {err['msg']}"
 
 
 @dataclass
@@ -205,7 +217,7 @@ class Ledger:
         try:
             return forget_before_boot(LedgerRecord.model_validate(data))
         except ValidationError as e:
-            raise self._unreadable(f"{e.error_count()} invalid field(s)") from None
+            raise self._unreadable(invalid(e)) from None
 
     def _unreadable(self, why: str) -> LedgerUnreadable:
         return LedgerUnreadable(self.path, why)
