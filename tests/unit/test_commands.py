@@ -1,4 +1,5 @@
-"""commands.parse: one model per control command, every field bounded, one line for anything else."""
+"""requests.parse: one model per control command, every field bounded, one line for anything else
+(runtime/requests.py; the supervisor reads it through supervisor/commands.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from hypothesis import strategies as st
 
 from clusterctl.errors import ClusterError
 from clusterctl.runtime import control
-from clusterctl.supervisor import commands
-from clusterctl.supervisor.commands import (
+from clusterctl.runtime import requests as commands
+from clusterctl.runtime.requests import (
     MAX_GROUP_WORKERS,
     MAX_WORKER_NAME,
     AddRequest,
-    Empty,
+    PingRequest,
     RemoveRequest,
     ScaleRequest,
+    StatusRequest,
     parse,
 )
 
@@ -32,8 +34,8 @@ def refusal(command, body) -> str:
 
 
 @pytest.mark.parametrize(("command", "body", "expected"), [
-    ("ping", {}, Empty()),
-    ("status", {}, Empty()),
+    ("ping", {}, PingRequest()),
+    ("status", {}, StatusRequest()),
     ("scale", {"count": 0}, ScaleRequest(count=0)),
     ("scale", {"count": MAX_GROUP_WORKERS, "group": "gpu.a_1-x", "kill": True},
      ScaleRequest(count=MAX_GROUP_WORKERS, group="gpu.a_1-x", kill=True)),
@@ -89,9 +91,13 @@ def test_refusals_are_one_line(command, body, message):
     assert message in refusal(command, body)
 
 
-def test_read_only_commands_agree_with_the_control_channel():
-    assert commands.READ_ONLY == control.READ_ONLY
+def test_read_only_is_defined_once_and_the_control_channel_serves_it():
+    from clusterctl.supervisor import commands as supervisor_commands
+
+    assert control.READ_ONLY is commands.READ_ONLY is supervisor_commands.READ_ONLY
+    assert supervisor_commands.parse is parse  # the supervisor's door is the shared one
     assert commands.READ_ONLY <= set(commands.MODELS)
+    assert all(model.command == name for name, model in commands.MODELS.items())
 
 
 def test_every_field_is_bounded():

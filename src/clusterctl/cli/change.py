@@ -12,9 +12,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from ..client.connect import ask_supervisor, read_record, supervisor_alive, wait_ready
+from ..client.connect import ask, read_record, supervisor_alive, wait_ready
 from ..errors import ClusterError
 from ..runtime import registry
+from ..runtime.replies import ApplyReply, RestartReply, RollProgress, as_dict
+from ..runtime.requests import ApplyRequest, RestartRequest, RollingRequest
 from ..topology import ClusterConfig, default_config_path
 from . import app
 from .common import ConfigOption, JsonOption, config, out, raise_unready, user_errors
@@ -41,25 +43,23 @@ def restart(
     Example: clusterctl restart default-1   |  clusterctl restart --rolling --group default
     """
     cfg = config(file)
-    result = ask_supervisor(cfg, "restart", {"names": names or [], "group": group, "rolling": rolling})
+    reply: RestartReply = ask(cfg, RestartRequest.of(names=names or [], group=group, rolling=rolling))
     if rolling:
-        final = follow_roll(cfg, result, None if as_json else _step)
+        final = follow_roll(cfg, reply.roll or 0, reply.names, None if as_json else _step)
         if as_json:
             out.print_json(json.dumps(final))
         if final.get("error"):
             raise ClusterError(final["error"])
         return
-    names_back = result.get("restarted", [])
-    states = wait_ready(cfg, names_back, cfg.timeouts.startup + 15)
-    result["states"] = states
+    states = wait_ready(cfg, reply.restarted, cfg.timeouts.startup + 15)
     if as_json:
-        out.print_json(json.dumps(result))
+        out.print_json(json.dumps({**as_dict(reply), "states": states}))
     else:
         record = read_record(cfg)
         for name, state in states.items():
             p = record.process(name)
             out.print(f"restarted {name}: {state}" + (f" (pid {p.pid})" if p and p.pid else ""), markup=False)
-        for name, why in result.get("skipped", {}).items():
+        for name, why in reply.skipped.items():
             out.print(f"skipped {name}: {why}", markup=False)
     raise_unready(states, "did not come back")
 
@@ -83,43 +83,43 @@ def apply(
     """
     cfg = config(file)  # an invalid file: the same one line as `validate`, and nothing changes
     path = (cfg.source or default_config_path()).resolve()
-    body = {"path": str(path), "dry_run": dry_run, "allow_restart": allow_restart}
     try:
-        result = ask_supervisor(cfg, "apply", body, timeout=180)
+        reply: ApplyReply = ask(cfg, ApplyRequest.of(path=str(path), dry_run=dry_run, allow_restart=allow_restart),
+                                timeout=180)
     except ClusterError as e:
         raise ClusterError(_elsewhere(cfg, path) or str(e)) from None
     if not as_json:
-        for line in result["plan"]:
+        for line in reply.plan:
             out.print(Text(line, style=STYLE.get(line[:1], "")))
-        if not result["plan"]:
+        if not reply.plan:
             out.print(f"no changes: the running cluster matches {path}", markup=False)
-    if result.get("refused"):
+    if reply.refused:
         if as_json:
-            out.print_json(json.dumps(result))
-        raise ClusterError(result["refused"])
-    if dry_run or not result["plan"]:
+            out.print_json(json.dumps(as_dict(reply)))
+        raise ClusterError(reply.refused)
+    if dry_run or not reply.plan:
         if as_json:
-            out.print_json(json.dumps(result))
-        elif dry_run and result["plan"]:
+            out.print_json(json.dumps(as_dict(reply)))
+        elif dry_run and reply.plan:
             out.print("dry run: nothing was changed")
         return
-    _follow_apply(cfg, result, as_json)
+    _follow_apply(cfg, reply, as_json)
 
 
-def _follow_apply(cfg: ClusterConfig, result: dict[str, Any], as_json: bool) -> None:
+def _follow_apply(cfg: ClusterConfig, reply: ApplyReply, as_json: bool) -> None:
     show = (lambda text: None) if as_json else (lambda text: out.print(text, markup=False))
-    wait = list(result.get("added", []))
-    if result.get("restart"):  # the scheduler and every worker come back with the new settings
+    result: dict[str, Any] = as_dict(reply)  # and what followed, for --json
+    wait = list(reply.added)
+    if reply.restart:  # the scheduler and every worker come back with the new settings
         wait = [p.name for p in read_record(cfg).processes]
     states = wait_ready(cfg, wait, cfg.timeouts.startup + 30) if wait else {}
     result["states"] = states
     for name, state in states.items():
-        show(f"{'restarted' if result.get('restart') else 'started'} {name}: {state}")
-    for name in result.get("removing", []):
-        show(f"retired {name}" if name in result.get("retired", []) else f"stopped {name}")
-    if result.get("roll"):
-        roll = follow_roll(cfg, {"roll": result["roll"], "names": result.get("rolled", [])},
-                           None if as_json else _step)
+        show(f"{'restarted' if reply.restart else 'started'} {name}: {state}")
+    for name in reply.removing:
+        show(f"retired {name}" if name in reply.retired else f"stopped {name}")
+    if reply.roll:
+        roll = follow_roll(cfg, reply.roll, reply.rolled, None if as_json else _step)
         result["rolling"] = roll
         if roll.get("error"):
             if as_json:
@@ -131,24 +131,24 @@ def _follow_apply(cfg: ClusterConfig, result: dict[str, Any], as_json: bool) -> 
     show(f"applied {len(result['plan'])} change{'s' * (len(result['plan']) != 1)}")
 
 
-def follow_roll(cfg: ClusterConfig, started: dict[str, Any], on_step: Callable[[dict], None] | None) -> dict[str, Any]:
-    """Wait for a rolling restart to end, handing each step to ``on_step``; its last state."""
-    roll, since, steps = started["roll"], 0, []
+def follow_roll(cfg: ClusterConfig, roll: int, names: list[str], on_step: Callable[[dict], None] | None) -> dict[str, Any]:
+    """Wait for rolling restart ``roll`` (of ``names``) to end, handing each step to ``on_step``; its last state."""
+    since, steps = 0, []
     per_worker = cfg.timeouts.startup + 2 * cfg.timeouts.shutdown + 60
-    deadline = time.monotonic() + 60 + per_worker * max(1, len(started.get("names") or []))
+    deadline = time.monotonic() + 60 + per_worker * max(1, len(names))
     while True:
         try:
-            r = ask_supervisor(cfg, "rolling", {"roll": roll, "since": since, "wait": POLL}, timeout=POLL + 20)
+            r: RollProgress = ask(cfg, RollingRequest.of(roll=roll, since=since, wait=POLL), timeout=POLL + 20)
         except ClusterError as e:
             done = f" after step {steps[-1]['index']} of {steps[-1]['of']}" if steps else ""
             raise ClusterError(f"lost the supervisor during the rolling restart{done}: {e}") from None
-        for step in r["steps"]:
+        for step in r.steps:
             steps.append(step)
             if on_step:
                 on_step(step)
-        since = r["next"]
-        if r["done"]:
-            return {**r, "steps": steps}
+        since = r.next
+        if r.done:
+            return {**as_dict(r), "steps": steps}
         if time.monotonic() > deadline:
             raise ClusterError("the rolling restart is still under way; follow it with `clusterctl events`")
 

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..client.connect import ask_supervisor, wait_ready
+from ..client.connect import ask, wait_ready
+from ..runtime.replies import AdaptReply, ChangeReply, as_dict
+from ..runtime.requests import AdaptRequest, AddRequest, RemoveRequest, ScaleRequest
 from ..topology import ClusterConfig
 from ..errors import ClusterError
 from . import app
@@ -19,18 +21,17 @@ app.add_typer(worker_app, name="worker")
 GroupOption = Annotated[Optional[str], typer.Option("--group", "-g", help="Worker group (needed when there are several).")]
 
 
-def _report(cfg: ClusterConfig, result: dict, as_json: bool) -> None:
-    states = wait_ready(cfg, result.get("added", []), cfg.timeouts.startup) if result.get("added") else {}
-    result["added_states"] = states
+def _report(cfg: ClusterConfig, reply: ChangeReply, as_json: bool) -> None:
+    states = wait_ready(cfg, reply.added, cfg.timeouts.startup) if reply.added else {}
     if as_json:
-        out.print_json(json.dumps(result))
+        out.print_json(json.dumps({**as_dict(reply), "added_states": states}))
     else:
         for name, state in states.items():
             out.print(f"added {name}: {state}")
-        for name in result.get("removing", []):
-            how = "killed" if result.get("kill") else ("retired" if name in result.get("retired", []) else "stopped")
+        for name in reply.removing:
+            how = "killed" if reply.kill else ("retired" if name in reply.retired else "stopped")
             out.print(f"removed {name} ({how})")
-        sizes = ", ".join(f"{g}: {n}" for g, n in result.get("workers", {}).items())
+        sizes = ", ".join(f"{g}: {n}" for g, n in reply.workers.items())
         out.print(f"workers now {sizes}")
     raise_unready(states)
 
@@ -50,7 +51,7 @@ def scale(
     cfg = config(file)
     if count < 0:
         raise ClusterError(f"count must be 0 or more, not {count}")
-    _report(cfg, ask_supervisor(cfg, "scale", {"count": count, "group": group}), as_json)
+    _report(cfg, ask(cfg, ScaleRequest.of(count=count, group=group)), as_json)
 
 
 @worker_app.command("add")
@@ -68,7 +69,7 @@ def worker_add(
     cfg = config(file)
     if count < 1:
         raise ClusterError(f"--count must be 1 or more, not {count}")
-    _report(cfg, ask_supervisor(cfg, "add", {"count": count, "group": group}), as_json)
+    _report(cfg, ask(cfg, AddRequest.of(count=count, group=group)), as_json)
 
 
 @worker_app.command("remove")
@@ -88,8 +89,7 @@ def worker_remove(
     cfg = config(file)
     if not names and count is None:
         raise ClusterError("name the workers to remove, or give --count")
-    body = {"names": names or [], "count": count, "group": group, "kill": kill}
-    _report(cfg, ask_supervisor(cfg, "remove", body), as_json)
+    _report(cfg, ask(cfg, RemoveRequest.of(names=names or [], count=count, group=group, kill=kill)), as_json)
 
 
 @app.command()
@@ -113,14 +113,14 @@ def adapt(
     cfg = config(file)
     body = {"group": group, "off": off, "minimum": minimum, "maximum": maximum,
             "target_duration": target_duration, "wait_count": wait_count}
-    result = ask_supervisor(cfg, "adapt", {k: v for k, v in body.items() if v is not None})
+    reply: AdaptReply = ask(cfg, AdaptRequest.of(**{k: v for k, v in body.items() if v is not None}))
     if as_json:
-        out.print_json(json.dumps(result))
-    elif result.get("adaptive"):
-        a = result["adaptive"]
-        out.print(f"{result['group']}: adaptive between {a['minimum']} and {a['maximum']} workers "
+        out.print_json(json.dumps(as_dict(reply)))
+    elif reply.adaptive:
+        a = reply.adaptive
+        out.print(f"{reply.group}: adaptive between {a['minimum']} and {a['maximum']} workers "
                   f"(target duration {a['target_duration']:g} s; shrinks after {a['wait_count']} lower "
-                  f"recommendations); {result['workers']} now", markup=False)
+                  f"recommendations); {reply.workers} now", markup=False)
     else:
-        was = "no longer adaptive" if result.get("was_adaptive") else "was not adaptive"
-        out.print(f"{result['group']}: {was}; fixed at {result['workers']} workers", markup=False)
+        was = "no longer adaptive" if reply.was_adaptive else "was not adaptive"
+        out.print(f"{reply.group}: {was}; fixed at {reply.workers} workers", markup=False)

@@ -32,9 +32,10 @@ from ..errors import ClusterError
 from ..jobs import montecarlo as mc
 from ..runtime.control import MAX_BODY
 from ..runtime.ledger import Ledger
+from ..runtime.requests import PingRequest, RemoveRequest, ScaleRequest
 from ..runtime.states import ChildState, ClusterState
 from ..topology import ClusterConfig
-from .connect import ask_supervisor, read_record, scheduler_probe
+from .connect import ask, read_record, scheduler_probe
 from .status import status
 
 FAULTS = {
@@ -225,12 +226,12 @@ class Injector:
             elif kind == "scale":
                 target = self.rng.choice([n for n in range(self.s.min_workers, self.s.max_workers + 1) if n != self.expected])
                 fault.detail = f"scale {self.expected} -> {target}"
-                ask_supervisor(self.cfg, "scale", {"count": target})
+                ask(self.cfg, ScaleRequest.of(count=target))
                 self.expected = target
             elif kind == "remove":
-                res = ask_supervisor(self.cfg, "remove", {"count": 1, "kill": True})
-                self.expected -= len(res.get("removing", []))
-                fault.detail = "removed --kill " + ", ".join(res.get("removing", []))
+                res = ask(self.cfg, RemoveRequest.of(count=1, kill=True))
+                self.expected -= len(res.removing)
+                fault.detail = "removed --kill " + ", ".join(res.removing)
             elif kind == "malformed":
                 sent, fault.anomalies = malformed_requests(self.cfg, self.rng)
                 fault.detail = f"{sent} hostile requests, {len(fault.anomalies)} answered wrongly"
@@ -356,7 +357,7 @@ def malformed_requests(cfg: ClusterConfig, rng: random.Random) -> tuple[int, lis
         if not refused_properly(got, with_token):
             bad.append(f"{what} ({method} {path}): {got}, expected {'a 4xx' if with_token else '401'}")
     try:
-        ask_supervisor(cfg, "ping", timeout=10)
+        ask(cfg, PingRequest(), timeout=10)
     except ClusterError as e:
         bad.append(f"ping after the hostile requests: {e}")
     return len(cases), bad
@@ -380,7 +381,7 @@ def idle_burst(cfg: ClusterConfig, count: int, hold: float) -> tuple[list[str], 
                 socks.append((s, addr))
         t = time.monotonic()
         try:
-            ask_supervisor(cfg, "ping", timeout=10)
+            ask(cfg, PingRequest(), timeout=10)
             ping = f"ping {time.monotonic() - t:.2f} s"
         except ClusterError as e:
             bad.append(f"ping with {len(socks)} idle connections opening: {e}")

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .connect import ask_supervisor, client_address, client_kwargs, scheduler_probe, wait_ready
+from .connect import ask, client_address, client_kwargs, scheduler_probe, wait_ready
 from ..topology import ClusterConfig
 from ..errors import ClusterError
 from ..runtime.probes import http_json
+from ..runtime.requests import AddRequest, RemoveRequest
 from ..runtime.states import ChildState
 from ..jobs import montecarlo as mc
 
@@ -98,16 +99,15 @@ def run_churn(
 
     def fire(ev: ChurnEvent, t: float) -> None:
         echo(f"{t:6.1f}s  {'':>7}  {'':>13}  -> {ev.label}")
-        body: dict[str, Any] = {"count": ev.count, "group": group}
         try:
             if ev.action == "add":
-                res = ask_supervisor(cfg, "add", body)
+                res = ask(cfg, AddRequest.of(count=ev.count, group=group))
                 # Done when they have joined, as `clusterctl worker add` reports it.
-                states = wait_ready(cfg, res.get("added", []), cfg.timeouts.startup)
+                states = wait_ready(cfg, res.added, cfg.timeouts.startup)
                 detail = "added " + ", ".join(n if s == ChildState.RUNNING else f"{n} ({s})" for n, s in states.items())
             else:
-                res = ask_supervisor(cfg, "remove", dict(body, kill=ev.action == "kill"))
-                detail = ("killed " if ev.action == "kill" else "retired ") + ", ".join(res.get("removing", []))
+                res = ask(cfg, RemoveRequest.of(count=ev.count, group=group, kill=ev.action == "kill"))
+                detail = ("killed " if ev.action == "kill" else "retired ") + ", ".join(res.removing)
         except ClusterError as e:
             detail = f"failed: {e}"
         done_at = time.monotonic() - clock["t0"]

@@ -2,8 +2,10 @@
 
 >>> cfg = load_config("cluster.yaml")                              # doctest: +SKIP
 >>> Client(client_address(cfg), **client_kwargs(cfg))
->>> ask_supervisor(cfg, "add", {"count": 2})["added"]
+>>> ask(cfg, AddRequest.of(count=2)).added                       # runtime/requests.py
 ['default-3', 'default-4']
+>>> ask_supervisor(cfg, "add", {"count": 2})["added"]
+['default-5', 'default-6']
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClusterError
-from ..runtime import control
+from ..runtime import control, replies
 from ..runtime.ledger import Ledger, LedgerRecord
 from ..runtime.probes import SchedulerProbe
 from ..runtime.process import ProcessId
+from ..runtime.requests import Request, parse
 from ..runtime.states import SERVING, ChildState
 from ..topology import ClusterConfig
 
@@ -53,13 +56,26 @@ def client_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
     return {"security": security} if security else {}
 
 
-def ask_supervisor(cfg: ClusterConfig, command: str, body: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
-    """Send one command over the control channel to this cluster's running supervisor."""
+def ask(cfg: ClusterConfig, request: Request, timeout: float = 120) -> Any:
+    """Send one request (runtime/requests.py) to this cluster's running supervisor; its typed answer
+    (runtime/replies.py). ClusterError when the supervisor is not running or refuses."""
     ledger = Ledger(cfg.state_path)
     record = ledger.read()
     if record is None or not supervisor_alive(record):
         raise ClusterError(f"cluster {cfg.name!r} is not running (no supervisor); start it with `clusterctl up`")
-    return control.request(record.supervisor.control, ledger.read_token(), command, body or {}, timeout=timeout)
+    return send(record.supervisor.control, ledger.read_token(), request, timeout)
+
+
+def send(address: str | None, token: str | None, request: Request, timeout: float = 120) -> Any:
+    """One request to the control channel at ``address``; the supervisor's typed answer."""
+    data = control.request(address, token, request.command, request.body(), timeout=timeout)  # type: ignore[arg-type]
+    return replies.read(request.command, data)
+
+
+def ask_supervisor(cfg: ClusterConfig, command: str, body: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
+    """Send one command over the control channel to this cluster's running supervisor; its answer
+    as a plain dict. The body is checked first, as the supervisor checks it (a one-line ClusterError)."""
+    return replies.as_dict(ask(cfg, parse(command, body or {}), timeout))
 
 
 def wait_ready(cfg: ClusterConfig, names: list[str], timeout: float) -> dict[str, str]:

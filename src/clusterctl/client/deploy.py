@@ -36,10 +36,12 @@ from ..errors import ClusterError
 from ..runtime import registry
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
 from ..runtime.logs import tail
+from ..runtime.replies import as_dict
+from ..runtime.requests import AdaptRequest, ScaleRequest
 from ..runtime.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig, load_config
 from ..topology.loading import default_config_path
-from .connect import ask_supervisor, client_kwargs, log_file, supervisor_alive
+from .connect import ask, client_kwargs, log_file, supervisor_alive
 from .start import start_background
 from .stop import stop
 
@@ -254,9 +256,9 @@ class SupervisedCluster(Cluster):
 
     async def _scale(self, n: int, group: str, timeout: float | None) -> None:
         cfg = self.config
-        reply = await asyncio.to_thread(ask_supervisor, cfg, "scale", {"count": n, "group": group})
-        want = int(reply.get("workers", {}).get(group, n))
-        leaving, added = set(reply.get("removing") or []), list(reply.get("added") or [])
+        reply = await asyncio.to_thread(ask, cfg, ScaleRequest.of(count=n, group=group))
+        want = int(reply.workers.get(group, n))
+        leaving, added = set(reply.removing), list(reply.added)
         limit = cfg.timeouts.startup if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:
@@ -291,7 +293,7 @@ class SupervisedCluster(Cluster):
         body: dict[str, Any] = {"group": group, "minimum": minimum, "maximum": maximum, "wait_count": wait_count,
                                 "target_duration": None if target_duration is None else seconds(target_duration, "target_duration"),
                                 "interval": None if kwargs.get("interval") is None else seconds(kwargs["interval"], "interval")}
-        return ask_supervisor(self.config, "adapt", {k: v for k, v in body.items() if v is not None})
+        return as_dict(ask(self.config, AdaptRequest.of(**{k: v for k, v in body.items() if v is not None})))
 
     def get_logs(self, cluster: bool = True, scheduler: bool = True, workers: bool | Iterable[str] = True,
                  lines: int = 200) -> Any:

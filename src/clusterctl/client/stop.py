@@ -16,12 +16,13 @@ from typing import Any
 
 from ..errors import ClusterError
 from ..plan.specs import cluster_tag
-from ..runtime import control, process
+from ..runtime import process
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable
 from ..runtime.process import ProcessId
+from ..runtime.requests import StopRequest
 from ..runtime.states import DOWN, ChildState, ClusterState
 from ..topology import ClusterConfig
-from .connect import supervisor_alive
+from .connect import send, supervisor_alive
 
 
 def stop(cfg: ClusterConfig) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def stop(cfg: ClusterConfig) -> dict[str, Any]:
     how = "ledger"
     if sup:
         try:
-            control.request(record.supervisor.control, ledger.read_token(), "stop", timeout=5)
+            send(record.supervisor.control, ledger.read_token(), StopRequest(), timeout=5)
             # Poll rather than wait(): an exited supervisor may stay a zombie until
             # init reaps it, and ProcessId.alive() already counts a zombie as gone.
             deadline = time.monotonic() + cfg.timeouts.shutdown * 2 + 15

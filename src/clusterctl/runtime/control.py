@@ -37,6 +37,7 @@ from http import HTTPStatus
 from typing import Any, Callable
 
 from ..errors import ClusterError
+from .requests import READ_ONLY  # the commands GET may ask
 
 resource: Any = None
 with contextlib.suppress(ImportError):  # not on Windows
@@ -54,7 +55,6 @@ MAX_CONNECTIONS = 256  # open connections, and at most a quarter of RLIMIT_NOFIL
 BACKLOG = 128  # listen queue: a burst waits in the kernel, costing us no descriptor
 ACCEPT_BATCH = 8  # accepted per loop turn: a few turns pass before the oldest make room
 LOG_EVERY = 1.0  # seconds: one refusal line per kind per period
-READ_ONLY = frozenset({"ping", "status"})  # the commands GET may ask
 
 Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
 Log = Callable[[str], None]

@@ -29,6 +29,8 @@ from ..runtime.metrics import MetricsServer
 from ..runtime.control import ControlServer
 from ..runtime.events import EventLog
 from ..runtime.ledger import (Ledger, LedgerRecord, LedgerUnreadable, private_dir)
+from ..runtime.replies import PingReply, StopReply, answer
+from ..runtime.requests import PingRequest, StatusRequest, StopRequest
 from ..runtime.logs import rotate_if_large
 from ..topology import ClusterConfig
 from . import adopt, changes, commands, record, scaling
@@ -278,18 +280,19 @@ class Supervisor:
 
     # -- commands -------------------------------------------------------------------------------
     def _handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Called on the control thread: read-only answers here, changes on the main loop."""
+        """Called on the control thread: read-only answers here, changes on the main loop. Requests
+        and answers are the shared models (runtime/requests.py, replies.py)."""
         request = commands.parse(command, body)  # one line and a 400 for anything malformed
-        if command == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if command == "status":
-            return self.snapshot().model_dump()
-        if command == "stop":
+        if isinstance(request, PingRequest):
+            return answer(command, PingReply(ok=True, pid=os.getpid()))
+        if isinstance(request, StatusRequest):
+            return answer(command, self.snapshot())
+        if isinstance(request, StopRequest):
             self.stop_requested.set()
-            return {"ok": True}
+            return answer(command, StopReply(ok=True))
         if self.core.state not in SERVING:
             raise ClusterError(f"the cluster is {self.core.state.value}; {command} needs it running")
-        return changes.handle(self, request)  # scale, add, remove, adapt, restart, rolling, apply
+        return answer(command, changes.handle(self, request))  # scale, add, remove, adapt, restart, rolling, apply
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run fn on the main loop (the one thread that changes children) and wait for it."""
