@@ -81,6 +81,33 @@ def test_the_checker_sees_a_real_upward_import(tmp_path):
     assert imported_tops(fake, own=["plan"]) == {"supervisor", "errors", "cli"}
 
 
+def supervisor_importers(pkg: Path = PKG) -> list[str]:
+    """The modules of client/ and cli/ that import anything of supervisor/ (under TYPE_CHECKING too)."""
+    return sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+                  if p.relative_to(pkg).parts[0] in ("client", "cli")
+                  and "supervisor" in imported_tops(p, own=list(p.relative_to(pkg).parent.parts)))
+
+
+def test_client_and_cli_import_nothing_from_the_supervisor():
+    """Both ends share the vocabulary below them: states, the ledger's record, the control channel's
+    requests and replies, what a previous run left (runtime/states.py, ledger.py, requests.py,
+    replies.py, remains.py). The supervisor is started through its entry point (client/start.py),
+    never imported: a client that imported it would load the whole supervisor for every command."""
+    assert supervisor_importers() == [], "client/ and cli/ must not import supervisor/"
+
+
+def test_the_checker_sees_a_client_importing_the_supervisor(tmp_path):
+    for text in ("from ..supervisor.states import ChildState\n", "import clusterctl.supervisor.entry\n",
+                 "from .. import supervisor\n", "from clusterctl.supervisor import main\n",
+                 "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..supervisor import loop\n"):
+        (tmp_path / "client").mkdir(exist_ok=True)
+        (tmp_path / "client" / "x.py").write_text(text)
+        assert supervisor_importers(tmp_path) == ["client/x.py"], text
+    (tmp_path / "client" / "x.py").write_text("from ..runtime.states import ChildState\n"
+                                              "entry = 'clusterctl.supervisor.entry'  # a name, found at run time\n")
+    assert supervisor_importers(tmp_path) == []
+
+
 def test_test_files_have_unique_basenames():
     """pytest imports test modules by basename: a second test_x.py aborts the whole collection."""
     tests = Path(__file__).resolve().parents[1]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,24 @@ def test_an_answer_that_does_not_fit_is_a_bug_at_the_door_and_one_line_at_the_cl
     with pytest.raises(ClusterError) as info:
         replies.read("scale", {"ok": True, "added": "default-3"})
     assert "\n" not in str(info.value) and "answer to `scale`" in str(info.value) and "added" in str(info.value)
+
+
+def test_the_command_line_loads_no_supervisor_module():
+    """`clusterctl --help`, `status`, `down` ...: the CLI starts the supervisor by its entry point."""
+    code = ("import sys, clusterctl.cli, clusterctl.client, clusterctl.client.deploy\n"
+            "print(sorted(m for m in sys.modules if m.startswith('clusterctl.supervisor')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_forked_supervisor_runs_its_entry_points_function():
+    import importlib
+
+    from clusterctl.client import start
+    from clusterctl.supervisor import entry
+
+    module, name = start.SUPERVISOR_MAIN
+    assert getattr(importlib.import_module(module), name) is entry.main
+    assert importlib.util.find_spec(f"{start.SUPERVISOR}.__main__") is not None
+    assert start.supervisor_argv("c.yaml", ["--require-all"])[1:] == ["-m", "clusterctl.supervisor", "c.yaml",
+                                                                       "--require-all"]

@@ -102,13 +102,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def _foreground(cfg, require_all: bool = False) -> None:
-    code, error = run_foreground(cfg, echo=lambda line: out.print(line, markup=False), require_all=require_all)
-    if code == 1:
-        first, *rest = (error or "start failed").splitlines()
-        err.print(f"[bold red]error:[/] {escape(first)}")
-        for line in rest:
-            err.print(line, markup=False)
-    raise typer.Exit(code)
+    raise typer.Exit(run_foreground(cfg, require_all=require_all))  # on POSIX it does not return: exec
 
 
 @app.command()

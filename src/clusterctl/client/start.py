@@ -1,4 +1,9 @@
-"""Starting a cluster in the background: launch its supervisor, return once it is healthy.
+"""Starting a cluster: launch its supervisor in the background and return once it is healthy, or
+become it (``up --foreground``).
+
+The supervisor is started through its entry point, ``python -m clusterctl.supervisor CONFIG``
+(supervisor/__main__.py): exec'd, or on POSIX forked from this process with that entry's
+function found by its name at run time (``SUPERVISOR_MAIN``). Nothing here imports the supervisor.
 
 >>> record = start_background(load_config("cluster.yaml"))   # doctest: +SKIP
 >>> record.state, record.scheduler.address
@@ -7,7 +12,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,15 +28,15 @@ from ..runtime.handles import ForkedChild
 from ..runtime.events import read_events
 from ..runtime.ledger import Ledger, LedgerRecord, LedgerUnreadable, private_dir
 from ..runtime.logs import tail
-from ..supervisor import Supervisor
-from ..supervisor import main as run_supervisor
-from ..supervisor.adopt import leftovers, strangers
+from ..runtime.remains import leftovers, strangers
 from ..runtime.states import SERVING, ChildState, ClusterState
 from ..topology import ClusterConfig
 from .connect import supervisor_alive
 from .stop import reap_helpers, stop_from_ledger
 
 Progress = Callable[[str], None]
+SUPERVISOR = "clusterctl.supervisor"  # the entry point: python -m clusterctl.supervisor CONFIG [--require-all]
+SUPERVISOR_MAIN = ("clusterctl.supervisor.entry", "main")  # the function it runs, for a forked supervisor
 
 
 class StartError(ClusterError):
@@ -74,8 +81,7 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
                          "run `clusterctl down` to stop them first")
     private_dir(cfg.state_path)  # before the first log or ledger is written there
     log = cfg.log_path / "supervisor.log"
-    source = str(cfg.source or "cluster.yaml")
-    env = {"PYTHONUNBUFFERED": "1", TAG_ENV: tag}  # as process.spawn gives an exec'd one (and so its children)
+    source, env = _source(cfg), supervisor_env(cfg)
     flags = ["--require-all"] if require_all else []
     popen = forked_supervisor(source, log, cfg.base_dir, env, flags) if fork else None
     if popen is None:
@@ -113,13 +119,20 @@ def start_background(cfg: ClusterConfig, progress: Progress | None = None, requi
         time.sleep(0.05)
 
 
-def run_foreground(cfg: ClusterConfig, echo: Callable[[str], None], require_all: bool = False) -> tuple[int, str | None]:
-    """`up --foreground`: this process is the supervisor until the cluster stops (Ctrl-C, SIGTERM,
-    `down`); registered first, so `clusterctl list` shows it. Returns its exit code and error."""
+def run_foreground(cfg: ClusterConfig, require_all: bool = False) -> int:
+    """`up --foreground`: this process becomes the supervisor, ``python -m clusterctl.supervisor``
+    exec'd in its place (the same pid and terminal), until the cluster stops (Ctrl-C, SIGTERM, SIGHUP,
+    `down`); it prints its events, and its error if start-up fails. Registered first, so `clusterctl
+    list` shows it. Where exec would not keep the process (Windows), the supervisor runs as a child
+    (Ctrl-C reaches both) and its exit code is returned."""
     register(cfg)
-    sup = Supervisor(cfg, echo=echo, require_all=require_all)
-    code = sup.run()
-    return code, sup.error
+    argv = supervisor_argv(_source(cfg), ["--require-all"] if require_all else [])
+    env = {**os.environ, **supervisor_env(cfg)}
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # exec drops what is still buffered
+    if os.name == "posix":
+        os.execve(argv[0], argv, env)
+    return subprocess.call(argv, env=env)
 
 
 def register(cfg: ClusterConfig) -> None:
@@ -141,8 +154,24 @@ def adoption(cfg: ClusterConfig, record: LedgerRecord) -> dict[str, list[str]] |
 
 
 def supervisor_argv(source: str, flags: list[str] | None = None) -> list[str]:
-    """The background supervisor's command line for the topology file ``source``."""
-    return [sys.executable, "-m", "clusterctl.supervisor", source, *(flags or [])]
+    """The supervisor's command line for the topology file ``source``."""
+    return [sys.executable, "-m", SUPERVISOR, source, *(flags or [])]
+
+
+def supervisor_env(cfg: ClusterConfig) -> dict[str, str]:
+    """What the supervisor's environment adds: its output unbuffered, and the cluster's tag, as
+    process.spawn gives an exec'd process (and so its children)."""
+    return {"PYTHONUNBUFFERED": "1", TAG_ENV: cluster_tag(cfg)}
+
+
+def _source(cfg: ClusterConfig) -> str:
+    return str(cfg.source or "cluster.yaml")
+
+
+def _supervisor_main(args: list[str]) -> int:
+    """In a forked supervisor: the entry point's function, found by its name (SUPERVISOR_MAIN)."""
+    module, name = SUPERVISOR_MAIN
+    return getattr(importlib.import_module(module), name)(args)
 
 
 def _read(ledger: Ledger) -> LedgerRecord:
@@ -159,15 +188,16 @@ def forked_supervisor(source: str, log: Path, cwd: Path, env: dict[str, str] | N
     """POSIX: fork this process into the background supervisor of ``source``.
 
     The same as exec'ing supervisor_argv(source) (own session, stdin from /dev/null,
-    output appended to ``log``, ``cwd``, ``ps`` shows that argv) but without a second
-    interpreter start and import of clusterctl: ~0.3 s of every ``up`` (scripts/bench).
+    output appended to ``log``, ``cwd``, ``ps`` shows that argv; it runs that entry point's
+    function, found by its name) but without a second interpreter start and import of the
+    packages clusterctl shares with the CLI: ~0.3 s of every ``up`` (scripts/bench).
     None where fork is unavailable or unsafe, or CLUSTERCTL_FORK=0; the caller then
     execs argv. Call it while this process has a single thread (before any spinner starts).
     Its tag (in ``env``) shows in its title: a fork's /proc environment is the CLI's."""
     if os.environ.get("CLUSTERCTL_FORK", "1") == "0" or not handles.can_fork() or not _can_retitle():
         return None
-    return handles.fork_detached(lambda: run_supervisor([source, *(flags or [])]), supervisor_argv(source, flags), log, cwd,
-                                 env or {"PYTHONUNBUFFERED": "1"})
+    return handles.fork_detached(lambda: _supervisor_main([source, *(flags or [])]), supervisor_argv(source, flags), log,
+                                 cwd, env or {"PYTHONUNBUFFERED": "1"})
 
 
 def _can_retitle() -> bool:
