@@ -88,10 +88,15 @@ def test_a_state_directory_left_open_by_an_older_version_is_tightened(cluster):
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX")
-def test_a_remote_workers_env_travels_over_the_agents_stdin_not_a_command_line(cluster, sshd):
+def test_a_remote_workers_env_travels_over_its_lifeline_not_a_command_line(cluster, sshd):
     """Over real ssh (a private sshd on 127.0.0.2 plays the host): neither machine's `ps` shows
     a value, yet the remote worker has both its host's and its group's."""
     import sys
+
+    from clusterctl.plan.resolve import resolve
+    from clusterctl.plan.specs import worker_spec
+    from clusterctl.remote.launch import agent_argv
+    from clusterctl.topology import load_config
 
     group_secret, host_secret = "grp-" + secrets.token_hex(12), "hst-" + secrets.token_hex(12)
     host = sshd.host_yaml("ws2", "127.0.0.2", sys.executable, cluster.root / "remote" / "ws2")
@@ -109,8 +114,15 @@ def test_a_remote_workers_env_travels_over_the_agents_stdin_not_a_command_line(c
         assert len(worker) == 1, [p.cmdline() for p in remote]
         assert worker[0].info["environ"]["SECRET_TOKEN"] == group_secret
         assert worker[0].info["environ"]["HOST_TOKEN"] == host_secret
+        # What runs here is an ssh -W channel to the host's fork server: the environment went in the
+        # authenticated request over it. Through an agent, only the keys would be on its command line.
         argv = cluster.ledger()["processes"][1]["argv"]
-        assert argv[0] == "ssh" and "--env-key SECRET_TOKEN" in argv[-1] and "--env-key HOST_TOKEN" in argv[-1]
+        assert argv[0] == "ssh" and "-W" in argv, argv
+        cfg = load_config(cluster.config)
+        spec = worker_spec(cfg, resolve(), cfg.workers[0], 0)
+        agent = agent_argv(cfg, spec)[-1]
+        assert "--env-key SECRET_TOKEN" in agent and "--env-key HOST_TOKEN" in agent
+        assert group_secret not in agent and host_secret not in agent
         cmdlines = all_command_lines()
         assert group_secret not in cmdlines and host_secret not in cmdlines
         for f in files_under(cluster.state):

@@ -9,6 +9,7 @@ import pytest
 
 from clusterctl.topology import parse_config
 from clusterctl.errors import ConfigError
+from clusterctl.remote.launch import agent_argv
 from clusterctl.plan.specs import TAG_ENV, build_plan, cluster_tag, preamble, scheduler_address
 from clusterctl.plan.ssh import control_dir, ssh_argv
 from clusterctl.plan.resolve import Launcher
@@ -57,7 +58,9 @@ def test_counts_per_host_give_the_group_size_and_names(tmp_path):
 def test_remote_argv_is_ssh_then_agent_then_dask(tmp_path):
     cfg = cfg_of(HOSTS + "tls:\n  enabled: true\nworkers:\n  - name: a\n    at: ws2\n    env: {X: y}\n", tmp_path)
     spec = build_plan(cfg, DASK)[1]
-    argv = list(spec.argv)
+    # The spec says what runs there (that host resolves `dask`); the agent transport builds the ssh.
+    assert spec.argv[:3] == ("dask", "worker", "tls://127.0.0.1:8786") and spec.argv[2:] == spec.remote_args
+    argv = list(agent_argv(cfg, spec))
     dest = argv.index("--")
     assert argv[:2] == ["ssh", "-T"] and argv[dest + 1] == "127.0.0.2"
     opts = argv[:dest]
@@ -79,7 +82,7 @@ def test_remote_argv_is_ssh_then_agent_then_dask(tmp_path):
     assert dask[dask.index("--local-directory") + 1] == "work"
     # the environment travels to the remote host, not to the local ssh (which carries the tag only)
     assert spec.env == {TAG_ENV: cluster_tag(cfg)}
-    assert spec.argv == build_plan(cfg, DASK)[1].argv  # deterministic
+    assert agent_argv(cfg, spec) == agent_argv(cfg, build_plan(cfg, DASK)[1])  # deterministic
 
 
 def test_no_env_value_reaches_any_command_line(tmp_path):
@@ -91,6 +94,8 @@ def test_no_env_value_reaches_any_command_line(tmp_path):
     assert any(s.remote for s in specs) and any(not s.remote for s in specs)
     for s in specs:
         assert secret not in " ".join(s.argv), s.name
+        if s.remote:
+            assert secret not in " ".join(agent_argv(cfg, s)), s.name
         assert secret not in repr(s.to_dict()), s.name
     remote = [s for s in specs if s.remote and s.role == "worker"]
     assert all(s.remote_env["SECRET_TOKEN"] == secret for s in remote)
@@ -176,7 +181,8 @@ def test_remote_scheduler_binds_its_host_and_workers_connect_there(tmp_path):
     assert scheduler_address(cfg) == "tls://127.0.0.2:9786"
     sched, local, remote = build_plan(cfg, DASK)
     assert (sched.at, sched.host, sched.remote, sched.env) == ("ws2", "127.0.0.2", True, {TAG_ENV: cluster_tag(cfg)})
-    argv = list(sched.argv)
+    assert sched.argv[:2] == ("dask", "scheduler")
+    argv = list(agent_argv(cfg, sched))
     assert argv[:2] == ["ssh", "-T"] and argv[argv.index("--") + 1] == "127.0.0.2"
     agent = shlex.split(argv[-1])
     assert agent[:3] == ["/opt/env/bin/python", "-m", "clusterctl.remote.agent"]
@@ -193,7 +199,9 @@ def test_remote_scheduler_binds_its_host_and_workers_connect_there(tmp_path):
     # every worker, on the head or elsewhere, connects to the scheduler's host
     assert local.argv[2] == "tls://127.0.0.2:9786"
     assert (local.remote, local.host) == (False, "127.0.0.1")  # loopback fleet: the head binds loopback
-    assert shlex.split(remote.argv[-1])[shlex.split(remote.argv[-1]).index("--") + 1] == "tls://127.0.0.2:9786"
+    assert remote.argv[2] == "tls://127.0.0.2:9786"
+    there = shlex.split(agent_argv(cfg, remote)[-1])
+    assert there[there.index("--") + 1] == "tls://127.0.0.2:9786"
 
 
 def test_remote_scheduler_prefers_bind_and_honours_an_explicit_host(tmp_path):
@@ -204,7 +212,8 @@ def test_remote_scheduler_prefers_bind_and_honours_an_explicit_host(tmp_path):
     assert cfg.binds()[0] == (("hosts", 0, "bind"), "10.0.0.5")
     assert {"10.0.0.5", "10.0.0.1", "ws-alias"} <= cfg.tls_names()
     sched, w, here = build_plan(cfg, DASK)
-    assert sched.argv[-2] == "ws-alias" and "--host 10.0.0.5" in sched.argv[-1]
+    ssh = agent_argv(cfg, sched)
+    assert ssh[-2] == "ws-alias" and "--host 10.0.0.5" in ssh[-1]
     assert here.argv[2] == "tls://10.0.0.5:8786" and here.host == "10.0.0.1"
     explicit = cfg_of(text.replace("  at: ws\n", "  at: ws\n  host: 10.0.0.6\n", 1), tmp_path)
     assert explicit.scheduler.host == "10.0.0.6" and explicit.binds()[0][0] == ("scheduler", "host")

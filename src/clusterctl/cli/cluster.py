@@ -182,7 +182,8 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
         shown = {k: v for k, v in s.to_dict()["env"].items() if k != TAG_ENV}
         shown.update(s.to_dict()["remote_env"])  # sent to the host's agent over stdin
         env = " ".join(f"{k}={v}" for k, v in shown.items())
-        out.print(f"  {s.name:<14} {(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
+        where = f"on {s.at}: " if s.remote else ""  # (that host resolves `dask`; an ssh carries it there)
+        out.print(f"  {s.name:<14} {where}{(env + ' ') if env else ''}{' '.join(s.argv)}", markup=False)
 
 
 def _group_tuning(specs: list) -> dict[str, list[tuning.Source]]:

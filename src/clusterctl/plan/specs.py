@@ -19,7 +19,6 @@ import os
 
 from ..topology import LOCAL_HOST, MAX_GROUP_WORKERS, ClusterConfig, RestartPolicy, WorkerGroup
 from ..errors import ConfigError
-from .ssh import control_dir, remote_command, ssh_argv
 from .resolve import Launcher
 # TAG_ENV is in the environment of every process clusterctl starts, here and on other hosts: the
 # proof that a pid is this cluster's before anything signals it (runtime/process.py), and what
@@ -48,12 +47,14 @@ class ProcessSpec:
     log_path: Path | None = None
     restart: RestartPolicy = RestartPolicy()
     at: str = LOCAL_HOST  # the machine (a name from `hosts:`); `host` is the address it binds
-    remote: bool = False  # argv is `ssh ... clusterctl.remote.agent`: keep its stdin open as a lifeline
-    # remote only: the environment the agent gives the Dask process there. It travels over the
-    # ssh session's stdin (`preamble()`), never on a command line: `ps` shows the keys at most.
+    # It runs on another host (`at`): argv then says what runs there (`dask worker ...`, the host
+    # resolving its own executable), and a remote transport (remote/launch.py) builds the argv that
+    # runs here: an ssh session to an agent, or an ssh -W channel to the host's fork server.
+    remote: bool = False
+    # remote only: the environment the Dask process gets there. It travels over the lifeline (the
+    # agent's stdin preamble, or the direct request), never on a command line: `ps` shows the keys at most.
     remote_env: dict[str, str] = field(default_factory=dict, hash=False)
-    # remote only: the Dask command's arguments after the host's own executable (which its agent or
-    # fork server resolves there): what a direct start (remote/direct.py) asks the server for.
+    # remote only: the Dask command's arguments after the host's own executable.
     remote_args: tuple[str, ...] = ()
     nanny: bool = True  # under a Dask nanny, which enforces its memory limit (as argv says; Dask's default)
     dashboard: bool = True  # serves dashboard pages (a worker's import Bokeh: its fork server preloads it)
@@ -95,7 +96,7 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _number(v: float) -> str:
+def number(v: float) -> str:
     """A number for a command line without losing digits: 2 -> '2', 1234567.0 -> '1234567'."""
     v = float(v)
     return str(int(v)) if v.is_integer() else repr(v)
@@ -137,23 +138,12 @@ def _tls_args(cfg: ClusterConfig, tls_dir: str) -> list[str]:
     ]
 
 
-def _over_ssh(cfg: ClusterConfig, host_name: str, role: str, args: list[str], env: dict[str, str]) -> tuple[str, ...]:
-    """ssh to the host, where `clusterctl.remote.agent` resolves Dask for that host and owns the process.
+REMOTE_DASK = "dask"  # a remote spec's argv[0]: that host resolves its own Dask executable (agent, fork server)
 
-    ``env`` is not on this command line (`ps` on both machines would show it): only its keys
-    are, and the agent reads the values from its stdin first (ProcessSpec.preamble)."""
-    h = cfg.host(host_name)
-    agent = [
-        h.python, "-m", "clusterctl.remote.agent",
-        "--grace", _number(cfg.timeouts.shutdown),
-        "--cwd", remote_workdir(cfg, host_name),
-        "--tag", cluster_tag(cfg),
-        "--launch", role,
-        "--lifeline-timeout", _number(h.lifeline_timeout),
-    ]
-    for key in sorted(env):
-        agent += ["--env-key", key]
-    return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *args])])
+
+def remote_argv(role: str, args: list[str]) -> tuple[str, ...]:
+    """What runs on the other host, as people read it; the transport there resolves ``dask``."""
+    return (REMOTE_DASK, role, *args)
 
 
 def _tagged(cfg: ClusterConfig, env: dict[str, str]) -> dict[str, str]:
@@ -267,7 +257,7 @@ def scheduler_spec(cfg: ClusterConfig, launcher: Launcher) -> ProcessSpec:
     # A read-only /clusterctl/workers.json for the health probe (see scheduler_plugin.py).
     argv += ["--preload", str(SCHEDULER_PLUGIN)]
     if s.idle_timeout:
-        argv += ["--idle-timeout", f"{_number(s.idle_timeout)}s"]
+        argv += ["--idle-timeout", f"{number(s.idle_timeout)}s"]
     argv += _tls_args(cfg, str(cfg.state_path / "tls"))
     return ProcessSpec(
         name=SCHEDULER,
@@ -298,7 +288,7 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
     args.append("--no-dashboard")
     args += ["--preload", SCHEDULER_PLUGIN_MODULE]
     if s.idle_timeout:
-        args += ["--idle-timeout", f"{_number(s.idle_timeout)}s"]
+        args += ["--idle-timeout", f"{number(s.idle_timeout)}s"]
     args += _tls_args(cfg, REMOTE_TLS_DIR)
     env = dict(cfg.host(at).env)
     if cfg.tls_enabled:
@@ -311,7 +301,7 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
         role="scheduler",
         group=SCHEDULER,
         host=s.host,
-        argv=_over_ssh(cfg, at, "scheduler", args, env),
+        argv=remote_argv("scheduler", args),
         env=_tagged(cfg, {}),  # the local ssh client's; the agent tags what it starts there
         cwd=cfg.state_path,
         log_path=cfg.log_path / "scheduler.log",
@@ -319,6 +309,7 @@ def _remote_scheduler_spec(cfg: ClusterConfig) -> ProcessSpec:
         at=at,
         remote=True,
         remote_env=env,
+        remote_args=tuple(args),
         nanny=False, dashboard=s.dashboard,
     )
 
@@ -339,7 +330,7 @@ def worker_spec(
         "--local-directory", "work" if remote else str(cfg.state_path / "work"),
         "--memory-limit", str(group.memory_limit),
         # Bounds only the wait for the scheduler at start; restarts are the supervisor's job.
-        "--death-timeout", f"{_number(cfg.timeouts.startup)}s",
+        "--death-timeout", f"{number(cfg.timeouts.startup)}s",
         "--nanny" if group.nanny else "--no-nanny",
         "--dashboard" if group.dashboard else "--no-dashboard",
     ]
@@ -347,7 +338,7 @@ def worker_spec(
         args += ["--nthreads", str(group.nthreads)]
     if group.resources:
         # Full precision: '{:g}' would turn 1234567 into 1.23457e+06.
-        args += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in sorted(group.resources.items()))]
+        args += ["--resources", ",".join(f"{k}={number(v)}" for k, v in sorted(group.resources.items()))]
     args += _tls_args(cfg, REMOTE_TLS_DIR if remote else os.path.join(state, "tls"))
     env = {**cfg.host(at).env, **group.env} if remote else dict(group.env)
     if cfg.tls_enabled:
@@ -355,7 +346,7 @@ def worker_spec(
     remote_env: dict[str, str] = {}
     if remote:
         remote_env = {**env, **UNBUFFERED}
-        argv = _over_ssh(cfg, at, "worker", args, remote_env)
+        argv = remote_argv("worker", args)
         env = {}
     else:
         argv = (*launcher.worker, *args)

@@ -300,12 +300,13 @@ def close_lifeline(handle: Any, kill: bool = False) -> bool:
     return True
 
 
-def over_agent(spec: ProcessSpec) -> subprocess.Popen:
-    """A remote process started the agent's way: an ssh session running the agent (spec.argv), whose
-    stdin stays open as its lifeline after the first line, its environment (ProcessSpec.preamble)."""
+def over_agent(spec: ProcessSpec, argv: tuple[str, ...]) -> subprocess.Popen:
+    """A remote process started the agent's way: an ssh session running the agent (``argv``, from
+    remote/launch.agent_argv), whose stdin stays open as its lifeline after the first line, its
+    environment (ProcessSpec.preamble)."""
     from ..runtime import process
 
-    popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd, stdin=subprocess.PIPE)
+    popen = process.spawn(argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd, stdin=subprocess.PIPE)
     preamble = spec.preamble()
     if preamble and popen.stdin is not None:
         try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..plan.specs import cluster_tag
+from ..plan.specs import cluster_tag, number, remote_workdir
+from ..plan.ssh import control_dir, remote_command, ssh_argv
 from ..runtime import warm
 from ..runtime.launch import ExecLaunch, Launch, Launched, Transport, WarmLaunch
 from . import direct
@@ -22,14 +23,36 @@ if TYPE_CHECKING:
     from ..topology import ClusterConfig
 
 
+def agent_argv(cfg: ClusterConfig, spec: ProcessSpec) -> tuple[str, ...]:
+    """ssh to the spec's host, where ``clusterctl.remote.agent`` resolves Dask for that host and owns the
+    process. The environment is not on this command line (`ps` on both machines would show it): only
+    its keys are, and the agent reads the values from its stdin first (ProcessSpec.preamble)."""
+    h = cfg.host(spec.at)
+    agent = [
+        h.python, "-m", "clusterctl.remote.agent",
+        "--grace", number(cfg.timeouts.shutdown),
+        "--cwd", remote_workdir(cfg, spec.at),
+        "--tag", cluster_tag(cfg),
+        "--launch", spec.role,
+        "--lifeline-timeout", number(h.lifeline_timeout),
+    ]
+    for key in sorted(spec.remote_env):
+        agent += ["--env-key", key]
+    return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *spec.remote_args])])
+
+
 class AgentLaunch:
-    """An ssh session running ``clusterctl.remote.agent`` (spec.argv): its stdin is the lifeline, and
-    carries the environment first (never on a command line)."""
+    """An ssh session running ``clusterctl.remote.agent``: its stdin is the lifeline, and carries the
+    environment first (never on a command line)."""
 
     transport = Transport.AGENT
 
+    def __init__(self, cfg: ClusterConfig):
+        self.cfg = cfg
+
     def start(self, spec: ProcessSpec) -> Launched:
-        return Launched(direct.over_agent(spec), self.transport, tuple(spec.argv))
+        argv = agent_argv(self.cfg, spec)
+        return Launched(direct.over_agent(spec, argv), self.transport, argv)
 
 
 class DirectLaunch:
@@ -47,9 +70,9 @@ class DirectLaunch:
 
 def choose(cfg: ClusterConfig, spec: ProcessSpec, launcher: Launcher | None, warm_ok: bool = True) -> Launch:
     """The one transport for this start."""
-    if spec.remote:
-        way = direct.route(cluster_tag(cfg), spec.at) if spec.remote_args else None
-        return DirectLaunch(cfg, way) if way is not None else AgentLaunch()
+    if spec.remote:  # (a remote scheduler goes through its agent: no fork server precedes it there)
+        way = direct.route(cluster_tag(cfg), spec.at) if spec.role == "worker" else None
+        return DirectLaunch(cfg, way) if way is not None else AgentLaunch(cfg)
     if warm_ok and warm.usable(spec, launcher):
         return WarmLaunch()
     return ExecLaunch()
