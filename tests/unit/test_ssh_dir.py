@@ -6,6 +6,7 @@ real (chown) when the tests run as root, and otherwise seen through a different 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -25,13 +26,23 @@ OTHER_UID = 65534  # nobody
 
 
 @pytest.fixture
-def shared_tmp(tmp_path, monkeypatch) -> Path:
-    """tempfile.gettempdir() for this test: a sticky, world-writable folder like /tmp."""
-    root = tmp_path / "shared"
-    root.mkdir()
+def shared_tmp(monkeypatch) -> Path:
+    """tempfile.gettempdir() for this test: a sticky, world-writable folder like /tmp (short, as a
+    socket path must be: a long one makes control_dir fall back to /tmp, tested below)."""
+    root = Path(tempfile.mkdtemp(prefix="ccs", dir="/tmp"))
     root.chmod(0o1777)
     monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_long_temp_dir_falls_back_to_a_short_one(tmp_path, monkeypatch):
+    long = tmp_path / ("deep" * 20)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    path = control_dir(remote_cfg(tmp_path))
+    assert path.parent == Path("/tmp") / f"clusterctl-ssh-{os.getuid()}"
+    assert len(f"{path}/{'0' * 40}.{'x' * 16}") < 108, "ssh's socket, and the name it binds first, fit"
 
 
 def remote_cfg(tmp_path: Path, port: int = 22):

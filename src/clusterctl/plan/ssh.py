@@ -33,6 +33,10 @@ SERVER_LOST = 257
 NOT_STARTED = 258
 
 
+# A unix socket path holds 108 bytes; ssh adds "/" + %C (40) and, while it binds, a 17-byte suffix.
+CONTROL_DIR_MAX = 108 - 1 - 1 - 40 - 17
+
+
 def control_dir(cfg: ClusterConfig) -> Path:
     """Where this cluster's shared connections live: short, because a socket path is <104 bytes.
 
@@ -40,7 +44,12 @@ def control_dir(cfg: ClusterConfig) -> Path:
     makes it 0700 and refuses it when another user owns it or may write to it, before any ssh."""
     digest = hashlib.sha1(str(cfg.state_path).encode()).hexdigest()[:10]
     uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return Path(tempfile.gettempdir()) / f"clusterctl-ssh-{uid}" / digest
+    path = Path(tempfile.gettempdir()) / f"clusterctl-ssh-{uid}" / digest
+    if len(str(path)) > CONTROL_DIR_MAX and os.name == "posix":
+        # A long TMPDIR (a test runner's, a deep home) would make ssh refuse every connection with
+        # "ControlPath too long", and every host would look unreachable: the short shared one instead.
+        path = Path("/tmp") / f"clusterctl-ssh-{uid}" / digest
+    return path
 
 
 def ssh_argv(host: HostConfig, control: Path, *, persist: int = CONTROL_PERSIST) -> list[str]:
