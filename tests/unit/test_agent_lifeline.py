@@ -82,9 +82,10 @@ def test_the_kill_word_kills_a_stopped_command_without_the_grace(tmp_path):
         a.stdin.write(KILL)
         a.stdin.flush()
         code = a.wait(timeout=30)
-        assert time.monotonic() - t0 < 10, "no 60 s grace for a hung process"
-        assert code == 128 + signal.SIGKILL, code
-        assert "judged hung by the supervisor" in a.stderr.read().decode()
+        took, err = time.monotonic() - t0, a.stderr.read().decode()
+        assert took < 10, f"no 60 s grace for a hung process ({took:.1f} s): {err}"
+        assert code == 128 + signal.SIGKILL, (code, err)
+        assert "judged hung by the supervisor" in err, err
         assert not kid.is_running() or kid.status() == psutil.STATUS_ZOMBIE
     finally:
         if a.poll() is None:

@@ -9,7 +9,7 @@ ends (``NOT_STARTED``), its route is marked, and the next start chooses again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..plan.specs import cluster_tag, number, remote_workdir
 from ..plan.ssh import control_dir, remote_command, ssh_argv
@@ -41,27 +41,42 @@ def agent_argv(cfg: ClusterConfig, spec: ProcessSpec) -> tuple[str, ...]:
     return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *spec.remote_args])])
 
 
-class AgentLaunch:
+class Remote:
+    """What both remote transports share: the lifeline is how a stop begins, the host how to sweep."""
+
+    def __init__(self, cfg: ClusterConfig):
+        self.cfg = cfg
+
+    def ask(self, handle: Any, kill: bool) -> bool:
+        """Close its lifeline (after wire.KILL with ``kill``): the far side stops it, its ssh leaves."""
+        return direct.close_lifeline(handle, kill)
+
+    def sweep(self, host: str, on_differ: Any = None) -> None:
+        """Whatever this cluster left on the host stopped, its files again, a fresh fork server."""
+        from . import fleet
+
+        fleet.revive(self.cfg, host, on_differ=on_differ)
+
+
+class AgentLaunch(Remote):
     """An ssh session running ``clusterctl.remote.agent``: its stdin is the lifeline, and carries the
     environment first (never on a command line)."""
 
     transport = Transport.AGENT
-
-    def __init__(self, cfg: ClusterConfig):
-        self.cfg = cfg
 
     def start(self, spec: ProcessSpec) -> Launched:
         argv = agent_argv(self.cfg, spec)
         return Launched(direct.over_agent(spec, argv), self.transport, argv)
 
 
-class DirectLaunch:
+class DirectLaunch(Remote):
     """One ``ssh -W`` channel to the host's fork server, which forks or execs the Dask process there."""
 
     transport = Transport.DIRECT
 
     def __init__(self, cfg: ClusterConfig, route: direct.Route):
-        self.cfg, self.route = cfg, route
+        super().__init__(cfg)
+        self.route = route
 
     def start(self, spec: ProcessSpec) -> Launched:
         child = direct.spawn(self.cfg, spec, self.route)

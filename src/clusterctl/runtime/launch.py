@@ -16,8 +16,14 @@ direct     an ``ssh -W`` channel to the host's fork server             remote/la
 ``start`` returns what ran (``Launched``: the handle, its transport, the argv this machine really
 runs, which the ledger records); it raises ``OSError`` when nothing could start. A direct start
 that fails before its process exists ends with the typed exit code ``NOT_STARTED`` (plan/ssh.py):
-the reconciler restarts it the other way at once, spending no restart budget. Stopping is
-``effects.stop`` with a grace, and gives a ``process.StopResult`` per handle.
+the reconciler restarts it the other way at once, spending no restart budget.
+
+``stop(targets, grace)`` stops handles of any transports together, with one shared grace, and
+gives a ``StopResult`` each: every transport first ``ask``s its own way (a remote one closes its
+lifeline, after the kill word when the grace is 0: the far side then kills it at once), what was
+asked is waited on, and what is left is signalled, then killed, as one tree each (process.stop_many).
+``sweep(host)`` stops whatever this cluster left on a host (for a remote transport: revived, with
+a fresh fork server).
 
 >>> launched = ExecLaunch().start(spec)       # doctest: +SKIP
 >>> launched.transport, launched.argv[0]
@@ -26,9 +32,13 @@ the reconciler restarts it the other way at once, spending no restart budget. St
 
 from __future__ import annotations
 
+import subprocess
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .process import ProcessId, StopResult
 
 if TYPE_CHECKING:
     from ..plan.specs import ProcessSpec
@@ -51,13 +61,58 @@ class Launched:
     argv: tuple[str, ...]  # what this machine runs for it (for a remote one: the ssh)
 
 
+KILL_WAIT = 3.0  # seconds a remote process judged hung has to be killed on its host before its ssh is
+
+
 class Launch(Protocol):
     transport: Transport
 
     def start(self, spec: ProcessSpec) -> Launched: ...
 
+    def ask(self, handle: Any, kill: bool) -> bool:
+        """A stop's first, polite step, this transport's way; True when the handle is then waited on."""
+        ...
 
-class ExecLaunch:
+    def sweep(self, host: str) -> None: ...
+
+
+class Local:
+    """A process on this machine: its stop is all signals (process.stop_many sends the SIGTERM)."""
+
+    def ask(self, handle: Any, kill: bool) -> bool:
+        return False
+
+    def sweep(self, host: str) -> None:
+        """Nothing of a local process outlives its stop; `down` sweeps this machine by tag."""
+
+
+def stop(targets: list[tuple[ProcessId | None, Any, Launch]], grace: float) -> list[StopResult]:
+    """Stop handles of any transports together: each asked its own way, one shared grace, then
+    signals for what is left (SIGTERM, then SIGKILL of its tree). A process stopped this way is gone
+    before the scheduler is told to stop: one still closing would wait on a scheduler that left."""
+    from . import process
+
+    t0 = time.monotonic()
+    kill = grace <= 0  # judged hung: a remote one is killed on its host at once (wire.KILL)
+    asked = [h for pid, h, way in targets if pid is not None and h is not None and way.ask(h, kill)]
+    wait = KILL_WAIT if kill else grace  # a killed ssh would lose the word before it reached the host
+    for h in asked:  # one shared deadline
+        try:
+            h.wait(timeout=max(0.0, t0 + wait - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break  # the rest are signalled below, with what is left of the grace
+    exited = {id(h) for h in asked if h.poll() is not None}
+    live = [(pid, h) for pid, h, _ in targets if pid is not None]
+    rest = max(0.0, grace - (time.monotonic() - t0))
+    results = iter(process.stop_many(live, rest) if live else [])
+    out = []
+    for pid, h, _ in targets:
+        result = next(results) if pid is not None else StopResult.GONE
+        out.append(StopResult.EXITED if id(h) in exited else result)
+    return out
+
+
+class ExecLaunch(Local):
     """The planned argv, exec'd in its own session with its log, environment and directory."""
 
     transport = Transport.EXEC
@@ -69,7 +124,7 @@ class ExecLaunch:
         return Launched(popen, self.transport, tuple(spec.argv))
 
 
-class WarmLaunch:
+class WarmLaunch(Local):
     """The planned argv, forked from the head's warm server (where forking equals exec: warm.usable)."""
 
     transport = Transport.WARM

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +15,7 @@ from ..plan.resolve import Launcher
 from ..plan.specs import ProcessSpec, cluster_tag
 from ..remote import direct, fleet, launch
 from ..runtime import process
+from ..runtime import launch as launch_seam
 from ..runtime.launch import Launched
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
@@ -24,7 +25,7 @@ from ..runtime.process import ProcessId, StopResult
 from .child import Handle
 
 
-KILL_WAIT = 3.0  # seconds a remote process judged hung has to be killed on its host before its ssh is
+LOCAL = launch_seam.Local()
 
 
 class StartFailed(ClusterError):
@@ -38,6 +39,7 @@ class RealEffects:
                  client_kwargs: Callable[[], dict[str, Any]], cfg: Callable[[], ClusterConfig]):
         self.launcher, self.events = launcher, events
         self.address, self.client_kwargs, self.cfg = address, client_kwargs, cfg
+        self.ways: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle -> the Launch that started it
 
     def spawn(self, spec: ProcessSpec, warm_ok: bool) -> Launched:
         """Start through the one transport remote/launch.py chooses for it now."""
@@ -47,7 +49,10 @@ class RealEffects:
             except OSError:
                 pass  # a full disk must not stop a restart; rotated at the next chance
         try:
-            return launch.choose(self.cfg(), spec, self.launcher, warm_ok).start(spec)
+            way = launch.choose(self.cfg(), spec, self.launcher, warm_ok)
+            launched = way.start(spec)
+            self.ways[launched.handle] = way  # its stop goes the same way
+            return launched
         except OSError as e:
             raise StartFailed(f"{spec.name}: cannot start {spec.argv[0]!r}: {e.strerror or e}") from e
 
@@ -55,33 +60,22 @@ class RealEffects:
         return process.identify(handle)  # type: ignore[arg-type]
 
     def stop(self, targets: list[tuple[ProcessId | None, Handle | None]], grace: float) -> list[StopResult]:
-        """Local trees by signal. A remote process by closing its lifeline first, so that its agent
-        stops it there and the ssh leaves with it: the worker is gone before the scheduler is told to
-        stop (one still closing would wait on a scheduler that left); signals for what is left."""
-        t0 = time.monotonic()
-        kill = grace <= 0  # judged hung: the far side kills it at once (wire.KILL), its ssh leaves with it
-        polite = [h for pid, h in targets if pid is not None and direct.close_lifeline(h, kill)]
-        wait = KILL_WAIT if kill else grace  # a killed ssh would lose the word before it reached the host
-        for h in polite:  # one shared deadline
-            try:
-                h.wait(timeout=max(0.0, t0 + wait - time.monotonic()))  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                break  # the rest are signalled below, with what is left of the grace
-        exited = {id(h) for h in polite if h.poll() is not None}  # type: ignore[union-attr]
-        live = [(pid, h) for pid, h in targets if pid is not None]
-        rest = max(0.0, grace - (time.monotonic() - t0))
-        results = iter(process.stop_many(live, rest) if live else [])  # type: ignore[arg-type]
-        out = []
-        for pid, h in targets:
-            result = next(results) if pid is not None else StopResult.GONE
-            out.append(StopResult.EXITED if id(h) in exited else result)
-        return out
+        """Through the launch seam: each handle asked by the transport that started it, one grace."""
+        return launch_seam.stop([(pid, h, self._way(h)) for pid, h in targets], grace)
 
     def kill(self, pid: ProcessId | None, handle: Handle | None) -> None:
         if pid is not None:
-            direct.close_lifeline(handle, kill=True)  # a remote one is killed on its host too
+            if handle is not None:
+                self._way(handle).ask(handle, True)  # a remote one is killed on its host too
             process.kill_tree(pid)
             process.stop(pid, 0, handle)  # type: ignore[arg-type] - reap
+
+    def _way(self, handle: Handle | None) -> launch_seam.Launch:
+        """The transport that started it (an adopted process, started by another supervisor: local)."""
+        try:
+            return self.ways.get(handle, LOCAL) if handle is not None else LOCAL
+        except TypeError:  # not weakly referable: not one of ours
+            return LOCAL
 
     def retire(self, names: list[str]) -> list[str]:
         """Ask the scheduler to retire workers: their unique results move elsewhere first."""
@@ -122,7 +116,7 @@ class RealEffects:
         direct.fail(cluster_tag(self.cfg()), host, why)
 
     def sweep_host(self, name: str) -> None:
-        fleet.revive(self.cfg(), name, on_differ=lambda host, table: self.emit(host, "versions-differ", table))
+        launch.Remote(self.cfg()).sweep(name, on_differ=lambda host, table: self.emit(host, "versions-differ", table))
 
     def emit(self, process_name: str, event: str, detail: str = "", **extra: Any) -> None:
         self.events.emit(process_name, event, detail, **extra)
