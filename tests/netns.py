@@ -352,7 +352,7 @@ class NetnsFleet:
                 f"Port {SSH_PORT}\nListenAddress {h.address}\nHostKey {self.root / 'host_key'}\n"
                 f"PidFile {self.root / f'sshd.h{h.index}.pid'}\nAuthorizedKeysFile {self.root / 'client_key.pub'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-                "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n")
+                "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n" + sshd_helper.SHARED_HOME)
             self._sshds.append(self._spawn_sshd(h, "wb"))
         deadline = time.monotonic() + 10
         for h, d in zip(self.hosts, self._sshds):

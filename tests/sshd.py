@@ -92,6 +92,15 @@ def _free_port(addresses: tuple[str, ...]) -> int:
     raise SshdUnavailable("no port free on every loopback address")
 
 
+# Test hosts share the head's home. An ssh login runs the user's ~/.bashrc, and pyenv's init there
+# runs `pyenv rehash`, which takes a lock file in that home: a host "reboot" (every process in its
+# namespace killed, scripts/chaos --fleet) that lands mid-rehash leaves the lock behind, and every
+# later login, on every host and the head alike, waited 60 s on it (pyenv's default), so probes
+# timed out and hosts looked unreachable. Separate machines have separate homes; here a stale lock
+# costs a login 1 s. (Harmless where pyenv is not installed.)
+SHARED_HOME = "SetEnv PYENV_REHASH_TIMEOUT=1\n"
+
+
 def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3"), extra: str = "") -> Sshd:
     """An sshd on a free port of ``addresses``; ``extra``: more sshd_config lines (e.g. AllowTcpForwarding no)."""
     ensure_installed()
@@ -109,7 +118,7 @@ def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "1
         + f"HostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {root / 'client_key.pub'}\n"
         "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n" + extra
+        "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n" + SHARED_HOME + extra
     )
     log = open(root / "sshd.log", "wb")
     popen = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
