@@ -994,9 +994,23 @@ def fatal_events(state: Path, epoch0: float) -> dict[str, dict]:
     return out
 
 
+def _sshd_own(p) -> bool:
+    """One of a host's sshd's own stages ("sshd: [accepted]", "[net]", "root@notty"): a connection made
+    while a link was cut lingers until LoginGraceTime, and the far half of a connection whose link was
+    cut stays for good (the test sshd sends no ClientAlive), even after its listener was restarted.
+    What runs in a session (a command, an agent) is its child, titled otherwise, and still counts."""
+    import psutil
+
+    try:
+        return " ".join(p.cmdline()).startswith("sshd:")
+    except psutil.Error:
+        return False
+
+
 def leftovers(root: Path, workdirs: list[Path], tag: str, fleet, listeners: set[int]) -> list[str]:
     """Processes of the run alive 3 s after `down`: carrying the cluster's tag, with a cwd (or argv) under
-    the run's directory (host workdirs included), or in a host's namespace (but its sshd); each SIGKILLed."""
+    the run's directory (host workdirs included), or in a host's namespace (but its sshd and sshd's own
+    stages); each SIGKILLed."""
     import psutil
 
     from clusterctl.runtime.process import tagged
@@ -1016,7 +1030,9 @@ def leftovers(root: Path, workdirs: list[Path], tag: str, fleet, listeners: set[
         for pid in fleet.pids(i):
             if pid not in listeners and pid != me:
                 try:
-                    found.setdefault(pid, (psutil.Process(pid), f"in namespace ns{i}"))
+                    p = psutil.Process(pid)
+                    if not _sshd_own(p):
+                        found.setdefault(pid, (p, f"in namespace ns{i}"))
                 except psutil.Error:
                     pass
     procs = [p for p, _ in found.values()]

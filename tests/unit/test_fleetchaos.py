@@ -288,3 +288,31 @@ def test_evidence_is_the_workers_events_and_the_errors_in_its_log(fc, tmp_path):
                                 "2026-12-07 17:06:36,724 - distributed.worker - ERROR - Unable to connect to scheduler: "
                                 "name taken"]
     assert fc.fatal_events(tmp_path, 990.0) == {"default-3": {"t": 17.0, "reason": lines[2]["detail"]}}
+
+
+def test_sshds_own_stages_are_not_leftovers_but_a_sessions_command_is(fc):
+    """A connection cut mid-way leaves sshd's own stages ("sshd: [accepted]", "root@notty") in the
+    host's namespace: sshd's, not the cluster's. Anything else there still counts."""
+    import subprocess
+
+    import psutil
+
+    child = ("import setproctitle, sys, time; setproctitle.setproctitle(sys.argv[1]); "
+             "print('ready', flush=True); time.sleep(60)")
+    parent_code = ("import subprocess, sys; "
+                   f"ps = [subprocess.Popen([sys.executable, '-c', {child!r}, t]) for t in ('sshd: [accepted]', 'bash -c agent')]; "
+                   "[p.wait() for p in ps]")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
+    try:
+        for _ in range(2):
+            assert parent.stdout.readline() == b"ready\n"
+        kids = psutil.Process(parent.pid).children()
+        sshd = next(k for k in kids if " ".join(k.cmdline()).startswith("sshd:"))
+        other = next(k for k in kids if " ".join(k.cmdline()).startswith("bash -c"))
+        assert fc._sshd_own(sshd)
+        assert not fc._sshd_own(other), "a session's command is counted"
+    finally:
+        for k in psutil.Process(parent.pid).children():
+            k.kill()
+        parent.kill()
+        parent.wait()
