@@ -39,7 +39,9 @@ Choices:
   stops moving, a new connect times out, as when a cable between two switches is pulled. (Downing eth0
   inside the namespace is not as silent: there, connect() fails at once with "Network is unreachable".)
   After `restore`, TCP delivers what was queued at its next retransmission (up to RTO, seconds).
-- sshd runs with OpenSSH's defaults (no ClientAliveInterval): the far side never notices a cut.
+- sshd probes a silent client every 5 s but never gives up on one (ClientAliveCountMax 1000): a cut
+  does not end a session on the far side, and a session whose client went during a cut ends at the first
+  probe after `restore` (the client's kernel answers with a reset).
 - Namespaces share the process table and the filesystem with the root namespace; only the network
   differs. psutil sees the "remote" processes: find them by their cwd (the host's workdir) or with
   `fleet.pids(host)` (every process in that namespace).
@@ -352,7 +354,8 @@ class NetnsFleet:
                 f"Port {SSH_PORT}\nListenAddress {h.address}\nHostKey {self.root / 'host_key'}\n"
                 f"PidFile {self.root / f'sshd.h{h.index}.pid'}\nAuthorizedKeysFile {self.root / 'client_key.pub'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-                "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n" + sshd_helper.SHARED_HOME)
+                "KbdInteractiveAuthentication no\nMaxSessions 100\nMaxStartups 100\n"
+                "ClientAliveInterval 5\nClientAliveCountMax 1000\n" + sshd_helper.SHARED_HOME)
             self._sshds.append(self._spawn_sshd(h, "wb"))
         deadline = time.monotonic() + 10
         for h, d in zip(self.hosts, self._sshds):
