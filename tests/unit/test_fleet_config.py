@@ -230,3 +230,22 @@ def test_scheduler_on_a_local_alias_stays_local(tmp_path):
     assert not cfg.scheduler_remote and cfg.scheduler.host == "127.0.0.1"
     sched = build_plan(cfg, DASK)[0]
     assert not sched.remote and "--scheduler-file" in sched.argv
+
+
+def test_whether_a_remote_worker_serves_pages_travels_as_a_fact_not_in_its_argv(tmp_path):
+    """The host's fork server imports Bokeh for workers with pages only; both routes say so outright."""
+    from clusterctl.remote import agent, direct
+    from clusterctl.remote.forked import _preload
+
+    for dashboard, flag in (("true", False), ("false", True)):
+        cfg = cfg_of(HOSTS + f"workers:\n  - name: a\n    at: ws2\n    dashboard: {dashboard}\n", tmp_path)
+        spec = build_plan(cfg, DASK)[1]
+        remote = shlex.split(agent_argv(cfg, spec)[-1])
+        agent_part = remote[:remote.index("--")]
+        assert ("--no-dashboard-pages" in agent_part) is flag
+        assert agent.parse(remote[3:]).dashboard is not flag
+        assert direct.start_request(cfg, spec)["dashboard"] is not flag
+    worker = ["/env/bin/dask", "worker", "tcp://h:1"]
+    assert "distributed.dashboard.worker" in _preload(worker, True)
+    assert "distributed.dashboard.worker" not in _preload(worker, False)
+    assert "distributed.dashboard.worker" not in _preload(["/env/bin/dask", "scheduler"], True)

@@ -60,6 +60,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tag", default="", help="cluster tag, for `sweep` to find what is left")
     p.add_argument("--launch", choices=("scheduler", "worker"), default=None,
                    help="prefix the command with this host's Dask executable (resolved here)")
+    p.add_argument("--no-dashboard-pages", dest="dashboard", action="store_false",
+                   help="the worker serves no dashboard pages: its fork server need not import Bokeh")
     p.add_argument("--env", action="append", default=[], metavar="K=V",
                    help="extra environment (visible in ps: prefer --env-key)")
     p.add_argument("--env-key", action="append", default=[], metavar="K",
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         env.update(KEEP_ENVIRON)
     try:
         argv = command(args)
-        child: Any = forked.spawn(argv, env, args.grace) if POSIX else None  # the host's warm start
+        child: Any = forked.spawn(argv, env, args.grace, args.dashboard) if POSIX else None  # the host's warm start
         if child is None:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
     except Exception as e:  # noqa: BLE001 - reported over the channel, then a shell-like code

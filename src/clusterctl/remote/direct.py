@@ -317,8 +317,13 @@ def over_agent(spec: ProcessSpec, argv: tuple[str, ...]) -> subprocess.Popen:
     return popen
 
 
-def spawn(cfg: ClusterConfig, spec: ProcessSpec, way: Route) -> DirectChild:
+def start_request(cfg: ClusterConfig, spec: ProcessSpec) -> dict[str, Any]:
+    """What the host's server is asked for: the role (it resolves Dask there), the arguments, the
+    environment, the stop's grace, the lifeline's silence limit, and whether the worker serves pages."""
     h = cfg.host(spec.at)
-    request = {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
-               "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout}
-    return DirectChild(cfg, spec, way, request)
+    return {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
+            "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout, "dashboard": spec.dashboard}
+
+
+def spawn(cfg: ClusterConfig, spec: ProcessSpec, way: Route) -> DirectChild:
+    return DirectChild(cfg, spec, way, start_request(cfg, spec))

@@ -231,13 +231,14 @@ class DirectSide:
         if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
             raise ValueError("env must map names to strings")
         grace, lifeline = float(msg.get("grace", 10.0)), float(msg.get("lifeline", 0.0))
+        dashboard = bool(msg.get("dashboard", True))
         argv = [*self._launch(role), *args]
         env = {**self.server.base, **extra}
         fork = warm.enabled() and warm.entry_point(argv) is not None and not differs(self.server.base, env)
         self._send(c, {"how": "fork" if fork else "exec"})  # before the process: its output follows
         fd = c.sock.fileno()
         if fork:
-            pid = self.server.fork_child(argv, env, os.dup(fd), os.dup(fd), orphan=True)
+            pid = self.server.fork_child(argv, env, os.dup(fd), os.dup(fd), orphan=True, dashboard=dashboard)
         else:
             pid = _exec_child(argv, env, fd)
         c.pid, c.lifeline, c.heard = pid, lifeline, time.monotonic()

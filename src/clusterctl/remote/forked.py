@@ -19,9 +19,9 @@ from ..runtime.childhandle import UNKNOWN_EXIT, ChildHandle
 from .forkserver import IDLE, LOCK, MAX_REQUEST, SOCKET, START_TIMEOUT
 
 
-def _preload(argv: list[str]) -> list[str]:
+def _preload(argv: list[str], dashboard: bool) -> list[str]:
     mods = list(warm.PRELOAD)
-    if "--no-dashboard" not in argv and "worker" in " ".join(argv[:3]):
+    if dashboard and warm.entry_point(argv)[0] == warm.ENTRY["worker"]:
         mods.append("distributed.dashboard.worker")  # bokeh: ~1 s, paid once per host
     return mods
 
@@ -82,16 +82,18 @@ class ServedChild(ChildHandle):
             self._sock = None
 
 
-def spawn(argv: list[str], env: dict[str, str], grace: float) -> ServedChild | None:
+def spawn(argv: list[str], env: dict[str, str], grace: float, dashboard: bool = True) -> ServedChild | None:
     """Fork ``argv`` from this host's server (started now if there is none), or None when it
-    cannot be done equivalently or at all: the caller execs then. Runs in the agent's cwd."""
+    cannot be done equivalently or at all: the caller execs then. Runs in the agent's cwd.
+    ``dashboard``: a worker that serves dashboard pages (its server imports Bokeh once for all)."""
     if not warm.enabled() or warm.entry_point(argv) is None or not _this_interpreter(argv[0]):
         return None
-    request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "grace": grace}).encode() + b"\n"
+    request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "grace": grace,
+                          "dashboard": dashboard}).encode() + b"\n"
     if len(request) > MAX_REQUEST:
         return None
     try:
-        sock = _connect_or_start(env, _preload(argv))
+        sock = _connect_or_start(env, _preload(argv, dashboard))
         if sock is None:
             return None
         socket.send_fds(sock, [request], [1, 2])

@@ -177,7 +177,7 @@ class Server:
         try:
             req = json.loads(line)
             argv, env, cwd = list(req["argv"]), dict(req["env"]), str(req["cwd"])
-            grace = float(req.get("grace", 10.0))
+            grace, dashboard = float(req.get("grace", 10.0)), bool(req.get("dashboard", True))
         except (ValueError, KeyError, TypeError) as e:
             self._answer(conn, {"refused": f"bad request: {e}"}, close=True)
             return
@@ -190,16 +190,17 @@ class Server:
             return
         out, err = self.fds.pop(conn)
         self.fds[conn] = []
-        pid = self.fork_child(argv, env, out, err, cwd)
+        pid = self.fork_child(argv, env, out, err, cwd, dashboard=dashboard)
         self.children[pid] = conn
         self.grace[pid] = grace
         self._answer(conn, {"pid": pid})
 
     def fork_child(self, argv: list[str], env: dict[str, str], out: int, err: int, cwd: str = ".",
-                   orphan: bool = False) -> int:
+                   orphan: bool = False, dashboard: bool = True) -> int:
         """Fork ``argv`` with ``out`` and ``err`` as its stdout and stderr (closed here after);
-        ``orphan``: the child stops when this server dies (directserve.die_with_parent)."""
-        if "--no-dashboard" not in argv and "distributed.dashboard.worker" not in sys.modules \
+        ``orphan``: the child stops when this server dies (directserve.die_with_parent);
+        ``dashboard``: a worker serving dashboard pages (Bokeh imported here once, not in each child)."""
+        if dashboard and "distributed.dashboard.worker" not in sys.modules \
                 and warm.entry_point(argv)[0] == warm.ENTRY["worker"]:
             _preload(["distributed.dashboard.worker"])  # once, here, rather than in every child
         ours = [self.direct.listener, *self.direct.conns] if self.direct is not None else []  # every one:

@@ -36,6 +36,8 @@ def agent_argv(cfg: ClusterConfig, spec: ProcessSpec) -> tuple[str, ...]:
         "--launch", spec.role,
         "--lifeline-timeout", number(h.lifeline_timeout),
     ]
+    if not spec.dashboard:
+        agent.append("--no-dashboard-pages")
     for key in sorted(spec.remote_env):
         agent += ["--env-key", key]
     return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *spec.remote_args])])
