@@ -105,16 +105,7 @@ class DirectChild:
         With ``kill``, the far side first hears wire.KILL: the process's group is killed there at once."""
         with self._stop_lock:
             self._closing = True
-            stdin = self.stdin
-            if stdin is None or stdin.closed:
-                return False
-            if kill and self._running:  # (before the request it would be garbage)
-                _say_kill(stdin)
-            try:
-                stdin.close()
-            except OSError:
-                pass
-            return True
+            return _shut(self.stdin, kill and self._running)  # (before the request the word would be garbage)
 
     # -- the stream -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -275,12 +266,21 @@ class DirectChild:
         self._out(f"clusterctl: {text}\n".encode())
 
 
-def _say_kill(stdin: Any) -> None:
+def _shut(stdin: Any, kill: bool) -> bool:
+    """Close a lifeline, after wire.KILL with ``kill``; True if it was open."""
+    if stdin is None or stdin.closed:
+        return False
+    if kill:
+        try:
+            stdin.write(wire.KILL)
+            stdin.flush()
+        except (OSError, ValueError):
+            pass  # the ssh has gone: what it ran is going too
     try:
-        stdin.write(wire.KILL)
-        stdin.flush()
-    except (OSError, ValueError):
-        pass  # the ssh has gone: what it ran is going too
+        stdin.close()
+    except OSError:
+        pass  # the ssh has gone already; closed all the same
+    return True
 
 
 def close_lifeline(handle: Any, kill: bool = False) -> bool:
@@ -288,16 +288,7 @@ def close_lifeline(handle: Any, kill: bool = False) -> bool:
     With ``kill``, say wire.KILL first: the far side kills the process's group without a grace."""
     if isinstance(handle, DirectChild):  # it must not fall back to an agent after this
         return handle.close_lifeline(kill)
-    stdin = getattr(handle, "stdin", None)
-    if stdin is None or stdin.closed:
-        return False
-    if kill:
-        _say_kill(stdin)
-    try:
-        stdin.close()
-    except OSError:
-        pass  # the ssh has gone already; closed all the same
-    return True
+    return _shut(getattr(handle, "stdin", None), kill)
 
 
 def over_agent(spec: ProcessSpec, argv: tuple[str, ...]) -> subprocess.Popen:
