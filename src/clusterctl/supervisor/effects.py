@@ -72,10 +72,7 @@ class RealEffects:
 
     def _way(self, handle: Handle | None) -> launch_seam.Launch:
         """The transport that started it (an adopted process, started by another supervisor: local)."""
-        try:
-            return self.ways.get(handle, LOCAL) if handle is not None else LOCAL
-        except TypeError:  # not weakly referable: not one of ours
-            return LOCAL
+        return self.ways.get(handle, LOCAL) if handle is not None else LOCAL
 
     def retire(self, names: list[str]) -> list[str]:
         """Ask the scheduler to retire workers: their unique results move elsewhere first."""
