@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
+from _ports import free_port  # below the ephemeral range: workers binding port 0 cannot take it first
 
 PY = sys.executable
 DASK = str(Path(PY).with_name("dask"))
@@ -147,21 +148,6 @@ def http_json(url: str, timeout: float) -> dict | None:
 def startup_timeout(workers: int) -> int:
     """timeouts.startup for the generated topology: 64 workers on 2 cores take ~30 s; leave room."""
     return max(120, 5 * workers)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Below the ephemeral range, so workers binding port 0 at start cannot take it first."""
-    import random
-
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def median(xs: list[float]) -> float:

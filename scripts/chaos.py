@@ -26,23 +26,21 @@ import argparse
 import json
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 
-from clusterctl.client import client_address, client_kwargs
-from clusterctl.client.chaos import FAULTS, Injector, Settings, compare_rows, parse_faults, rows_of
+from clusterctl.client.chaos import FAULTS, Injector, Settings, parse_faults, rows_of
+from clusterctl.client.chaosjobs import JobLoop
 from clusterctl.errors import ClusterError
 from clusterctl.jobs import montecarlo as mc
 from clusterctl.runtime.ledger import atomic_write
@@ -50,29 +48,26 @@ from clusterctl.topology import ClusterConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "clusterctl"]
+if str(ROOT / "scripts") not in sys.path:  # loaded by its path (the tests): _ports lives beside it
+    sys.path.insert(0, str(ROOT / "scripts"))
+
+from _ports import free_port  # noqa: E402 - found through the lines above
 
 
 # -- the jobs -------------------------------------------------------------------------------------
-
-@dataclass
-class Job:
-    n: int
-    outcome: str = "running"  # match | mismatch | abandoned
-    seconds: float | None = None  # the attempt that completed
-    errors: list[str] = field(default_factory=list)  # one per failed attempt (each one a retry)
-    mismatched: list[int] = field(default_factory=list)
-
 
 class Chaos:
     """Jobs back to back on this thread while an Injector faults the cluster on its own."""
 
     def __init__(self, cfg: ClusterConfig, settings: Settings, echo: Callable[[str], None]):
         self.cfg, self.s, self.echo = cfg, settings, echo
-        self.jobs: list[Job] = []
-        self.client: Any = None
         self.injector: Injector | None = None
         self.seconds = 0.0
         self.t0 = time.monotonic()
+        # a failed attempt is retried once the cluster is healthy again
+        self.loop = JobLoop(cfg, settings.job, key="chaos", attempts=settings.attempts, timeout=settings.job_timeout,
+                            echo=echo, now=self.now, settle=self.settle)
+        self.jobs = self.loop.jobs
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -84,70 +79,17 @@ class Chaos:
                   f"in {self.now():.1f} s")
         self.injector = inj = Injector(self.cfg, self.s, self.echo, self.t0).start()
         try:
-            while self.now() < self.s.seconds and not inj.broken:
-                self.jobs.append(self.one_job(len(self.jobs) + 1, reference))
+            self.loop.run(reference, more=lambda: self.now() < self.s.seconds and not inj.broken)
             self.echo(f"{self.now():7.1f}s  time is up: no new faults; waiting for the last one's recovery")
             inj.stop(wait=self.s.recovery_deadline * 2 + 30)
         finally:
             inj.abort.set()
             inj.finish.set()
-            self.drop_client()
             self.seconds = self.now()
 
-    def one_job(self, n: int, reference: list) -> Job:
-        job = Job(n)
-        inj = self.injector
-        assert inj is not None
-        for attempt in range(1, self.s.attempts + 1):
-            t = time.monotonic()
-            try:
-                rows = self.attempt(n, attempt)
-            except Exception as e:  # noqa: BLE001 - the scheduler died under it, a timeout, ...
-                job.errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
-                self.echo(f"{self.now():7.1f}s  job #{n} attempt {attempt} failed after {time.monotonic() - t:.1f} s: "
-                          f"{job.errors[-1][:110]}; retrying once the cluster is healthy")
-                self.drop_client()
-                inj.wait_healthy(time.monotonic() + self.s.recovery_deadline, None)
-                time.sleep(0.5)  # never a hot loop, whatever failed
-                continue
-            job.seconds = round(time.monotonic() - t, 3)
-            job.mismatched = compare_rows(rows, reference)
-            job.outcome = "mismatch" if job.mismatched else "match"
-            verdict = f"MISMATCH in {len(job.mismatched)} rows" if job.mismatched else f"{len(rows)} rows identical"
-            retried = f", after {len(job.errors)} failed attempt(s)" if job.errors else ""
-            self.echo(f"{self.now():7.1f}s  job #{n}: {verdict} ({job.seconds:.1f} s{retried})")
-            return job
-        job.outcome = "abandoned"
-        self.echo(f"{self.now():7.1f}s  job #{n}: ABANDONED after {self.s.attempts} attempts")
-        return job
-
-    def attempt(self, n: int, attempt: int) -> list:
-        """The job under keys of its own (nothing reused from an earlier job or attempt); its rows."""
-        from distributed import Client, wait
-
-        if self.client is None:
-            self.client = Client(client_address(self.cfg), timeout="15s", set_as_default=False, **client_kwargs(self.cfg))
-        spec = self.s.job
-        points = [int(x) for x in mc.points_schedule(spec)]
-        keys = [f"chaos-{spec.seed}-{n}.{attempt}-{i}" for i in range(len(points))]
-        futures = self.client.map(mc.estimate_pi, points, [spec.seed] * len(points), list(range(len(points))), key=keys)
-        try:
-            with self.client.as_current():  # wait() asks for the current client
-                wait(futures, timeout=self.s.job_timeout)
-            return self.client.gather(futures)
-        finally:
-            try:
-                self.client.cancel(futures)
-            except Exception:  # noqa: BLE001 - the connection may be what broke
-                pass
-
-    def drop_client(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            try:
-                client.close(timeout=5)
-            except Exception:  # noqa: BLE001 - closing a client whose scheduler died
-                pass
+    def settle(self) -> None:
+        assert self.injector is not None
+        self.injector.wait_healthy(time.monotonic() + self.s.recovery_deadline, None)
 
     def report(self) -> dict[str, Any]:
         inj = self.injector
@@ -168,7 +110,9 @@ class Chaos:
             "jobs": {"run": len(jobs), "completed": sum(j.outcome in ("match", "mismatch") for j in jobs),
                      "retried": sum(len(j.errors) for j in jobs),
                      "mismatches": sum(j.outcome == "mismatch" for j in jobs),
-                     "abandoned": sum(j.outcome == "abandoned" for j in jobs), "list": [asdict(j) for j in jobs]},
+                     "abandoned": sum(j.outcome == "abandoned" for j in jobs),
+                     "list": [{"n": j.n, "outcome": j.outcome, "seconds": j.seconds, "errors": j.errors,
+                               "mismatched": j.mismatched} for j in jobs]},
             "anomalies": [f"fault #{f.n} {f.kind}: {a}" for f in faults for a in f.anomalies],
             "broken": inj.broken if inj else None,
         }
@@ -211,24 +155,9 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 # -- the cluster ------------------------------------------------------------------------------------
 
-def free_port(taken: set[int]) -> int:
-    """A free port below the kernel's ephemeral range (32768+), so nothing binding port 0 takes it first."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ClusterError("no free port in 20000-32000")
-
-
 def write_topology(root: Path, workers: int, grace: float) -> Path:
-    port = free_port(set())
-    dash = free_port({port})
+    port = free_port()
+    dash = free_port(taken={port})
     # Faults come every few seconds, far more often than in real life: restarts are allowed
     # without limit (max_retries is the most the topology accepts) and back off briefly.
     restart = (f"{{policy: always, backoff_initial: 0.2, backoff_max: 2, min_uptime: 2, "
@@ -263,21 +192,28 @@ def processes_under(root: Path) -> list[psutil.Process]:
     return found
 
 
-def sweep(root: Path) -> list[str]:
-    """Anything of the run still alive gets 3 s, then is SIGKILLed by pid; returns what was killed."""
-    procs = processes_under(root)
+def kill_left(procs: list[psutil.Process], why: dict[int, str] | None = None, width: int = 160) -> list[str]:
+    """What of ``procs`` (asked to stop already) is alive 3 s later is SIGKILLed by pid (psutil checks
+    the create time: a reused pid is never hit); one line each for the report: pid, status,
+    ``why[pid]`` if given, argv cut to ``width``. Also scripts/fleetchaos.py's."""
     if not procs:
         return []
     _, alive = psutil.wait_procs(procs, timeout=3)
     killed = []
     for p in alive:
         try:
-            killed.append(f"{p.pid} [{p.status()}] {' '.join(p.cmdline())[:160]}")
+            reason = f" ({why[p.pid]})" if why and p.pid in why else ""
+            killed.append(f"{p.pid} [{p.status()}]{reason} {' '.join(p.cmdline())[:width]}")
             p.kill()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
     return killed
+
+
+def sweep(root: Path) -> list[str]:
+    """Anything of the run still alive gets 3 s, then is SIGKILLed by pid; returns what was killed."""
+    return kill_left(processes_under(root))
 
 
 def findings(state: Path) -> dict[str, Any]:

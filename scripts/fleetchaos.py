@@ -42,7 +42,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -493,15 +492,6 @@ def host_name(i: int) -> str:
     return f"ns{i}"
 
 
-@dataclass
-class Job:
-    n: int
-    outcome: str = "running"  # match | mismatch | abandoned | cut-short
-    seconds: float | None = None
-    attempts: list[dict] = field(default_factory=list)  # {"start", "end", "error"}
-    mismatched: list[int] = field(default_factory=list)
-
-
 def alive(pid: int) -> bool:
     import psutil
 
@@ -748,12 +738,13 @@ class FleetRun:
 
     def __init__(self, fleet, cfg, config: Path, args: argparse.Namespace, plan: list[Planned],
                  echo: Callable[[str], None]):
+        from clusterctl.client.chaosjobs import JobLoop
+
         self.fleet, self.cfg, self.config, self.args, self.plan, self.echo = fleet, cfg, config, args, plan, echo
         self.expected = args.hosts * args.per
         self.t0 = time.monotonic()
         self.epoch0 = time.time()
         self.faults: list[Fault] = []
-        self.jobs: list[Job] = []
         self.fatal: dict[str, dict] = {}
         self.last: Sample | None = None
         self.broken: str | None = None
@@ -761,11 +752,14 @@ class FleetRun:
         self.time_up = threading.Event()  # no new faults, no new jobs
         self.abort = threading.Event()  # stop everything now (Ctrl-C, the end)
         self.monitor_done = threading.Event()
-        self.client: Any = None
         self.samples = 0
         self.sample_errors: list[str] = []
         self.seconds = 0.0
         self.injector = Injector(self)
+        # a failed attempt is retried once the scheduler answers again (or after 120 s)
+        self.loop = JobLoop(cfg, args.spec, key="fleetchaos", attempts=args.attempts, timeout=args.job_timeout,
+                            echo=echo, now=self.now, settle=lambda: self.wait_answering(120))
+        self.jobs = self.loop.jobs
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -831,75 +825,7 @@ class FleetRun:
 
     # -- the jobs ----------------------------------------------------------------------------------
     def run_jobs(self, reference: list) -> None:
-        try:
-            while not self.time_up.is_set() and not self.abort.is_set():
-                self.jobs.append(self.one_job(len(self.jobs) + 1, reference))
-        finally:
-            self.drop_client()
-
-    def one_job(self, n: int, reference: list) -> Job:
-        from clusterctl.client.chaos import compare_rows
-
-        job = Job(n)
-        for attempt in range(1, self.args.attempts + 1):
-            if attempt > 1 and (self.time_up.is_set() or self.abort.is_set()):
-                job.outcome = "cut-short"
-                return job
-            a = {"start": round(self.now(), 2), "end": None, "error": None}
-            job.attempts.append(a)
-            t = time.monotonic()
-            try:
-                rows = self.attempt(n, attempt)
-            except Exception as e:  # noqa: BLE001 - the scheduler died under it, a timeout, ...
-                a["end"], a["error"] = round(self.now(), 2), f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-                self.echo(f"{self.now():7.1f}s  job #{n} attempt {attempt} failed after {time.monotonic() - t:.1f} s: "
-                          f"{a['error'][:110]}")
-                self.drop_client()
-                self.wait_answering(120)
-                time.sleep(0.5)
-                continue
-            a["end"] = round(self.now(), 2)
-            job.seconds = round(time.monotonic() - t, 2)
-            job.mismatched = compare_rows(rows, reference)
-            job.outcome = "mismatch" if job.mismatched else "match"
-            verdict = f"MISMATCH in {len(job.mismatched)} rows" if job.mismatched else f"{len(rows)} rows identical"
-            self.echo(f"{self.now():7.1f}s  job #{n}: {verdict} ({job.seconds:.1f} s"
-                      + (f", attempt {attempt})" if attempt > 1 else ")"))
-            return job
-        job.outcome = "abandoned"
-        self.echo(f"{self.now():7.1f}s  job #{n}: ABANDONED after {self.args.attempts} attempts")
-        return job
-
-    def attempt(self, n: int, attempt: int) -> list:
-        from distributed import Client, wait
-
-        from clusterctl.client import client_address, client_kwargs
-        from clusterctl.jobs import montecarlo as mc
-
-        if self.client is None:
-            self.client = Client(client_address(self.cfg), timeout="15s", set_as_default=False,
-                                 **client_kwargs(self.cfg))
-        spec = self.args.spec
-        points = [int(x) for x in mc.points_schedule(spec)]
-        keys = [f"fleetchaos-{spec.seed}-{n}.{attempt}-{i}" for i in range(len(points))]
-        futures = self.client.map(mc.estimate_pi, points, [spec.seed] * len(points), list(range(len(points))), key=keys)
-        try:
-            with self.client.as_current():
-                wait(futures, timeout=self.args.job_timeout)
-            return self.client.gather(futures)
-        finally:
-            try:
-                self.client.cancel(futures)
-            except Exception:  # noqa: BLE001 - the connection may be what broke
-                pass
-
-    def drop_client(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            try:
-                client.close(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
+        self.loop.run(reference, more=lambda: not self.time_up.is_set() and not self.abort.is_set(), cut_short=True)
 
     # -- the whole run -----------------------------------------------------------------------------
     def run(self, reference: list) -> dict[str, Any]:
@@ -1015,7 +941,7 @@ def leftovers(root: Path, workdirs: list[Path], tag: str, fleet, listeners: set[
 
     from clusterctl.runtime.process import tagged
 
-    from chaos import processes_under
+    from chaos import kill_left, processes_under
 
     me = os.getpid()
     found: dict[int, tuple[psutil.Process, str]] = {}
@@ -1035,17 +961,7 @@ def leftovers(root: Path, workdirs: list[Path], tag: str, fleet, listeners: set[
                         found.setdefault(pid, (p, f"in namespace ns{i}"))
                 except psutil.Error:
                     pass
-    procs = [p for p, _ in found.values()]
-    _, still = psutil.wait_procs(procs, timeout=3)
-    out = []
-    for p in still:
-        try:
-            out.append(f"{p.pid} [{p.status()}] ({found[p.pid][1]}) {' '.join(p.cmdline())[:200]}")
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(still, timeout=5)
-    return out
+    return kill_left([p for p, _ in found.values()], why={pid: why for pid, (_, why) in found.items()}, width=200)
 
 
 def our_names(owner: str) -> list[str]:
@@ -1071,24 +987,12 @@ def until_full_strength(cfg, expected: int, timeout: float) -> list[str]:
         time.sleep(POLL)
 
 
-def free_port(host: str, taken: set[int]) -> int:
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        if port in taken or port in (8786, 8787):
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port on {host} in 20000-32000")
-
-
 def write_topology(root: Path, fleet, per: int, grace: float | None, python: str) -> Path:
+    from _ports import free_port
+
     host = fleet.head_address
-    port = free_port(host, set())
-    dash = free_port(host, {port})
+    port = free_port(host)
+    dash = free_port(host, taken={port})
     restart = f"    restart: {{unhealthy_grace: {grace:g}}}\n" if grace else ""
     at = ", ".join(f"ns{h.index}: {per}" for h in fleet.hosts)
     hosts = "".join(fleet.host_yaml(f"ns{h.index}", h, python, root / "remote" / f"ns{h.index}")
