@@ -139,6 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="where the run's temp dir goes (default: the system's; TMPDIR must stay short: ssh's "
                          "ControlPath lives there)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (kept anyway when the run fails)")
+    if any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
+        ap.print_help()  # also after a bare --fleet, which argparse would refuse first for want of its value
+        sys.exit(0)
     args = ap.parse_args(argv)
     if not 0 < args.minutes <= 24 * 60:
         ap.error("--minutes must be > 0 (and at most a day)")

@@ -44,6 +44,14 @@ def test_bad_arguments_give_one_line_and_exit_2(fc, capsys, argv, words):
     assert words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv", [["--fleet", "--help"], ["--fleet", "2x2", "-h"]])
+def test_help_is_shown_with_or_without_the_fleet_size(fc, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        fc.main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and out.startswith("usage: scripts/chaos") and "--gap" in out and err == ""
+
+
 def test_arguments_parse(fc):
     args = fc.parse_args(["--fleet", "3X2", "--minutes", "1.5", "--faults", "stop, cut,stop"])
     assert (args.hosts, args.per, args.minutes) == (3, 2, 1.5)
@@ -297,8 +305,9 @@ def test_sshds_own_stages_are_not_leftovers_but_a_sessions_command_is(fc):
 
     import psutil
 
-    child = ("import setproctitle, sys, time; setproctitle.setproctitle(sys.argv[1]); "
-             "print('ready', flush=True); time.sleep(60)")
+    # one write each (print's text and its newline may reach the shared pipe apart: 'readyready\n')
+    child = ("import os, setproctitle, sys, time; setproctitle.setproctitle(sys.argv[1]); "
+             "os.write(1, b'ready\\n'); time.sleep(60)")
     parent_code = ("import subprocess, sys; "
                    f"ps = [subprocess.Popen([sys.executable, '-c', {child!r}, t]) for t in ('sshd: [accepted]', 'bash -c agent')]; "
                    "[p.wait() for p in ps]")
