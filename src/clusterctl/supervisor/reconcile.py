@@ -119,12 +119,13 @@ class Reconciler:
             c.move(S.STOPPED, "retired by Dask")
             self.dirty = True
             return
-        cause = cause_of(code, self.fx.log_tail(c.spec), c.spec.remote)
+        tail = self.fx.log_tail(c.spec)  # read once per exit: its cause, then what is said of it
+        cause = cause_of(code, tail, c.spec.remote)
         if cause == Cause.HOST and not host_required(self.state, c, self.fleet.hosts.get(c.spec.at)):
             return self._host_failed(c, f"ssh to {c.spec.at} failed (exit 255)")
         if cause == Cause.ROUTE:  # the next start chooses the agent (remote/launch.py)
             self.fx.no_route(c.spec.at, f"{c.name}'s start through it failed (see its log)")
-        self._failed(c, now, code, describe_exit(code), exited=True, cause=cause)
+        self._failed(c, now, code, describe_exit(code), exited=True, cause=cause, tail=tail)
 
     def judged(self, c: Child, j: Judgement, now: float) -> None:
         """Carry out health's judgement of one process (health.py): ready, in doubt, or unhealthy:
@@ -183,21 +184,22 @@ class Reconciler:
 
     # -- failures ----------------------------------------------------------------------------
     def _failed(self, c: Child, now: float, code: int | None, why: str, exited: bool = False,
-                cause: Cause = Cause.CRASH) -> None:
+                cause: Cause = Cause.CRASH, tail: tuple[str, str] | None = None) -> None:
         """An exit, an unhealthy verdict or a failed spawn: fail start-up, or act on its cause: wait
         or retry for causes outside the process, stay down for one that needs an edit, else ask
-        the restart policy (a crash loop backs off, capped, and keeps trying)."""
+        the restart policy (a crash loop backs off, capped, and keeps trying). ``tail``: its log's
+        (first cause, last lines), when the caller has read them already."""
         self.dirty, c.failure = True, why
+        first, last = self.fx.log_tail(c.spec) if tail is None else tail
         if cause == Cause.NAME_TAKEN:
             c.check_name = True  # an earlier incarnation holds the name: the scheduler forgets it first
         if self.state == ClusterState.STARTING and cause not in OUTSIDE:  # up fails, says why
             c.move(S.EXITED, why)
-            self.failure = self.failure or start_failure(c.name, why, exited, *self.fx.log_tail(c.spec),
-                                                         log=c.spec.log_path)
+            self.failure = self.failure or start_failure(c.name, why, exited, first, last, log=c.spec.log_path)
             return
         uptime = now - c.started_at if c.state in (S.STARTING, S.RUNNING) else 0.0
         o = after_failure(cause=cause, decide=lambda: c.tracker.decide(now, uptime, code), now=now, why=why,
-                          first=self.fx.log_tail(c.spec)[0], source=self.source, name=c.name)
+                          first=first, source=self.source, name=c.name)
         c.move(o.state, o.reason)
         c.retry_at = o.retry_at
         self.fx.emit(c.name, o.event, o.detail, **o.extra)
