@@ -173,17 +173,27 @@ def test_a_silent_lifeline_stops_the_process_and_heartbeats_keep_it(server, sche
     assert kept.rest()[1] is not None
 
 
-def test_a_killed_server_takes_its_direct_processes_with_it(server, scheduler):
+def test_a_killed_server_takes_its_direct_processes_with_it_a_hung_one_too(server, scheduler):
+    """A SIGSTOPped (hung) worker holds a SIGTERM pending for good: its server's death kills it outright
+    (found by scripts/chaos --fleet: a stopped worker outlived its killed fork server for good)."""
     proc, route, _ = server
-    s = Stream(route)
-    s.start(worker(scheduler, "orphan"))
-    s.until(b"Registered to:")
-    (kid,) = psutil.Process(proc.pid).children()
+    streams = [Stream(route), Stream(route)]
+    for s, name in zip(streams, ("orphan", "hung")):
+        s.start(worker(scheduler, name))
+        s.until(b"Registered to:")
+    kids = psutil.Process(proc.pid).children()
+    assert len(kids) == 2
+    kids[1].send_signal(signal.SIGSTOP)
+    wait_for(lambda: kids[1].status() == psutil.STATUS_STOPPED, 10, what="the worker stopped")
     proc.kill()  # by hand, or the OOM killer: no lifeline would ever end for its worker
     proc.wait(timeout=10)
-    wait_for(lambda: gone(kid.pid), 20, what="the worker to stop with its server")
-    out, end = s.rest()
-    assert end is None, "no trailer: the head learns the server went (remote/direct.py)"
+    try:
+        wait_for(lambda: all(gone(k.pid) for k in kids), 20, what="both workers to stop with their server")
+    finally:
+        kill_all(kids)
+    for s in streams:
+        out, end = s.rest()
+        assert end is None, "no trailer: the head learns the server went (remote/direct.py)"
 
 
 def test_hostile_connections_leave_the_server_serving(server):

@@ -311,18 +311,20 @@ class DirectSide:
 
 
 def die_with_parent(parent: int) -> None:
-    """In a child: SIGTERM when its server dies (Linux; the server is the far end of its lifeline,
-    so a server killed by hand or by the OOM killer must not leave it running unwatched)."""
+    """In a child: SIGKILL when its server dies (Linux; the server is the far end of its lifeline,
+    so a server killed by hand or by the OOM killer must not leave it running unwatched). Not SIGTERM:
+    a SIGSTOPped (hung) child holds that pending for good, and no one is left to follow it with SIGKILL.
+    A server that stops in order stops its children politely first."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # it died before we asked
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _exec_child(argv: list[str], env: dict[str, str], fd: int) -> int:

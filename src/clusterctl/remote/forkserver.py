@@ -83,6 +83,7 @@ class Server:
         finally:
             for pid in list(self.children):  # leaving, for whatever reason: so does what it started
                 _signal_group(pid, signal.SIGTERM)
+                _signal_group(pid, signal.SIGCONT)  # a stopped one acts on it only once continued
             if self.direct is not None:
                 self.direct.close()
 
