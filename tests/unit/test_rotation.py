@@ -12,14 +12,17 @@ from clusterctl.runtime import rotation
 from conftest import missing_tool
 from clusterctl.runtime.rotation import rotate
 
+# Writes numbered lines until the stop file appears (at least 100,000), then prints how many.
 WRITER = """
-import os, sys
+import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-import time
-for i in range(int(sys.argv[2])):
+i = 0
+while i < 100_000 or not os.path.exists(sys.argv[2]):
     os.write(fd, b"line %08d %s\\n" % (i, b"x" * 80))
-    if i % 2000 == 1999:
+    i += 1
+    if i % 2000 == 0:
         time.sleep(0.002)  # a real log's writer pauses: rotations interleave with it on every run
+print(i)
 """
 
 
@@ -42,20 +45,24 @@ def read_all(path: Path, backups: int) -> bytes:
 def test_rotation_under_a_concurrent_writer_loses_nothing(tmp_path):
     if not collapse_supported(tmp_path):
         missing_tool("this filesystem cannot collapse a file's head (tmpfs?): the fallback is tested below")
-    log = tmp_path / "w.log"
-    count = 300_000
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(count)])
+    log, stop = tmp_path / "w.log", tmp_path / "stop"
+    # the writer goes on until the rotations are done, however slow this machine is at the moment
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(stop)], stdout=subprocess.PIPE, text=True)
     rotations = 0
     try:
         deadline = time.monotonic() + 60
         while writer.poll() is None and time.monotonic() < deadline:
             if rotate(log, max_bytes=32 * 1024, backups=10_000):
                 rotations += 1
+            if rotations >= 20:
+                stop.touch()
+        stop.touch()
+        out, _ = writer.communicate(timeout=30)
     finally:
         writer.kill() if writer.poll() is None else None
         writer.wait()
-    assert writer.returncode == 0
-    assert rotations >= 5, "the writer finished before rotation was exercised"
+    assert writer.returncode == 0 and rotations >= 20, (writer.returncode, rotations)
+    count = int(out)
     lines = read_all(log, 10_000).splitlines()
     assert [int(x.split()[1]) for x in lines] == list(range(count))
 
