@@ -29,6 +29,61 @@ def missing_tool(reason: str) -> None:
     pytest.skip(reason)
 
 
+# The subset .ci/run runs again as an unprivileged user (scripts/test-unprivileged, issue 22): what a
+# user without root must be able to do. Marked here rather than in the files, so that the list is one
+# place. A file alone marks all its tests; a test id marks that test (every parametrization).
+UNPRIVILEGED = (
+    "tests/unit/test_config.py::test_unreadable_file",  # skips as root: chmod 000 binds only a user
+    "tests/integration/test_lifecycle.py::test_up_status_run_down",
+    "tests/integration/test_lifecycle.py::test_down_after_supervisor_sigkill",
+    "tests/integration/test_supervision.py::test_sigkilled_worker_comes_back_registered",
+    "tests/integration/test_supervision.py::test_sigkilled_scheduler_brings_everyone_back",
+    "tests/integration/test_fleet.py::test_three_hosts_over_tls_run_and_down",  # the user's own sshd
+    "tests/integration/test_fleet.py::test_killing_ssh_or_supervisor_leaves_no_remote_orphan",
+    "tests/integration/test_systemd_unit.py",  # service install --user, its command run, systemd-analyze
+    "tests/integration/test_supervised_cluster.py::test_tls_groups_and_shutdown_on_close_both_ways",
+)
+
+
+def _unprivileged_only(config) -> bool:
+    """`-m unprivileged` exactly (scripts/test-unprivileged): only the subset's files are collected
+    and every test of it must run; a skip there is a failure under CI."""
+    return (config.getoption("markexpr", "") or "").strip() == "unprivileged"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if not _unprivileged_only(config) or collection_path.suffix != ".py" or collection_path.name == "conftest.py":
+        return None
+    wanted = {config.rootpath / entry.split("::")[0] for entry in UNPRIVILEGED}
+    return None if collection_path in wanted else True
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by -m
+def pytest_collection_modifyitems(config, items):
+    found = set()
+    for item in items:
+        for entry in UNPRIVILEGED:
+            if item.nodeid == entry or item.nodeid.startswith((entry + "::", entry + "[")):
+                item.add_marker(pytest.mark.unprivileged)
+                found.add(entry)
+    if _unprivileged_only(config):
+        collected = {item.nodeid.split("::")[0] for item in items}
+        missing = [e for e in UNPRIVILEGED if e not in found
+                   and (e.split("::")[0] in collected or not (config.rootpath / e.split("::")[0]).is_file())]
+        if missing:
+            raise pytest.UsageError(f"tests/conftest.py UNPRIVILEGED names tests that do not exist (renamed?): {', '.join(missing)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and UNDER_CI and _unprivileged_only(item.config) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: the unprivileged run must run every test of its subset, this one skipped: {reason}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A free port below the kernel's ephemeral range (32768+ on Linux), so a worker or
     client binding port 0 while the cluster starts cannot take it first."""

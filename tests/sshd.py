@@ -3,12 +3,16 @@
 Linux routes all of 127.0.0.0/8 to lo, so one sshd listening on several loopback
 addresses gives distinct hosts without a network. Keys and config live in a temp
 directory; the daemon is stopped (and waited for) by ``Sshd.stop``.
+
+It runs as any user (scripts/test-unprivileged): an sshd started without root needs no
+/run/sshd (it skips the privilege separation chroot), no PAM, and a port above 1024; it
+can only log its own user in, so that is the user of every host.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -30,7 +34,8 @@ class Sshd:
     port: int
     addresses: tuple[str, ...]
     popen: subprocess.Popen
-    user: str = field(default_factory=getpass.getuser)
+    # the account this process runs as, not $USER: an sshd without root can log in no one else
+    user: str = field(default_factory=lambda: pwd.getpwuid(os.geteuid()).pw_name)
 
     @property
     def client_key(self) -> Path:
@@ -110,7 +115,7 @@ def start(root: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "1
                        capture_output=True)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    port = _free_port(addresses)
+    port = _free_port(addresses)  # an ephemeral one: above 1024, so any user may bind it
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\n"

@@ -6,6 +6,7 @@ within TimeoutStopSec with nothing left: systemd's final SIGKILL of the cgroup w
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -63,9 +64,11 @@ def test_the_units_command_runs_the_cluster_and_sigterm_stops_it_all(cluster, tm
     assert path_assignment.startswith("PATH=")
     stop_within = int(s["TimeoutStopSec"][0])
     assert s["KillMode"] == ["mixed"]
-    # systemd's environment for a unit: its Environment= lines plus a few of its own, not the caller's.
-    env = {"PATH": path_assignment[len("PATH="):], "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8",
-           "USER": os.environ.get("USER", "root"), "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
+    # systemd's environment for a unit: its Environment= lines plus a few of its own, not the caller's;
+    # a user manager takes HOME and USER from the account's passwd entry (root or not: .ci/run runs both).
+    account = pwd.getpwuid(os.getuid())
+    env = {"PATH": path_assignment[len("PATH="):], "HOME": account.pw_dir, "LANG": "C.UTF-8",
+           "USER": account.pw_name, "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
     main = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

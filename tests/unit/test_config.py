@@ -470,8 +470,8 @@ def test_directory_instead_of_file(tmp_path):
 
 @pytest.mark.skipif(
     sys.platform == "win32" or os.geteuid() == 0,
-    reason="root (and Windows) ignore chmod 000, so the file stays readable; "
-    "the directory and missing-file cases cover the other read failures",
+    reason="root (and Windows) ignore chmod 000, so the file stays readable; .ci/run runs this test "
+    "as a user without root (scripts/test-unprivileged)",
 )
 def test_unreadable_file(tmp_path):
     p = tmp_path / "cluster.yaml"
