@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import processes_under, wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,9 @@ def events(cluster) -> list[dict]:
 
 
 def test_up_adopts_an_unsupervised_cluster_and_supervises_it(cluster):
-    from distributed import Client
-
     cluster.cli("up", check=True)
     address = cluster.ledger()["scheduler"]["address"]
-    with Client(address, timeout="20s") as client:  # a result held in memory, named on the scheduler
+    with client_of(cluster, address, timeout="20s") as client:  # a result held in memory, named on the scheduler
         future = client.submit(lambda n: list(range(n)), 1000, pure=False)
         future.result()
         client.publish_dataset(kept=future)
@@ -69,7 +68,7 @@ def test_up_adopts_an_unsupervised_cluster_and_supervises_it(cluster):
     assert summary["process"] == "cluster" and summary["restarted"] == [] and summary["supervisor"] == st["supervisor"]["pid"]
     assert not any(alive(h) for h in helpers), "the old supervisor's fork server must not linger"
 
-    with Client(address, timeout="20s") as client:  # the point of adopting: nothing was lost
+    with client_of(cluster, address, timeout="20s") as client:  # the point of adopting: nothing was lost
         assert sum(client.get_dataset("kept").result()) == sum(range(1000))
 
     victim = before["default-1"]

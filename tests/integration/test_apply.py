@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from distributed import Client
 
 from clusterctl.runtime.probes import http_json
 from conftest import free_port, wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_an_nthreads_change_replaces_the_workers_by_a_rolling_restart(cluster):
     assert any(line.startswith("rolling restart done: 2 of 2 workers replaced") for line in lines), res.stdout
     seen = {n: w["nthreads"] for n, w in workers(cluster).items()}
     assert sorted(seen.values()) == [2, 2] and len(seen) == 2, seen  # the scheduler's own view
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         assert sorted(client.nthreads().values()) == [2, 2]
     after = {name: pid for name, pid, _ in processes(cluster)}
     assert after["scheduler"] == before["scheduler"]
@@ -98,13 +98,13 @@ def test_a_port_change_is_refused_without_allow_restart_and_restarts_with_it(clu
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
     assert "apply refused: scheduler.port changed" in res.stderr and "--allow-restart" in res.stderr
     assert unchanged(cluster) == before, "a refused apply changes nothing"
-    assert cluster.ledger()["scheduler"]["address"] == f"tcp://127.0.0.1:{old_port}"
+    assert cluster.ledger()["scheduler"]["address"] == f"tls://127.0.0.1:{old_port}"
 
     res = cluster.cli("apply", "--allow-restart", check=True)
     assert "restarted scheduler: running" in res.stdout, res.stdout
-    assert cluster.ledger()["scheduler"]["address"] == f"tcp://127.0.0.1:{cluster.port}"
+    assert cluster.ledger()["scheduler"]["address"] == f"tls://127.0.0.1:{cluster.port}"
     wait_for(lambda: cluster.status()["workers_registered"] == 2, 30, what="both workers on the new port")
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         assert client.submit(sum, [2, 3], pure=False).result(timeout=30) == 5
     assert not {pid for _, pid, _ in processes(cluster)} & {pid for _, pid, _ in before[0]}
 

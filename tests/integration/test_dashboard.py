@@ -273,7 +273,7 @@ def test_dashboard_in_chromium(cluster, tmp_path, monkeypatch):
 
         text = chrome.load(base + "/info/main/workers.html", "document.readyState === 'complete'")
         assert all(w in text for w in WORKERS), text[:500]
-        assert f"tcp://127.0.0.1:{cluster.port}" in text  # the page names its scheduler
+        assert f"tls://127.0.0.1:{cluster.port}" in text  # the page names its scheduler
         html = chrome.evaluate("document.documentElement.outerHTML")
         assert all(re.search(rf"<td>\s*{w}\s*</td>", html) for w in WORKERS), "server-rendered, in the name column"
     assert chrome.popen.returncode is not None
@@ -282,21 +282,35 @@ def test_dashboard_in_chromium(cluster, tmp_path, monkeypatch):
 
 def test_run_plot_json_and_env_for_a_plain_client(cluster, tmp_path):
     cluster.cli("up", check=True)
-    address = f"tcp://127.0.0.1:{cluster.port}"
+    address = f"tls://127.0.0.1:{cluster.port}"  # TLS by default, loopback included (issue 22)
 
     res = cluster.cli("env", check=True)
     lines = res.stdout.strip().splitlines()
     assert lines[0] == f"export DASK_SCHEDULER_ADDRESS={address};"
-    assert lines[-1].startswith("# ") and "TLS" in lines[-1]
+    assert "export DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME=tls;" in lines
+    assert "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True;" in lines
+    assert any(x.startswith("export DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY=") for x in lines)
     plain = cluster.cli("env", "--plain", check=True).stdout.splitlines()
     assert plain[0] == f"DASK_SCHEDULER_ADDRESS={address}"
 
-    # What a user types: unquoted eval, then a Client() given no address.
+    # without them, a plain-TCP client is refused, as `doctor` explains (with the fix)
+    from distributed import Client
+
+    with pytest.raises(OSError) as refused:
+        Client(f"tcp://127.0.0.1:{cluster.port}", timeout="5s")
+    assert "reset by peer" in str(refused.value) or "Timed out trying to connect" in str(refused.value), refused.value
+    doctor = cluster.cli("doctor").stdout
+    assert "clients: this cluster speaks mutual TLS only" in doctor and 'eval "$(clusterctl env)"' in doctor
+
+    # What a user types: unquoted eval, then a Client() given no address, and the walkthrough's own
+    # Client("127.0.0.1:PORT"), no scheme: Dask's default scheme says tls.
     script = (
         "from distributed import Client\n"
         "with Client(timeout='20s') as c:\n"
         "    info = c.scheduler_info()\n"
         "    print(c.scheduler.address, sorted(w['name'] for w in info['workers'].values()))\n"
+        f"with Client('127.0.0.1:{cluster.port}', timeout='20s') as c:\n"
+        "    assert c.submit(sum, [1, 2]).result() == 3\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     shell = (f"eval $({' '.join(CLI)} env --file {cluster.config}) && "

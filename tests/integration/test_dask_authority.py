@@ -64,7 +64,7 @@ def test_client_shutdown_stops_the_cluster_and_the_supervisor(cluster):
              what="the supervisor to stop after client.shutdown()")
     assert cluster.ledger()["state"] == "stopped"
     asked = [e for e in events(cluster) if e["event"] == "shutdown-requested"]
-    assert len(asked) == 1 and asked[0]["detail"].startswith("by a client at tcp://127.0.0.1:"), asked
-    assert me.startswith("tcp://127.0.0.1:")
+    assert len(asked) == 1 and asked[0]["detail"].startswith("by a client at tls://127.0.0.1:"), asked
+    assert me.startswith("tls://127.0.0.1:")
     wait_for(lambda: processes_under(cluster.root) == [], 15, what="nothing left running")
     assert cluster.cli("status").returncode != 0 or "stopped" in cluster.cli("status").stdout

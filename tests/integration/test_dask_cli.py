@@ -51,7 +51,7 @@ def test_dask_clusterctl_up_status_down_as_clusterctl_does(cluster):
     assert dask_cc(cluster, "status").returncode == 3  # not running: the same exit code
     up = dask_cc(cluster, "up")
     assert up.returncode == 0, up.stderr
-    assert "is up in" in up.stdout and f"tcp://127.0.0.1:{cluster.port}" in up.stdout
+    assert "is up in" in up.stdout and f"tls://127.0.0.1:{cluster.port}" in up.stdout
     st = dask_cc(cluster, "status", "--json")
     assert st.returncode == 0 and json.loads(st.stdout)["workers_registered"] == 2
     listed = run([str(DASK), "clusterctl", "list", "--json"], cluster.root)

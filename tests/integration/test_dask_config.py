@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from clients import client_of
+
 pytestmark = pytest.mark.integration
 
 TICK = "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL"
@@ -14,8 +16,6 @@ MONITOR = "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL"
 
 
 def test_a_value_in_the_users_dask_yaml_reaches_every_process(cluster, tmp_path):
-    from distributed import Client
-
     def _settings(dask_worker=None) -> dict:  # nested: pickled by value, run on each worker and the scheduler
         import os
 
@@ -54,7 +54,7 @@ def test_a_value_in_the_users_dask_yaml_reaches_every_process(cluster, tmp_path)
     up = cluster.cli("up", check=True, env=env)
     assert link in up.stdout
     assert cluster.status()["dashboard"] == link == cluster.ledger()["scheduler"]["dashboard"]
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout=30) as client:
+    with client_of(cluster, timeout=30) as client:
         by_addr = client.run(_settings)
         names = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
         on_scheduler = client.run_on_scheduler(_settings)

@@ -111,6 +111,7 @@ def test_a_port_without_the_token_gets_no_environment_and_the_start_ends_not_sta
     """The handle keeps its transport and pid: a route that fails before its process exists ends the start
     (NOT_STARTED, the reason in the log); the supervisor marks the route and the next start is the agent's."""
     fleet_yaml(cluster, sshd, "  - name: default\n    nthreads: 1\n    at: {ws2: 1}\n    env: {API_TOKEN: hunter2}\n")
+    cluster.config.write_text(cluster.config.read_text() + "tls: {enabled: false}\n")  # no `up`: no TLS files on ws2
     cfg = load_config(cluster.config)
     spec = worker_spec(cfg, resolve(), cfg.workers[0], 0)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)

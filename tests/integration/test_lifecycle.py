@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import processes_under, wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +23,13 @@ def cluster_pids(ledger: dict) -> list[int]:
 
 def test_up_status_run_down(cluster):
     up = cluster.cli("up", check=True)
-    assert f"tcp://127.0.0.1:{cluster.port}" in up.stdout
+    assert f"tls://127.0.0.1:{cluster.port}" in up.stdout
     assert f"http://127.0.0.1:{cluster.dashboard_port}/status" in up.stdout
     assert "Workers:    2" in up.stdout
 
     st = cluster.status()
     assert st["state"] == "running"
-    assert st["scheduler"]["address"] == f"tcp://127.0.0.1:{cluster.port}"
+    assert st["scheduler"]["address"] == f"tls://127.0.0.1:{cluster.port}"
     assert st["dashboard"] == f"http://127.0.0.1:{cluster.dashboard_port}/status"
     assert st["workers_registered"] == 2
     assert psutil.pid_exists(st["supervisor"]["pid"])
@@ -154,7 +155,6 @@ def test_csv_is_written_atomically_and_readable(cluster, tmp_path):
 def test_process_defaults_reach_workers_and_yield_to_user_settings(cluster):
     """tuning.DEFAULTS reach forked (default group) and exec'd (own: non-DASK env) workers;
     the environment clusterctl runs in wins over them, and a group's env wins over both."""
-    from distributed import Client
 
     def _worker_settings(dask_worker) -> dict:  # nested: pickled by value
         import os
@@ -175,7 +175,7 @@ def test_process_defaults_reach_workers_and_yield_to_user_settings(cluster):
         "    env: {DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL: 30ms, OMP_NUM_THREADS: 2}\n"
     ))
     cluster.cli("up", check=True, env={"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "40ms"})
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout=30) as client:
+    with client_of(cluster, timeout=30) as client:
         by_addr = client.run(_worker_settings)
         names = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
     got = {name: by_addr[addr] for name, addr in names.items()}

@@ -47,7 +47,7 @@ def test_list_two_clusters_then_forget_the_stopped_one(cluster, second, tmp_path
     assert sorted(by_name) == ["other", "test"]
     for c in (cluster, second):
         row = by_name[c.name]
-        assert row["state"] == "running" and row["scheduler"] == f"tcp://127.0.0.1:{c.port}"
+        assert row["state"] == "running" and row["scheduler"] == f"tls://127.0.0.1:{c.port}"
         assert (row["workers_registered"], row["workers_desired"]) == (2, 2)
         assert row["config"] == str(c.config) and row["state_dir"] == str(c.state)
         assert row["dashboard"] == f"http://127.0.0.1:{c.dashboard_port}/status" and row["supervisor_pid"]
@@ -55,8 +55,8 @@ def test_list_two_clusters_then_forget_the_stopped_one(cluster, second, tmp_path
     table = clusterctl_list(cwd=tmp_path).stdout.splitlines()  # piped: plain columns
     assert table[0].split() == ["name", "state", "scheduler", "workers", "config"]
     rows = sorted(line.split() for line in table[1:])
-    assert rows == [["other", "running", f"tcp://127.0.0.1:{second.port}", "2/2", str(second.config)],
-                    ["test", "running", f"tcp://127.0.0.1:{cluster.port}", "2/2", str(cluster.config)]]
+    assert rows == [["other", "running", f"tls://127.0.0.1:{second.port}", "2/2", str(second.config)],
+                    ["test", "running", f"tls://127.0.0.1:{cluster.port}", "2/2", str(cluster.config)]]
 
     second.cli("down", check=True)
     after = clusterctl_list(cwd=tmp_path)

@@ -10,11 +10,11 @@ import subprocess
 import time
 
 import pytest
-from distributed import Client
 
 from clusterctl.jobs import montecarlo as mc
 from clusterctl.runtime.probes import http_json
 from conftest import CLI, wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_a_job_running_through_a_rolling_restart_of_every_worker_gives_identical
     points = [int(n) for n in mc.points_schedule(spec)]
     waves = [list(range(i, min(i + 10, spec.tasks))) for i in range(0, spec.tasks, 10)]
     futures = []
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         def submit(wave: list[int]) -> None:  # the job streams in: some before, most during, the last after
             futures.extend(client.map(mc.estimate_pi, [points[i] for i in wave], [spec.seed] * len(wave), wave,
                                       key=[mc.task_key(spec.seed, i, points[i]) for i in wave]))
@@ -137,7 +137,7 @@ def test_a_plain_restart_replaces_the_process_under_the_same_name(cluster):
     again = pids(cluster)
     assert not set(again.values()) & set(after.values()), "the scheduler's restart takes its workers with it"
     wait_for(lambda: cluster.status()["workers_registered"] == 2, 30, what="both workers registered again")
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         assert client.submit(sum, [1, 2], pure=False).result(timeout=30) == 3
 
     for args, message in [(("nope",), "no supervised process named 'nope'"),

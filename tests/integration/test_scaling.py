@@ -19,6 +19,7 @@ from clusterctl.errors import ClusterError
 from clusterctl.runtime.probes import http_json
 from clusterctl.jobs import montecarlo as mc
 from conftest import wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +120,11 @@ def test_size_survives_supervisor_restart(cluster):
 def test_graceful_retire_moves_results_and_kill_recomputes(cluster):
     cluster.write(workers="  - name: default\n    count: 3\n    nthreads: 1\n")
     cluster.cli("up", check=True)
-    from distributed import Client
 
     spec = mc.MonteCarloSpec(tasks=60, min_points=1000, max_points=200_000, seed=3)
     expected = mc.run_serial(spec).values.tolist()
     prefix = f"montecarlo-{spec.seed}-"
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         futures = mc.submit(client, spec)
         client.gather(futures)  # every result now sits in some worker's memory
         addr_to_name = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
@@ -172,9 +172,11 @@ def test_churn_demo_adds_retires_kills_and_proves_results(cluster):
 def test_foreign_worker_is_external_and_left_alone(cluster):
     cluster.cli("up", check=True)
     dask = str(Path(sys.executable).with_name("dask"))
+    tls = cluster.state / "tls"  # one started by hand by the cluster's owner, with its certificate
     foreign = subprocess.Popen(
-        [dask, "worker", f"tcp://127.0.0.1:{cluster.port}", "--name", "by-hand", "--nthreads", "1",
-         "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--local-directory", str(cluster.root)],
+        [dask, "worker", f"tls://127.0.0.1:{cluster.port}", "--name", "by-hand", "--nthreads", "1",
+         "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--local-directory", str(cluster.root),
+         "--tls-ca-file", str(tls / "ca.pem"), "--tls-cert", str(tls / "node.pem"), "--tls-key", str(tls / "node-key.pem")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from conftest import processes_under
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +47,8 @@ def test_group_env_secret_reaches_the_worker_and_nothing_else(cluster):
         ledger = cluster.ledger()
         worker = psutil.Process(next(p["pid"] for p in ledger["processes"] if p["name"] == "keyed-0"))
         assert worker.environ()["SECRET_TOKEN"] == secret  # it really has it
-        from distributed import Client
 
-        with Client(f"tcp://127.0.0.1:{cluster.port}", timeout=30) as client:
+        with client_of(cluster, timeout=30) as client:
             seen = client.run(lambda: __import__("os").environ.get("SECRET_TOKEN"))
         assert sorted(map(str, seen.values())) == sorted(["None", secret])  # the keyed group only
 

@@ -51,7 +51,7 @@ def test_start_compute_scale_logs_then_close_semantics(cluster):
     watcher = None
     try:
         assert cl.started and cl.shutdown_on_close and cl.status == Status.running
-        assert cl.name == "test" and cl.scheduler_address == f"tcp://127.0.0.1:{cluster.port}"
+        assert cl.name == "test" and cl.scheduler_address == f"tls://127.0.0.1:{cluster.port}"
         assert cl.dashboard_link == f"http://127.0.0.1:{cluster.dashboard_port}/status"
         with dask.config.set({"distributed.dashboard.link": "https://hub.example{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"}):
             os.environ["JUPYTERHUB_SERVICE_PREFIX"] = "/user/ada/"
@@ -63,7 +63,7 @@ def test_start_compute_scale_logs_then_close_semantics(cluster):
         html = cl._repr_html_()  # the notebook repr: what the base class shows from a live scheduler_info
         assert "<h3" in html and ">SupervisedCluster</h3>" in html and re.search(r"<strong>Workers:</strong> 2\s", html)
         assert cl.scheduler_address in html
-        assert repr(cl).startswith("SupervisedCluster(test, 'tcp://127.0.0.1:") and "workers=2" in repr(cl)
+        assert repr(cl).startswith("SupervisedCluster(test, 'tls://127.0.0.1:") and "workers=2" in repr(cl)
         reply = cl.adapt(minimum=1, maximum=4, target_duration="2s")  # the supervisor's adaptive mode
         assert reply["adaptive"]["maximum"] == 4 and reply["adaptive"]["target_duration"] == 2.0
         with pytest.raises(TypeError):

@@ -13,6 +13,7 @@ import pytest
 
 from clusterctl.runtime.probes import http_json
 from conftest import CLI, processes_under, wait_for
+from clients import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ def test_sigkilled_scheduler_brings_everyone_back(cluster):
 
     st = wait_for(all_back, 45, 0.2, "scheduler and both workers back")
     assert all(p["restarts"] == 1 for p in st["processes"]), st["processes"]
-    assert st["scheduler"]["address"] == f"tcp://127.0.0.1:{cluster.port}"
+    assert st["scheduler"]["address"] == f"tls://127.0.0.1:{cluster.port}"
     out = cluster.root / "after.csv"
     cluster.cli("run", "montecarlo", "--tasks", "20", "--max-points", "100000", "--out", str(out), check=True)
     assert len(pd.read_csv(out)) == 20
@@ -181,7 +182,6 @@ def test_worker_over_its_memory_limit_is_restarted_without_a_nanny(cluster):
     cluster.write(workers="  - name: default\n    count: 1\n    nthreads: 1\n    memory_limit: 300MiB\n")
     cluster.cli("up", check=True)
     before = proc(cluster.status(), "default-0")
-    from distributed import Client
 
     def hog():
         import time
@@ -192,7 +192,7 @@ def test_worker_over_its_memory_limit_is_restarted_without_a_nanny(cluster):
         time.sleep(30)
         return float(block[0])
 
-    with Client(f"tcp://127.0.0.1:{cluster.port}", timeout="10s") as client:
+    with client_of(cluster, timeout="10s") as client:
         client.submit(hog, pure=False)
         after = wait_for(lambda: registered(cluster, "default-0", not_pid=before["pid"]), 60, 0.3, "restart over memory")
     assert after["restarts"] >= 1

@@ -1,4 +1,5 @@
-"""The walkthrough's own script, unmodified, against `clusterctl up` with the default cluster.yaml.
+"""The walkthrough's own script, unmodified, against `clusterctl up` with the default cluster.yaml,
+after `eval "$(clusterctl env)"` (the cluster speaks TLS only, loopback included).
 
 It hard-codes 127.0.0.1:8786, and tests must never take the default ports on
 the shared machine, so the whole run happens in a private network namespace
@@ -44,6 +45,7 @@ def test_walkthrough_script_runs_unmodified_against_default_cluster(tmp_path):
 set -u
 ip link set lo up
 {py} -m clusterctl up || exit 10
+eval "$({py} -m clusterctl env)" || exit 11  # TLS by default: the client's certificate, scheme tls
 {py} -c 'exec(open("walkthrough.py").read()); print("SHAPE", df.shape, float(df.iloc[-1, 1]))'
 rc=$?
 {py} -m clusterctl down

@@ -172,10 +172,10 @@ def test_a_new_name_is_a_new_cluster():
 
 
 def test_tls_on_a_local_cluster_restarts_it_and_on_a_fleet_is_refused():
-    p = changes(cfg(), cfg(extra="tls: {enabled: true}\n"))
+    p = changes(cfg(extra="tls: {enabled: false}\n"), cfg())
     assert p.lines() == ["~ tls: TLS off -> on: restarts the scheduler and every worker"] and p.restart
     far = DEFAULT + "  - name: far\n    at: ws2\n"
-    p = changes(cfg(far, HOSTS), cfg(far, HOSTS + "tls: {enabled: true}\n"))
+    p = changes(cfg(far, HOSTS + "tls: {enabled: false}\n"), cfg(far, HOSTS))
     assert [c.action for c in p.changes] == ["refused"] and "TLS files reach other hosts" in p.refusal(True)
 
 

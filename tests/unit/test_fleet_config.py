@@ -37,9 +37,10 @@ def error(text: str) -> str:
 
 def test_single_host_file_is_unchanged_in_meaning(tmp_path):
     cfg = cfg_of("name: lab\n", tmp_path)
-    assert cfg.hosts == [] and cfg.remote_hosts() == [] and not cfg.tls_enabled
+    assert cfg.hosts == [] and cfg.remote_hosts() == [] and cfg.tls_enabled  # TLS on loopback too (issue 22)
     assert all(not s.remote and s.at == "localhost" for s in build_plan(cfg, DASK))
-    assert scheduler_address(cfg) == "tcp://127.0.0.1:8786"
+    assert scheduler_address(cfg) == "tls://127.0.0.1:8786"
+    assert scheduler_address(cfg_of("name: lab\ntls: {enabled: false}\n", tmp_path)) == "tcp://127.0.0.1:8786"
 
 
 def test_counts_per_host_give_the_group_size_and_names(tmp_path):

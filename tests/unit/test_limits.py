@@ -153,12 +153,12 @@ def test_validate_of_4096_workers_meets_a_deadline(tmp_path):
 def test_cached_answers_follow_a_copy_with_other_fields(tmp_path):
     """Derived values are cached on the frozen model; a copy with `update=` must not reuse them."""
     cfg = parse_config("scheduler: {host: 127.0.0.1}\n", source=tmp_path / "cluster.yaml")
-    assert not cfg.tls_enabled and cfg.state_path == tmp_path.resolve() / ".clusterctl" / "clusterctl"
+    assert not cfg.exposed and cfg.state_path == tmp_path.resolve() / ".clusterctl" / "clusterctl"
     wide = cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"host": "10.0.0.1"}),
                                   "name": "other"})
-    assert wide.exposed and wide.tls_enabled and wide.binds()[0][1] == "10.0.0.1"
+    assert wide.exposed and wide.binds()[0][1] == "10.0.0.1"
     assert wide.state_path.name == "other"
-    assert not cfg.tls_enabled and cfg.state_path.name == "clusterctl"  # the original is untouched
+    assert not cfg.exposed and cfg.state_path.name == "clusterctl"  # the original is untouched
     assert cfg.group("default") is cfg.workers[0] and cfg.host("localhost") is cfg.host("localhost")
 
 

@@ -49,7 +49,7 @@ def test_default_plan_is_scheduler_then_three_workers(tmp_path):
 
 
 def test_scheduler_argv(tmp_path):
-    sched = plan("name: lab\n", tmp_path)[0]
+    sched = plan("name: lab\ntls: {enabled: false}\n", tmp_path)[0]  # plain TCP: the shortest argv
     state = tmp_path.resolve() / ".clusterctl" / "lab"
     assert sched.argv == (
         "/venv/bin/dask", "scheduler",
@@ -64,12 +64,17 @@ def test_scheduler_argv(tmp_path):
     tag = cluster_tag(parse_config("name: lab\n", source=tmp_path / "cluster.yaml"))
     assert sched.env == {"DASK_CLUSTERCTL__LAZY_DASHBOARD": "True", TAG_ENV: tag}
     assert sched.host == "127.0.0.1" and sched.cwd == state
+    # the default (issue 22): mutual TLS on loopback too, with the cluster's own CA and encryption required
+    tls = plan("name: lab\n", tmp_path)[0]
+    assert flag(tls.argv, "--protocol") == "tls" and flag(tls.argv, "--tls-ca-file") == str(state / "tls" / "ca.pem")
+    assert flag(tls.argv, "--tls-cert") == str(state / "tls" / "node.pem")
+    assert tls.env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
 
 
 def test_worker_argv(tmp_path):
     w = plan("name: lab\n", tmp_path)[1]
     state = tmp_path.resolve() / ".clusterctl" / "lab"
-    assert w.argv[:3] == ("/venv/bin/dask", "worker", "tcp://127.0.0.1:8786")
+    assert w.argv[:3] == ("/venv/bin/dask", "worker", "tls://127.0.0.1:8786")
     assert flag(w.argv, "--name") == "default-0"
     assert flag(w.argv, "--host") == "127.0.0.1"
     assert flag(w.argv, "--dashboard-address") == "127.0.0.1:0"
@@ -97,7 +102,7 @@ def test_worker_group_may_bind_its_own_host(tmp_path):
     specs = plan("workers:\n  - name: a\n    host: 127.0.0.2\n  - name: b\n", tmp_path)
     a, b = specs[1], specs[2]
     assert flag(a.argv, "--host") == "127.0.0.2" and flag(a.argv, "--dashboard-address") == "127.0.0.2:0"
-    assert a.argv[2] == "tcp://127.0.0.1:8786"  # still the scheduler's address
+    assert a.argv[2] == "tls://127.0.0.1:8786"  # still the scheduler's address
     assert flag(b.argv, "--host") == "127.0.0.1"
 
 
@@ -106,10 +111,10 @@ def test_ipv6_gets_brackets(tmp_path):
     sched, w = specs[0], specs[1]
     assert flag(sched.argv, "--host") == "::1"
     assert flag(sched.argv, "--dashboard-address") == "[::1]:8787"
-    assert w.argv[2] == "tcp://[::1]:8786"
+    assert w.argv[2] == "tls://[::1]:8786"
     assert flag(w.argv, "--dashboard-address") == "[::1]:0"
     cfg = parse_config("scheduler:\n  host: '::1'\n")
-    assert scheduler_address(cfg) == "tcp://[::1]:8786"
+    assert scheduler_address(cfg) == "tls://[::1]:8786"
     assert dashboard_url(cfg) == "http://[::1]:8787/status"
 
 
@@ -152,7 +157,8 @@ workers:
     # Sorted, and no precision lost ('{:g}' would write 1.23457e+06).
     assert flag(w.argv, "--resources") == "BIG=1234567,GPU=2,HALF=0.5,MEM=1000000000"
     assert "--nanny" in w.argv and "--no-nanny" not in w.argv and w.nanny
-    assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true", TAG_ENV: specs[0].env[TAG_ENV]}
+    assert w.env == {"OMP_NUM_THREADS": "1", "DEBUG": "true", TAG_ENV: specs[0].env[TAG_ENV],
+                     "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
     assert all(isinstance(v, str) for v in w.env.values())
     assert specs[2].env == w.env and specs[2].env is not w.env  # each spec owns its env
 
@@ -252,10 +258,10 @@ def test_legacy_and_module_launchers(tmp_path):
     legacy = Launcher(("/old/dask-scheduler",), ("/old/dask-worker",), "legacy")
     specs = plan("name: x\n", tmp_path, launcher=legacy)
     assert specs[0].argv[:2] == ("/old/dask-scheduler", "--host")
-    assert specs[1].argv[:2] == ("/old/dask-worker", "tcp://127.0.0.1:8786")
+    assert specs[1].argv[:2] == ("/old/dask-worker", "tls://127.0.0.1:8786")
     module = Launcher(("/py", "-m", "distributed.cli.dask_scheduler"), ("/py", "-m", "distributed.cli.dask_worker"), "m")
     specs = plan("name: x\n", tmp_path, launcher=module)
-    assert specs[1].argv[:4] == ("/py", "-m", "distributed.cli.dask_worker", "tcp://127.0.0.1:8786")
+    assert specs[1].argv[:4] == ("/py", "-m", "distributed.cli.dask_worker", "tls://127.0.0.1:8786")
 
 
 def test_spec_helpers_match_build_plan(tmp_path):
@@ -273,16 +279,21 @@ def test_dask_accepts_every_planned_flag(tmp_path):
     from distributed.cli.dask_scheduler import main as dask_scheduler
     from distributed.cli.dask_worker import main as dask_worker
 
-    specs = plan(
+    from clusterctl.runtime import tls
+
+    cfg = parse_config(
         "scheduler:\n  host: '::1'\n  dashboard: false\n  idle_timeout: 30\n"
         "workers:\n  - nthreads: 2\n    memory_limit: 1GiB\n    resources: {GPU: 1, MEM: 1e9}\n    nanny: false\n",
-        tmp_path,
+        source=tmp_path / "cluster.yaml",
     )
+    files = tls.ensure(cfg)  # dask checks that the TLS files it is given exist
+    specs = build_plan(cfg, DASK)
     sched = dask_scheduler.make_context("dask scheduler", list(specs[0].argv[2:]))
     assert sched.params["host"] == "::1" and sched.params["dashboard"] is False
-    assert sched.params["dashboard_address"] == "[::1]:8787"
+    assert sched.params["dashboard_address"] == "[::1]:8787" and sched.params["protocol"] == "tls"
+    assert sched.params["tls_ca_file"] == str(files.ca) and sched.params["tls_key"] == str(files.node_key)
     worker = dask_worker.make_context("dask worker", list(specs[1].argv[2:]))
-    assert worker.params["scheduler"] == "tcp://[::1]:8786" and worker.params["name"] == "default-0"
+    assert worker.params["scheduler"] == "tls://[::1]:8786" and worker.params["name"] == "default-0"
     assert worker.params["nthreads"] == 2 and worker.params["nanny"] is False
     # The same parsing dask_worker.main does with --resources.
     pairs = dict(p.split("=") for p in worker.params["resources"].replace(",", " ").split())
@@ -295,6 +306,6 @@ def test_repo_cluster_yaml_plans_the_walkthrough():
     assert [s.name for s in specs] == ["scheduler", "default-0", "default-1", "default-2"]
     assert flag(specs[0].argv, "--port") == "8786"
     assert flag(specs[0].argv, "--dashboard-address") == "127.0.0.1:8787"
-    assert all(s.argv[2] == "tcp://127.0.0.1:8786" for s in specs[1:])
-    assert scheduler_address(cfg) == "tcp://127.0.0.1:8786"
+    assert all(s.argv[2] == "tls://127.0.0.1:8786" for s in specs[1:])
+    assert scheduler_address(cfg) == "tls://127.0.0.1:8786"
     assert dashboard_url(cfg) == "http://127.0.0.1:8787/status"

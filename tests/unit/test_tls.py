@@ -74,5 +74,23 @@ def test_client_security_and_env(tmp_path):
     assert sec.require_encryption and sec.tls_ca_file == str(f.ca) and sec.tls_client_key == str(f.client_key)
     env = tls.client_env(cfg)
     assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"] == str(f.client_cert)
-    plain = parse_config("name: lab\n", source=tmp_path / "cluster.yaml")
+    # a bare Client("127.0.0.1:8786") then speaks TLS: Dask's default scheme
+    assert env["DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME"] == "tls"
+    plain = parse_config("name: lab\ntls: {enabled: false}\n", source=tmp_path / "cluster.yaml")
     assert tls.client_security(plain) is None and tls.client_env(plain) == {}
+
+
+def test_tls_is_on_by_default_and_the_opt_out_on_loopback_says_what_it_costs(tmp_path):
+    """Issue 22: TLS on every cluster, loopback included; `tls: {enabled: false}` stays the explicit opt-out,
+    and validate and up then say in one line that any local user can run code as you."""
+    default = parse_config("name: lab\n", source=tmp_path / "cluster.yaml")
+    assert default.tls_enabled and default.protocol == "tls" and default.warnings() == []
+    off = parse_config("name: lab\ntls: {enabled: false}\n", source=tmp_path / "cluster.yaml")
+    assert not off.tls_enabled and off.protocol == "tcp"
+    (line,) = off.warnings()
+    assert "\n" not in line and "any local user can run code as you" in line
+    # beyond loopback, plain TCP still needs `insecure: true` in words
+    wide = parse_config("insecure: true\nscheduler: {host: 10.0.0.1}\n", source=tmp_path / "cluster.yaml")
+    assert not wide.tls_enabled and "anyone who reaches these addresses" in wide.warnings()[0]
+    loose = parse_config("insecure: true\n", source=tmp_path / "cluster.yaml")
+    assert not loose.tls_enabled and loose.warnings()[0].startswith("insecure: true: plain TCP on loopback")

@@ -18,6 +18,19 @@ from ..remote import fleet
 from . import app
 from .common import aligned, ConfigOption, JsonOption, config, err, is_terminal, out, user_errors
 
+PLAIN_CLIENT = (
+    "clients: this cluster speaks mutual TLS only, loopback included. A client without its certificate "
+    "(Client('127.0.0.1:{port}') or 'tcp://...') is refused: Dask says 'Connection reset by peer' or "
+    "'Timed out trying to connect'. Fix: eval \"$(clusterctl env)\" before your script, or use `clusterctl run` "
+    "or SupervisedCluster, which connect by themselves."
+)
+
+
+def clients_note(cfg) -> str | None:
+    """What `doctor` says of clients: a plain-TCP one sees a reset or a timeout, and the fix."""
+    return PLAIN_CLIENT.format(port=cfg.scheduler.port or "PORT") if cfg.tls_enabled else None
+
+
 COLUMNS = ("host", "address", "ssh", "python", "dask", "distributed", "versions", "executables", "ports", "clock")
 
 
@@ -36,7 +49,8 @@ def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         out.print_json(json.dumps({"ok": all(r.ok for r in rows), "head": fleet.head_versions(),
                                    "head_versions": fleet.head_report(), "versions_mode": cfg.versions,
-                                   "warnings": cfg.warnings(), "hosts": [r.to_dict() for r in rows]}))
+                                   "warnings": cfg.warnings(), "clients": clients_note(cfg),
+                                   "hosts": [r.to_dict() for r in rows]}))
     else:
         cells = [[str(getattr(r, c)) for c in COLUMNS] + ["ok" if r.ok else "FAIL"] for r in rows]
         headers = [*COLUMNS, "ok"]
@@ -60,6 +74,8 @@ def doctor(file: ConfigOption = None, as_json: JsonOption = False) -> None:
                 out.print(f"\n{r.host}: versions differ from this machine's (versions: {cfg.versions})", markup=False)
                 for line in lines:
                     out.print(f"  {line}", markup=False)
+        if clients_note(cfg):
+            out.print(f"\n{clients_note(cfg)}", markup=False)
         for w in cfg.warnings():
             err.print(f"warning: {w}", markup=False)
     if not all(r.ok for r in rows):

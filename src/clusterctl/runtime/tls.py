@@ -210,11 +210,13 @@ def client_security(cfg: ClusterConfig):
 
 
 def client_env(cfg: ClusterConfig) -> dict[str, str]:
-    """Dask configuration, as environment variables, that makes a plain ``Client(address)`` use TLS."""
+    """Dask configuration, as environment variables, that makes a plain ``Client(address)`` use TLS:
+    an address without a scheme too (``Client("127.0.0.1:8786")``: Dask's default scheme)."""
     if not cfg.tls_enabled:
         return {}
     f = files(cfg)
     return {
+        "DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME": "tls",
         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(f.ca),
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(f.client_cert),
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(f.client_key),

@@ -60,7 +60,8 @@ class TlsConfig(Model):
     """Mutual TLS with a per-cluster CA (see tls.py)."""
 
     enabled: Literal["auto"] | Bool = Field(
-        "auto", description="auto: on whenever a process binds beyond loopback (unless `insecure: true`)"
+        "auto", description="auto (the default): on, loopback included, unless `insecure: true`; false: plain "
+        "TCP, on loopback only (any local user can then run code as you)"
     )
 
 
@@ -239,7 +240,7 @@ class ClusterConfig(Model):
     @cached_property
     def tls_enabled(self) -> bool:
         if self.tls.enabled == "auto":
-            return self.exposed and not self.insecure
+            return not self.insecure
         return bool(self.tls.enabled)
 
     @property
@@ -262,6 +263,10 @@ class ClusterConfig(Model):
                 f"insecure: true: plain TCP on {', '.join(wide)}; anyone who reaches these addresses can run "
                 "code on them. Remove `insecure: true` to use TLS."
             )
+        elif not self.tls_enabled:
+            why = "insecure: true" if self.tls.enabled == "auto" else "tls: {enabled: false}"
+            out.append(f"{why}: plain TCP on loopback; any local user can run code as you on this cluster. "
+                       "Remove it to use TLS (the default).")
         return out + checks.privileged_ports(self)
 
     # -- derived paths ---------------------------------------------------
