@@ -34,6 +34,7 @@ def missing_tool(reason: str) -> None:
 # place. A file alone marks all its tests; a test id marks that test (every parametrization).
 UNPRIVILEGED = (
     "tests/unit/test_config.py::test_unreadable_file",  # skips as root: chmod 000 binds only a user
+    "tests/unit/test_tls.py::test_an_unreadable_ca_key_fails_naming_it",  # the same
     "tests/integration/test_lifecycle.py::test_up_status_run_down",
     "tests/integration/test_lifecycle.py::test_down_after_supervisor_sigkill",
     "tests/integration/test_supervision.py::test_sigkilled_worker_comes_back_registered",

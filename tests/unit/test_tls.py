@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
 
 import pytest
@@ -94,3 +95,53 @@ def test_tls_is_on_by_default_and_the_opt_out_on_loopback_says_what_it_costs(tmp
     assert not wide.tls_enabled and "anyone who reaches these addresses" in wide.warnings()[0]
     loose = parse_config("insecure: true\n", source=tmp_path / "cluster.yaml")
     assert not loose.tls_enabled and loose.warnings()[0].startswith("insecure: true: plain TCP on loopback")
+
+
+@pytest.fixture()
+def made(tmp_path):
+    cfg = parse_config("name: lab\n", source=tmp_path / "cluster.yaml")
+    return cfg, tls.ensure(cfg)
+
+
+def one_line_error(cfg) -> str:
+    with pytest.raises(ClusterError) as info:
+        tls.ensure(cfg)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_a_corrupt_ca_file_fails_naming_it_and_is_never_replaced(made):
+    cfg, f = made
+    f.ca.write_text("not a certificate\n")
+    msg = one_line_error(cfg)
+    assert msg.startswith(f"{f.ca} is not a PEM certificate or key") and "move" in msg
+    assert f.ca.read_text() == "not a certificate\n", "left for the user to look at"
+
+
+def test_half_a_ca_fails_naming_the_missing_file(made):
+    cfg, f = made
+    key = f.ca_key.read_bytes()
+    f.ca_key.unlink()
+    assert one_line_error(cfg).startswith(f"{f.ca_key} is missing beside {f.ca}")
+    f.ca_key.write_bytes(key)
+    f.ca.unlink()
+    assert one_line_error(cfg).startswith(f"{f.ca} is missing beside {f.ca_key}")
+
+
+def test_a_missing_or_broken_leaf_is_issued_again_from_the_ca(made):
+    cfg, f = made
+    ca = f.ca.read_bytes()
+    f.node_cert.unlink()
+    f.client_key.write_text("garbage")
+    tls.ensure(cfg)
+    assert f.ca.read_bytes() == ca and f.node_cert.exists() and b"PRIVATE KEY" in f.client_key.read_bytes()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a 0000 file: the unprivileged run (.ci/run) covers it")
+def test_an_unreadable_ca_key_fails_naming_it(made):
+    cfg, f = made
+    f.ca_key.chmod(0)
+    try:
+        assert one_line_error(cfg) == f"cannot read {f.ca_key}: permission denied (the cluster's TLS files must be yours)"
+    finally:
+        f.ca_key.chmod(0o600)

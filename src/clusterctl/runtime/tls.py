@@ -84,9 +84,14 @@ def _ensure(cfg: ClusterConfig, now: dt.datetime) -> TlsFiles:
     f.root.mkdir(parents=True, exist_ok=True)
     os.chmod(f.root, 0o700)
     names = sorted(cfg.tls_names())
-    if f.ca.exists() and f.ca_key.exists():
-        ca_cert = x509.load_pem_x509_certificate(f.ca.read_bytes())
-        ca_key = serialization.load_pem_private_key(f.ca_key.read_bytes(), password=None)
+    have = [p for p in (f.ca, f.ca_key) if p.exists()]
+    if len(have) == 1:  # half a CA: never replaced silently, every client holds the old one
+        missing = f.ca_key if have[0] == f.ca else f.ca
+        raise ClusterError(f"{missing} is missing beside {have[0]}: the cluster's CA is incomplete; restore it, "
+                           f"or move {f.root} aside to make a new CA (clients then need `clusterctl env` again)")
+    if have:
+        ca_cert = _load(f.ca, x509.load_pem_x509_certificate)
+        ca_key = _load(f.ca_key, lambda data: serialization.load_pem_private_key(data, password=None))
         if ca_cert.not_valid_after_utc - RENEW_BEFORE < now:
             ca_cert = None
     else:
@@ -108,6 +113,19 @@ def _ensure(cfg: ClusterConfig, now: dt.datetime) -> TlsFiles:
         _write_key(key_path, key)
         _write_cert(cert_path, _issue(common, key, ca_key, ca_cert, sans, now))
     return f
+
+
+def _load(path: Path, parse):
+    """One of the CA's files, parsed; a ClusterError naming it when it cannot be read or is not PEM."""
+    try:
+        return parse(path.read_bytes())
+    except PermissionError as e:
+        raise ClusterError(f"cannot read {path}: permission denied (the cluster's TLS files must be yours)") from e
+    except OSError as e:
+        raise ClusterError(f"cannot read {path}: {e.strerror or e}") from e
+    except (ValueError, TypeError) as e:  # TypeError: a key that wants a password
+        raise ClusterError(f"{path} is not a PEM certificate or key; restore it, or move {path.parent} aside to "
+                           "make a new CA (clients then need `clusterctl env` again)") from e
 
 
 def _new_key():
