@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -85,18 +83,8 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"CI=true: the unprivileged run must run every test of its subset, this one skipped: {reason}"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range (32768+ on Linux), so a worker or
-    client binding port 0 while the cluster starts cannot take it first."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found in 20000-32000")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from _ports import free_port  # noqa: E402 - one picker for the tests and the scripts (below 32768)
 
 
 @dataclass
