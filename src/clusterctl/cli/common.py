@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from ..topology import ClusterConfig, load_config
 from ..errors import ClusterError
+from ..runtime.ledger import owner_of, user_name
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,7 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn ClusterError into one line on stderr and its exit code; never a traceback."""
+    """Turn ClusterError (and a stray PermissionError) into one line on stderr and its exit code;
+    never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,11 +47,31 @@ def user_errors(fn: F) -> F:
             for line in rest:  # log tails follow the one-line message
                 err.print(line, markup=False)
             raise typer.Exit(e.exit_code) from None
+        except PermissionError as e:  # a file another user (or root) owns, met where none was expected
+            err.print(f"[bold red]error:[/] {escape(denied(e))}", markup=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def denied(e: PermissionError) -> str:
+    """A PermissionError on one line: the path, and whose it is when it is not this user's.
+
+    >>> denied(PermissionError(13, "Permission denied", "/home/alice/.clusterctl/demo/ledger.json"))  # doctest: +SKIP
+    '/home/alice/.clusterctl/demo/ledger.json: permission denied (/home/alice/.clusterctl/demo belongs to alice, uid 1001)'
+    """
+    if not e.filename:
+        return f"permission denied: {e.strerror or e}"
+    path = os.fsdecode(e.filename)
+    found = owner_of(Path(path))
+    mine = os.geteuid() if hasattr(os, "geteuid") else None
+    whose = ""
+    if found and mine not in (None, found[1]):
+        whose = f" ({found[0]} belongs to {user_name(found[1])}, uid {found[1]})"
+    return f"{path}: {(e.strerror or 'permission denied').lower()}{whose}"
 
 
 def config(path: Path | None) -> ClusterConfig:

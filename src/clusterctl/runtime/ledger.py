@@ -9,6 +9,8 @@ LedgerUnreadable: what runs is then unknown, never "nothing". Identities from
 before the machine last booted are dropped as it is read: those processes are
 gone, and their pids may be anyone's now. The state directory is the user's
 alone (0700) and the ledger 0600: argv and addresses are nobody else's business.
+Another user's state directory raises NotYours, even where it can be read: their
+cluster is not this user's to stop or change.
 """
 
 from __future__ import annotations
@@ -39,6 +41,45 @@ class LedgerUnreadable(ClusterError):
         super().__init__(f"{path} cannot be read ({why}): what runs is unknown; "
                          "`clusterctl down` stops every process carrying this cluster's tag")
         self.path, self.why = path, why
+
+
+class NotYours(ClusterError):
+    """The state belongs to another user: their cluster is neither read nor changed by this one."""
+
+    def __init__(self, path: Path, uid: int):
+        super().__init__(f"{path} belongs to {user_name(uid)} (uid {uid}): another user's cluster "
+                         "cannot be changed by you")
+        self.path, self.uid = path, uid
+
+
+def user_name(uid: int) -> str:
+    """The login name of ``uid``, or ``uid N`` when the password database does not know it."""
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def owner_of(path: Path) -> tuple[Path, int] | None:
+    """The nearest of ``path`` and its parents that this user may look at, with its owner's uid."""
+    for p in (path, *path.parents):
+        try:
+            return p, p.stat().st_uid
+        except OSError:
+            continue  # absent, or inside a directory this user may not enter
+    return None
+
+
+def refuse_others(path: Path) -> None:
+    """Raise NotYours when ``path`` (or, where it cannot be seen, the nearest parent) is another user's.
+    root may act on anyone's cluster, as on anyone's files."""
+    if os.name != "posix" or os.geteuid() == 0:
+        return
+    found = owner_of(path)
+    if found and found[1] != os.geteuid():
+        raise NotYours(*found)
 
 
 def private_dir(path: Path) -> Path:
@@ -206,8 +247,16 @@ class Ledger:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except PermissionError:
+            # Not a corrupt ledger to set aside: someone else's cluster, or this user's own file
+            # made unreadable; either way nothing may be stopped or moved on its account.
+            refuse_others(self.root)
+            refuse_others(self.path)
+            raise ClusterError(f"{self.path} cannot be read: permission denied; it is yours, so "
+                               f"`chmod 600 {self.path}` makes it readable again") from None
         except (OSError, ValueError) as e:
             raise self._unreadable(getattr(e, "strerror", None) or str(e)) from None
+        refuse_others(self.root)  # readable (a directory widened by hand) is still not this user's to change
         try:
             data = json.loads(text)
         except ValueError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ..errors import ClusterError
 from ..plan.specs import connect_host, hostport
+from .ledger import user_name
 
 
 @dataclass(frozen=True)
@@ -161,21 +163,114 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def port_owner(port: int) -> str | None:
-    """'pid 123 (python)' for a local listener on port, when this user may see it."""
+LISTEN = "0A"  # the st column of a listening socket in /proc/net/tcp
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket as /proc/net/tcp (or tcp6) shows it to every user."""
+
+    host: str
+    port: int
+    uid: int
+
+
+def listeners(table: str) -> list[Listener]:
+    """The listening sockets in the text of /proc/net/tcp or /proc/net/tcp6 (header line first).
+
+    >>> listeners("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\\n"
+    ...           "   0: 0100007F:2262 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 4321")
+    [Listener(host='127.0.0.1', port=8802, uid=1001)]
+    """
+    found = []
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[3] != LISTEN:
+            continue
+        try:
+            address, port = fields[1].split(":")
+            found.append(Listener(_kernel_address(address), int(port, 16), int(fields[7])))
+        except ValueError:
+            continue  # a line this parser does not know: only a hint is lost
+    return found
+
+
+def _kernel_address(hexa: str) -> str:
+    """An address as /proc/net/tcp writes it: 32-bit words in the machine's byte order."""
+    raw = bytes.fromhex(hexa)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    family = {4: socket.AF_INET, 16: socket.AF_INET6}.get(len(raw))
+    if family is None:
+        raise ValueError(f"not an address: {hexa!r}")
+    return socket.inet_ntop(family, raw)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two bound addresses clash: the same one, or either is a wildcard."""
+    wild = ("", "0.0.0.0", "::")
+    return a == b or a in wild or b in wild or a.removeprefix("::ffff:") == b.removeprefix("::ffff:")
+
+
+def listening_uid(port: int, host: str = "", tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> int | None:
+    """The uid owning the socket listening on ``port`` (where it clashes with ``host``), from the
+    kernel's tables: every user may read them, while psutil sees other users' pids only as root."""
+    for path in tables:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue  # not Linux, or /proc hidden
+        for listener in listeners(text):
+            if listener.port == port and _overlaps(listener.host, host):
+                return listener.uid
+    return None
+
+
+@dataclass(frozen=True)
+class PortOwner:
+    """Who listens on a port, as far as this user may see: the uid (from /proc/net/tcp), the pid
+    and its name (psutil: only this user's processes, unless root)."""
+
+    uid: int | None = None
+    user: str | None = None
+    pid: int | None = None
+    process: str | None = None
+
+    @property
+    def mine(self) -> bool:
+        me = os.geteuid() if hasattr(os, "geteuid") else None
+        return self.uid is None or self.uid == me
+
+    def __str__(self) -> str:
+        """'pid 6642 (python3)' for this user's; 'alice (uid 1001)' for another's."""
+        proc = f"pid {self.pid} ({self.process or '?'})" if self.pid else ""
+        if self.mine:
+            return proc or "you"
+        return f"{self.user} (uid {self.uid}{', ' + proc if proc else ''})"
+
+
+def port_owner(port: int, host: str = "") -> PortOwner | None:
+    """Who listens on ``port`` locally; None when nothing here tells."""
+    uid = listening_uid(port, host)
+    pid, name = _listening_pid(port)
+    if uid is None and pid is None:
+        return None
+    return PortOwner(uid=uid, user=user_name(uid) if uid is not None else None, pid=pid, process=name)
+
+
+def _listening_pid(port: int) -> tuple[int | None, str | None]:
     try:
         import psutil
 
         for c in psutil.net_connections(kind="tcp"):
             if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
                 try:
-                    name = psutil.Process(c.pid).name()
+                    return c.pid, psutil.Process(c.pid).name()
                 except psutil.Error:
-                    name = "?"
-                return f"pid {c.pid} ({name})"
+                    return c.pid, None
     except Exception:  # noqa: BLE001 - only a hint for the message
-        return None
-    return None
+        pass
+    return None, None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -13,8 +13,10 @@ on Windows), one file per cluster keyed by the cluster's state path, 0600 in a
 
 An entry only points at a cluster; what it runs is read live from its ledger.
 prune() forgets the entries that point at nothing: the state directory or the
-ledger is gone, the cluster is stopped (or failed) with its supervisor gone, or
-its supervisor died and none of its processes on this machine is left.
+ledger is gone, the cluster is stopped (or failed) with its supervisor gone, its
+supervisor died and none of its processes on this machine is left, or its state
+directory is another user's now. Another user's clusters are never listed: their
+registry is under their own home.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .ledger import Ledger, LedgerUnreadable, atomic_write, private_dir
+from ..errors import ClusterError
+from .ledger import Ledger, NotYours, atomic_write, private_dir
 
 VERSION = 1
 # An entry written moments ago may precede its cluster's first ledger (``up --foreground``
@@ -110,7 +113,9 @@ def stale(entry: Entry, now: float | None = None) -> str | None:
         return "its state directory is gone"
     try:
         record = entry.ledger().read()
-    except LedgerUnreadable:
+    except NotYours as e:  # e.g. a directory handed to another user since: not this user's cluster
+        return f"{e.path} belongs to another user now"
+    except ClusterError:  # unreadable (LedgerUnreadable, or this user's own file made 000)
         return None  # what runs is unknown: listed, never dropped
     if record is None:
         young = (time.time() if now is None else now) - entry.registered < GRACE

@@ -218,22 +218,23 @@ class Heartbeat:
 
 
 def check_ports(cfg: ClusterConfig) -> None:
-    """Refuse a start whose scheduler ports are taken (before anything starts): one line, who has them."""
+    """Refuse a start whose scheduler ports are taken (before anything starts): one line, who has
+    them (another user's listener too, from /proc/net/tcp), and how to pick another."""
     s = cfg.scheduler
     if cfg.scheduler_remote:
         return  # its ports are on that host: fleet.prepare checks them there
-    for label, port in (("scheduler port", s.port), ("dashboard port", s.dashboard_port)):
+    where = cfg.source or "cluster.yaml"
+    for label, key in (("scheduler port", "port"), ("dashboard port", "dashboard_port")):
+        port = getattr(s, key)
         if not port:
             continue
         try:
             busy = port_in_use(s.host, port)
         except PortDenied as e:
-            raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in "
-                              f"{cfg.source or 'cluster.yaml'}") from e
+            raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in {where}") from e
         if busy:
-            owner = port_owner(port)
+            owner = port_owner(port, s.host)
             who = f" by {owner}" if owner else ""
-            raise StartFailed(
-                f"{label} {s.host}:{port} is already in use{who}; stop that process "
-                f"or choose another port in {cfg.source or 'cluster.yaml'}"
-            )
+            fix = "stop that process or choose" if owner is None or owner.mine else "it is not yours to stop: choose"
+            raise StartFailed(f"{label} {s.host}:{port} is already in use{who}; {fix} another port in {where} "
+                              f"(`{key}: 0` picks a free one)")
