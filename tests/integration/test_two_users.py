@@ -218,7 +218,7 @@ def test_the_intruder_cannot_stop_or_change_the_owners_cluster(users, command):
     res = intruder.cli(*command, "-f", str(owner.config))
     state = owner.home / ".clusterctl" / NAME
     assert one_line(res) == (f"error: {state} belongs to {owner.name} (uid {owner.uid}): another user's cluster "
-                             "cannot be changed by you")
+                             "is neither read nor changed by you")
     st = owner.cli("status", "--json", "-f", str(owner.config))
     assert st.returncode == 0, st.stderr
     assert json.loads(st.stdout)["state"] == "running"

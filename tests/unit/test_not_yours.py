@@ -55,7 +55,7 @@ def test_a_ledger_that_cannot_be_read_for_permission_names_its_owner(state, stra
         Ledger(state).read()
     assert not isinstance(e.value, LedgerUnreadable)  # never swept by tag, never set aside
     assert str(e.value) == (f"{state} belongs to {user_name(REAL)} (uid {REAL}): another user's cluster "
-                            "cannot be changed by you")
+                            "is neither read nor changed by you")
     assert e.value.exit_code == 1
 
 

@@ -48,7 +48,7 @@ class NotYours(ClusterError):
 
     def __init__(self, path: Path, uid: int):
         super().__init__(f"{path} belongs to {user_name(uid)} (uid {uid}): another user's cluster "
-                         "cannot be changed by you")
+                         "is neither read nor changed by you")
         self.path, self.uid = path, uid
 
 
