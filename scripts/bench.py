@@ -8,6 +8,7 @@ repeats measured in this one run, and comparisons are ratios.
     scripts/bench --compare BEFORE_TREE [--after TREE] [--repeat 3] [--pairs 3]   # writes artifacts/bench-compare.json
 
     scripts/bench --fleet 3x4 [--fleet-repeat 3]   # root only: workers on network-namespace hosts vs on the head
+    scripts/bench --only tls [--tls-rounds 8]       # the TLS default against `tls: {enabled: false}`, interleaved
 
 --compare times two clusterctl trees side by side, interleaved (before, after; then after,
 before; ...), each through its own venv: `<tree>/.venv/bin/python -m clusterctl up/down`, and
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import psutil
 
+import bench_tls
 from _ports import free_port  # below the ephemeral range: workers binding port 0 cannot take it first
 
 PY = sys.executable
@@ -160,7 +162,7 @@ class Topology:
     host = "127.0.0.1"  # where the scheduler and its dashboard listen
 
     def __init__(self, workers: int, nthreads: int | None = 1, nanny: bool | None = None, launch: str = "concurrent",
-                 python: str = PY, label: str = "clusterctl"):
+                 python: str = PY, label: str = "clusterctl", tls: bool | None = None):
         self.dir = tmpdir("topology-")
         self.workers, self.python, self.label = workers, python, label
         self.port = free_port()
@@ -176,7 +178,8 @@ class Topology:
             group += f"    nanny: {str(nanny).lower()}\n"
         (self.dir / "cluster.yaml").write_text(
             f"name: bench\nlaunch: {launch}\nscheduler: {{port: {self.port}, dashboard_port: {self.dash}}}\n"
-            f"workers:\n{group}timeouts: {{startup: {self.startup}, shutdown: 10}}\n"
+            + ("" if tls is None else f"tls: {{enabled: {str(tls).lower()}}}\n")  # None: the tree's default
+            + f"workers:\n{group}timeouts: {{startup: {self.startup}, shutdown: 10}}\n"
         )
 
     def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -197,6 +200,21 @@ class Topology:
     @property
     def address(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
+
+    def client_args(self) -> tuple[str, dict]:
+        """Where and how a client connects, as the user's own code does (single-tree mode): the address
+        from the ledger, the cluster's client certificate under TLS (clusterctl.client.connect)."""
+        from clusterctl.client.connect import client_address, client_kwargs
+        from clusterctl.topology import load_config
+
+        cfg = load_config(self.dir / "cluster.yaml")
+        return client_address(cfg), client_kwargs(cfg)
+
+    def client(self):
+        from distributed import Client
+
+        address, kwargs = self.client_args()
+        return Client(address, timeout=60, **kwargs)
 
     def workers_seen(self) -> dict:
         return SchedulerProbe("127.0.0.1", self.dash).workers_by_name(timeout=2) or {}
@@ -319,9 +337,7 @@ def job_figures(repeat: int, quick: bool) -> dict:
     res: dict = {}
     try:
         topo.cli("up")
-        from distributed import Client
-
-        with Client(topo.address) as client:
+        with topo.client() as client:  # TLS is the default (issue 22): the cluster's certificate
             idle = idle_worker_rss(topo)
             ours, unbatched, theirs, finer, serial = [], [], [], [], []
             # Efficiency is a ratio of two ~2-4 s runs on a shared machine, where one pair
@@ -413,6 +429,118 @@ def recover(topo: Topology, name: str, kill_scheduler: bool) -> float:
         if time.perf_counter() - t0 > 60:
             raise RuntimeError(f"{name} did not recover")
         time.sleep(0.02)
+
+
+# -- the TLS default against `tls: {enabled: false}` (issue 22; the table is bench_tls.py's) ------------
+
+
+CONNECTIONS = 20  # per cluster, for the mean cost of one connection (TLS: one handshake each)
+
+
+def tls_figures(rounds: int, jobs: int, recoveries: int, reups: int, quick: bool) -> dict:
+    """Both configurations, a fresh 3-worker cluster each per round, interleaved (bench_tls.order)."""
+    import distributed
+
+    spec = mc.MonteCarloSpec(tasks=1200) if not quick else mc.MonteCarloSpec(tasks=300, max_points=2_000_000)
+    samples: dict[str, dict[str, list[float]]] = {k: {m: [] for m in bench_tls.MEASURES} for k in bench_tls.KINDS}
+    for i in range(rounds):
+        for kind in bench_tls.order(i):
+            got = tls_round(kind == "tls", spec, jobs, recoveries, reups)
+            for m, xs in got.items():
+                samples[kind][m] += xs
+            print(f"tls #{i + 1}/{rounds} {kind}: " + ", ".join(f"{m} {'/'.join(f'{x:.3f}' for x in xs)}"
+                                                             for m, xs in got.items() if xs), file=sys.stderr)
+    return {"rounds": rounds, "jobs": jobs, "recoveries": recoveries, "reups": reups, "tasks": spec.tasks,
+            "connections": CONNECTIONS,
+            "distributed": distributed.__version__, "figures": bench_tls.figures(samples)}
+
+
+def tls_round(tls: bool, spec, jobs: int, recoveries: int, reups: int) -> dict[str, list[float]]:
+    """One cluster, TLS on (the tree's default) or off: `up` to every worker registered (its first: the
+    CA and certificates are made), a Client's connect, the mean of CONNECTIONS bare connections,
+    ``jobs`` runs of the job (with the CPU the scheduler and the workers spent on each), ``recoveries``
+    scheduler SIGKILLs (recover(), as the supervision part), `down`; then ``reups`` more `up`/`down`."""
+    topo = Topology(3, nthreads=1, tls=None if tls else False, label="TLS default" if tls else "tls: {enabled: false}")
+    out: dict[str, list[float]] = {m: [] for m in bench_tls.MEASURES}
+    try:
+        t0 = time.perf_counter()
+        topo.cli("up")
+        out["up"].append(time.perf_counter() - t0)
+        if (seen := topo.workers_registered(3)) != 3:
+            raise RuntimeError(f"{topo.label}: `up` returned with {seen} of 3 workers registered")
+        scheme = topo.ledger()["scheduler"]["address"].split("://")[0]
+        if scheme != ("tls" if tls else "tcp"):
+            raise RuntimeError(f"{topo.label}: the scheduler listens on {scheme}://")
+        out["connection"].append(connection_s(*topo.client_args()))
+        t0 = time.perf_counter()
+        with topo.client() as client:
+            out["connect"].append(time.perf_counter() - t0)
+            for _ in range(jobs):
+                cpu0 = cluster_cpu(topo)
+                t0 = time.perf_counter()
+                mc.run(client, spec)
+                out["job"].append(time.perf_counter() - t0)
+                cpu1 = cluster_cpu(topo)
+                out["scheduler_cpu"].append(cpu1["scheduler"] - cpu0["scheduler"])
+                out["workers_cpu"].append(cpu1["workers"] - cpu0["workers"])
+        for k in range(recoveries):
+            if k:
+                wait_for_a_good_run(topo)
+            out["recovery"].append(recover(topo, "scheduler", kill_scheduler=True))
+        topo.cli("down")
+        for _ in range(reups):
+            t0 = time.perf_counter()
+            topo.cli("up")
+            out["up_again"].append(time.perf_counter() - t0)
+            if (seen := topo.workers_registered(3)) != 3:
+                raise RuntimeError(f"{topo.label}: `up` again returned with {seen} of 3 workers registered")
+            topo.cli("down")
+    finally:
+        topo.close()
+    return out
+
+
+GOOD_RUN = 5.0  # s: the restart policy's default min_uptime
+
+
+def wait_for_a_good_run(topo: Topology) -> None:
+    """Until the scheduler and every worker have run GOOD_RUN seconds: a process that exits sooner is
+    restarted after a jittered backoff (0.25-0.5 s, supervisor/restart.py), the policy's figure, not the
+    transport's (the workers restart with the scheduler)."""
+    youngest = max(psutil.Process(p["pid"]).create_time() for p in topo.ledger()["processes"])
+    time.sleep(max(0.0, GOOD_RUN + 0.5 - (time.time() - youngest)))
+
+
+def connection_s(address: str, kwargs: dict) -> float:
+    """Mean seconds to open a connection to the scheduler, Dask's handshake on it included (under TLS the
+    TLS handshake too), and close it: what every new connection of a client, worker or scheduler pays."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    args = kwargs["security"].get_connection_args("client") if "security" in kwargs else {}
+
+    async def connections() -> float:
+        t0 = time.perf_counter()
+        for i in range(CONNECTIONS + 1):
+            if i == 1:  # the first one is untimed: it warms the event loop and OpenSSL up
+                t0 = time.perf_counter()
+            comm = await connect(address, **args)
+            await comm.close()
+        return (time.perf_counter() - t0) / CONNECTIONS
+
+    return asyncio.run(connections())
+
+
+def cluster_cpu(topo: Topology) -> dict[str, float]:
+    """CPU seconds (user + system) the scheduler and the workers (with any children) have used so far."""
+    cpu = {"scheduler": 0.0, "workers": 0.0}
+    for p in topo.ledger()["processes"]:
+        proc = psutil.Process(p["pid"])
+        for q in [proc, *proc.children(recursive=True)]:
+            t = q.cpu_times()
+            cpu["scheduler" if p["role"] == "scheduler" else "workers"] += t.user + t.system
+    return cpu
 
 
 # -- a fleet: workers on network-namespace hosts over ssh, against the same count on the head ---------
@@ -758,8 +886,14 @@ def main() -> None:
                     help="time `up`/`down` of workers on network-namespace hosts (root only) against as many on the "
                          "head, e.g. 3x4 or 6x4; alone, runs only that part (with --only fleet: 3x4)")
     ap.add_argument("--fleet-repeat", type=int, default=3, help="interleaved repetitions for --fleet")
-    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision,fleet "
-                                                 "(with --compare: startup,job; default all but fleet)")
+    ap.add_argument("--tls-rounds", type=int, default=8, help="interleaved rounds for --only tls (a fresh cluster per "
+                                                            "configuration and round: ~35 s a round on 2 cores)")
+    ap.add_argument("--tls-jobs", type=int, default=2, help="job runs per cluster for --only tls")
+    ap.add_argument("--tls-recoveries", type=int, default=2, help="scheduler kills per cluster for --only tls")
+    ap.add_argument("--tls-reups", type=int, default=2, help="more `up`/`down` per cluster for --only tls (certificates "
+                                                           "already made)")
+    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision,fleet,tls "
+                                                 "(with --compare: startup,job; default all but fleet and tls)")
     ap.add_argument("--compare", metavar="BEFORE_TREE", help="time this other clusterctl checkout (with its .venv) "
                                                               "side by side with --after")
     ap.add_argument("--after", metavar="TREE", default=str(ROOT), help="with --compare: the tree after the change "
@@ -770,8 +904,10 @@ def main() -> None:
     args = ap.parse_args()
     default_parts = "startup,job" if args.compare else "fleet" if args.fleet else "startup,job,kernel,supervision"
     parts = set((args.only or default_parts).split(","))
-    if args.compare and "fleet" in parts:
-        ap.error("the fleet row is not timed with --compare")
+    if args.compare and parts & {"fleet", "tls"}:
+        ap.error("the fleet and tls parts are not timed with --compare")
+    if min(args.tls_rounds, args.tls_jobs, args.tls_recoveries) < 1 or args.tls_reups < 0:
+        ap.error("--tls-rounds, --tls-jobs and --tls-recoveries must be at least 1, --tls-reups at least 0")
     if args.fleet_repeat < 1:
         ap.error("--fleet-repeat must be at least 1")
     counts, big = ints(args.counts), ints(args.big_counts)
@@ -848,6 +984,9 @@ def single_tree(args: argparse.Namespace, parts: set[str], counts: list[int], bi
         results["supervision"] = supervision_figures(args.repeat)
         print(f"supervision: {results['supervision']}", file=sys.stderr)
 
+    if "tls" in parts:
+        results["tls"] = tls_figures(args.tls_rounds, args.tls_jobs, args.tls_recoveries, args.tls_reups, args.quick)
+
     if "fleet" in parts:
         hosts, per = args.fleet or (3, 4)
         results["fleet"] = fleet_figures(hosts, per, args.fleet_repeat)
@@ -901,6 +1040,8 @@ def markdown(r: dict) -> str:
                   f"| scheduler SIGKILL to scheduler + 3 workers registered | {s['scheduler_recovery_s']:.2f} s |",
                   f"| idle supervisor CPU | {s['supervisor_idle_cpu_pct']:.2f}% of a core |",
                   f"| idle supervisor RSS | {s['supervisor_rss_mb']:.0f} MB |", ""]
+    if "tls" in r:
+        lines += bench_tls.markdown(r["tls"])
     if "fleet" in r:
         lines += fleet_markdown(r["fleet"])
     return "\n".join(lines)
