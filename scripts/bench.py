@@ -727,17 +727,21 @@ class Tree:
         return f"{self.label}: `{self.path}` at {self.commit}{dirty}"
 
 
-# Runs under a tree's own venv python with the cluster's address: that tree's job code, client side.
+# Runs under a tree's own venv python with the cluster's address: that tree's job code, client side,
+# connecting as that tree tells a user to (its client certificate when its cluster speaks TLS).
 JOB_HELPER = r"""
 import json, sys, time
 from distributed import Client
+from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.jobs import montecarlo as mc
-address = sys.argv[1]
+from clusterctl.topology import load_config
+cfg = load_config(sys.argv[7])
+address, kwargs = client_address(cfg), client_kwargs(cfg)  # the ledger's (tls:// under TLS), not argv[1]
 pairs, tasks, min_points, max_points, seed = map(int, sys.argv[2:7])
 spec = mc.MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
 warm = mc.MonteCarloSpec(tasks=max(1, tasks // 10), min_points=min_points, max_points=max(min_points, max_points // 10), seed=seed + 1)
 serial, job = [], []
-with Client(address, timeout=60) as client:
+with Client(address, timeout=60, **kwargs) as client:
     mc.run_serial(warm)  # untimed: imports, buffers, and the job's module unpickled on every worker
     mc.run(client, warm)
     for _ in range(pairs):  # interleaved: the serial baseline sees the same drift as the cluster
@@ -763,7 +767,7 @@ def compare_job_round(tree: Tree, pairs: int, spec: dict) -> dict:
         if seen != 3:
             raise RuntimeError(f"{tree.label}: `up` returned with {seen} of 3 workers registered")
         argv = [tree.python, "-c", JOB_HELPER, topo.address, str(pairs),
-                *(str(spec[k]) for k in ("tasks", "min_points", "max_points", "seed"))]
+                *(str(spec[k]) for k in ("tasks", "min_points", "max_points", "seed")), str(topo.dir / "cluster.yaml")]
         return popen_json(argv, topo.dir, timeout=120 + 120 * pairs, what=f"{tree.label}: the job")
     finally:
         topo.close()
