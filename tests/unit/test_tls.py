@@ -145,3 +145,31 @@ def test_an_unreadable_ca_key_fails_naming_it(made):
         assert one_line_error(cfg) == f"cannot read {f.ca_key}: permission denied (the cluster's TLS files must be yours)"
     finally:
         f.ca_key.chmod(0o600)
+
+
+def test_a_cluster_running_plain_tcp_from_before_the_default_gets_no_tls_variables(tmp_path):
+    """Started before TLS became the default: its scheduler speaks tcp:// until its next `up`, and a client
+    given TLS settings would be refused by it. Stopped, the topology decides again."""
+    from clusterctl.runtime.ledger import Ledger, LedgerRecord, SchedulerRecord
+
+    cfg = parse_config("name: lab\n", source=tmp_path / "cluster.yaml")
+    tls.ensure(cfg)
+    ledger = Ledger(cfg.state_path)
+    ledger.write(LedgerRecord(state="running", scheduler=SchedulerRecord(address="tcp://127.0.0.1:8786")))
+    assert tls.client_env(cfg) == {} and tls.client_security(cfg) is None
+    ledger.write(LedgerRecord(state="running", scheduler=SchedulerRecord(address="tls://127.0.0.1:8786")))
+    assert tls.client_env(cfg)["DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME"] == "tls"
+    ledger.write(LedgerRecord(state="stopped", scheduler=SchedulerRecord(address="tcp://127.0.0.1:8786")))
+    assert tls.client_security(cfg) is not None
+
+
+def test_a_leaf_from_another_ca_of_the_same_name_is_issued_again_and_a_mixed_up_ca_is_refused(tmp_path):
+    cfg = parse_config("name: lab\n", source=tmp_path / "a" / "cluster.yaml")
+    twin = parse_config("name: lab\n", source=tmp_path / "b" / "cluster.yaml")  # same CA name, other keys
+    f, g = tls.ensure(cfg), tls.ensure(twin)
+    f.node_cert.write_bytes(g.node_cert.read_bytes())
+    f.node_key.write_bytes(g.node_key.read_bytes())
+    tls.ensure(cfg)
+    assert f.node_cert.read_bytes() != g.node_cert.read_bytes(), "signed by the other CA: issued again"
+    f.ca_key.write_bytes(g.ca_key.read_bytes())
+    assert one_line_error(cfg).startswith(f"{f.ca_key} is not the key of {f.ca}")

@@ -81,6 +81,9 @@ def env(
     if not cfg.tls_enabled:
         # Last, so that in an unquoted eval the comment swallows nothing but itself.
         typer.echo(f"# plain TCP: {cfg.source or 'the topology'} configures no TLS, so no {TLS_PREFIX}* variables")
+    elif not tls.speaks_tls(cfg):
+        typer.echo("# plain TCP: this cluster was started before TLS became the default; "
+                   "`clusterctl down` and `up` once to turn it on")
 
 
 @app.command()

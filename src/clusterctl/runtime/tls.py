@@ -92,6 +92,9 @@ def _ensure(cfg: ClusterConfig, now: dt.datetime) -> TlsFiles:
     if have:
         ca_cert = _load(f.ca, x509.load_pem_x509_certificate)
         ca_key = _load(f.ca_key, lambda data: serialization.load_pem_private_key(data, password=None))
+        if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():
+            raise ClusterError(f"{f.ca_key} is not the key of {f.ca}: the cluster's CA is mixed up; restore the pair, "
+                               f"or move {f.root} aside to make a new CA (clients then need `clusterctl env` again)")
         if ca_cert.not_valid_after_utc - RENEW_BEFORE < now:
             ca_cert = None
     else:
@@ -178,14 +181,16 @@ def _san(name: str):
 
 def _leaf_ok(cert_path: Path, key_path: Path, ca_cert, sans: list[str], now: dt.datetime) -> bool:
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
 
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (OSError, ValueError):
+        cert.verify_directly_issued_by(ca_cert)  # signed by this CA, not another of the same name
+    except (OSError, ValueError, TypeError, InvalidSignature):  # TypeError: a key that wants a password
         return False
-    if cert.issuer != ca_cert.subject or cert.not_valid_after_utc - RENEW_BEFORE < now:
+    if cert.not_valid_after_utc - RENEW_BEFORE < now:
         return False
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
         return False
@@ -210,12 +215,26 @@ def _write_cert(path: Path, cert) -> None:
     atomic_write(path, cert.public_bytes(serialization.Encoding.PEM).decode(), mode=0o644)
 
 
+def speaks_tls(cfg: ClusterConfig) -> bool:
+    """Whether a client of this cluster needs TLS. A running cluster's own scheduler address says (one
+    started before TLS became the default keeps plain TCP until its next `up`); else the topology."""
+    from .ledger import Ledger
+    from .states import SERVING
+
+    try:
+        record = Ledger(cfg.state_path).read()
+    except ClusterError:
+        record = None
+    address = record.scheduler.address if record is not None and record.state in SERVING else None
+    return address.startswith("tls://") if address else cfg.tls_enabled
+
+
 def client_security(cfg: ClusterConfig):
     """A ``distributed.Security`` for a Client of this cluster, or None when it runs plain TCP.
 
     >>> Client(client.client_address(cfg), security=client_security(cfg))   # doctest: +SKIP
     """
-    if not cfg.tls_enabled:
+    if not speaks_tls(cfg):
         return None
     f = files(cfg)
     if not (f.ca.exists() and f.client_cert.exists() and f.client_key.exists()):
@@ -230,7 +249,7 @@ def client_security(cfg: ClusterConfig):
 def client_env(cfg: ClusterConfig) -> dict[str, str]:
     """Dask configuration, as environment variables, that makes a plain ``Client(address)`` use TLS:
     an address without a scheme too (``Client("127.0.0.1:8786")``: Dask's default scheme)."""
-    if not cfg.tls_enabled:
+    if not speaks_tls(cfg):
         return {}
     f = files(cfg)
     return {
