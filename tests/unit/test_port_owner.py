@@ -101,7 +101,7 @@ def cfg():
 
 def taken(monkeypatch, owner, port=8786):
     monkeypatch.setattr(effects, "port_in_use", lambda host, p: p == port)
-    monkeypatch.setattr(effects, "port_owner", lambda p, host="": owner)
+    monkeypatch.setattr(probes, "port_owner", lambda p, host="": owner)  # what busy_port asks
 
 
 def test_another_users_port_is_named_with_the_way_out(monkeypatch):

@@ -258,6 +258,15 @@ def port_owner(port: int, host: str = "") -> PortOwner | None:
     return PortOwner(uid=uid, user=user_name(uid) if uid is not None else None, pid=pid, process=name)
 
 
+def busy_port(label: str, host: str, port: int, key: str, where: str) -> str:
+    """The one line `up` and `apply` say of a taken port: who holds it (another user's listener too,
+    from /proc/net/tcp) and how to pick another (``key: 0``)."""
+    owner = port_owner(port, host)
+    who = f" by {owner}" if owner else ""
+    fix = "stop that process or choose" if owner is None or owner.mine else "it is not yours to stop: choose"
+    return f"{label} {host}:{port} is already in use{who}; {fix} another port in {where} (`{key}: 0` picks a free one)"
+
+
 def _listening_pid(port: int) -> tuple[int | None, str | None]:
     try:
         import psutil

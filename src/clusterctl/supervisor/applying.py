@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ClusterError
 from ..plan.specs import SCHEDULER, scheduler_address, scheduler_spec, worker_spec
 from ..runtime import tls
-from ..runtime.probes import PortDenied, port_in_use, port_owner
+from ..runtime.probes import PortDenied, busy_port, port_in_use
 from ..topology import ClusterConfig, load_config
 from .adaptive import GroupAdapt
 from .apply import ChangeAction, Plan, plan
@@ -152,9 +152,8 @@ def check_ports(old: ClusterConfig, new: ClusterConfig) -> None:
         except PortDenied as e:
             raise ClusterError(f"{label} {b.host}:{port}: {e}; nothing was changed") from e
         if busy:
-            owner = port_owner(port, b.host)
-            raise ClusterError(f"{label} {b.host}:{port} is already in use{f' by {owner}' if owner else ''}; choose "
-                               f"another port in {new.source or 'cluster.yaml'} (nothing was changed)")
+            where = new.source or "cluster.yaml"
+            raise ClusterError(f"{busy_port(label, b.host, port, key, where)}; nothing was changed")
 
 
 def respec(sup: Supervisor, new: ClusterConfig) -> None:

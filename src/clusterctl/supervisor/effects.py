@@ -20,7 +20,7 @@ from ..runtime.launch import Launched
 from ..topology import ClusterConfig
 from ..runtime.events import EventLog
 from ..runtime.logs import first_cause, rotate_if_large, tail
-from ..runtime.probes import HealthWatch, PortDenied, SchedulerInfo, SchedulerProbe, port_in_use, port_owner
+from ..runtime.probes import HealthWatch, PortDenied, SchedulerInfo, SchedulerProbe, busy_port, port_in_use
 from ..runtime.process import ProcessId, StopResult
 from .child import Handle
 
@@ -233,8 +233,4 @@ def check_ports(cfg: ClusterConfig) -> None:
         except PortDenied as e:
             raise StartFailed(f"{label} {s.host}:{port}: {e}; choose a port from 1024 up in {where}") from e
         if busy:
-            owner = port_owner(port, s.host)
-            who = f" by {owner}" if owner else ""
-            fix = "stop that process or choose" if owner is None or owner.mine else "it is not yours to stop: choose"
-            raise StartFailed(f"{label} {s.host}:{port} is already in use{who}; {fix} another port in {where} "
-                              f"(`{key}: 0` picks a free one)")
+            raise StartFailed(busy_port(label, s.host, port, key, where))
