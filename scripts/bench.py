@@ -197,10 +197,6 @@ class Topology:
     def ledger(self) -> dict:
         return json.loads((self.dir / ".clusterctl" / "bench" / "ledger.json").read_text())
 
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
     def client_args(self) -> tuple[str, dict]:
         """Where and how a client connects, as the user's own code does (single-tree mode): the address
         from the ledger, the cluster's client certificate under TLS (clusterctl.client.connect)."""
@@ -735,9 +731,9 @@ from distributed import Client
 from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.jobs import montecarlo as mc
 from clusterctl.topology import load_config
-cfg = load_config(sys.argv[7])
-address, kwargs = client_address(cfg), client_kwargs(cfg)  # the ledger's (tls:// under TLS), not argv[1]
-pairs, tasks, min_points, max_points, seed = map(int, sys.argv[2:7])
+pairs, tasks, min_points, max_points, seed = map(int, sys.argv[1:6])
+cfg = load_config(sys.argv[6])
+address, kwargs = client_address(cfg), client_kwargs(cfg)  # the ledger's (tls:// under TLS)
 spec = mc.MonteCarloSpec(tasks=tasks, min_points=min_points, max_points=max_points, seed=seed)
 warm = mc.MonteCarloSpec(tasks=max(1, tasks // 10), min_points=min_points, max_points=max(min_points, max_points // 10), seed=seed + 1)
 serial, job = [], []
@@ -766,7 +762,7 @@ def compare_job_round(tree: Tree, pairs: int, spec: dict) -> dict:
         seen = topo.workers_registered(3)
         if seen != 3:
             raise RuntimeError(f"{tree.label}: `up` returned with {seen} of 3 workers registered")
-        argv = [tree.python, "-c", JOB_HELPER, topo.address, str(pairs),
+        argv = [tree.python, "-c", JOB_HELPER, str(pairs),
                 *(str(spec[k]) for k in ("tasks", "min_points", "max_points", "seed")), str(topo.dir / "cluster.yaml")]
         return popen_json(argv, topo.dir, timeout=120 + 120 * pairs, what=f"{tree.label}: the job")
     finally:

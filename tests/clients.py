@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterctl.client.connect import client_kwargs
+from clusterctl.client.connect import client_address, client_kwargs
 from clusterctl.topology import load_config
 
 
 def client_of(cluster: Any, address: str | None = None, **kwargs: Any):
-    """A Client of ``cluster`` (tests/conftest.Cluster) at its scheduler, or at ``address``."""
+    """A Client of ``cluster`` (tests/conftest.Cluster) at the address its ledger names, or at ``address``."""
     from distributed import Client
 
     cfg = load_config(cluster.config)
-    scheme = "tls" if cfg.tls_enabled else "tcp"
-    return Client(address or f"{scheme}://127.0.0.1:{cluster.port}", **client_kwargs(cfg), **kwargs)
+    return Client(address or client_address(cfg), **client_kwargs(cfg), **kwargs)
