@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -32,7 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import free_port, missing_tool
+from conftest import free_port, kill_all, missing_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(sys.platform != "linux", reason="Unix users, /proc")]
 
@@ -119,15 +118,20 @@ def add_user(base: Path, role: str) -> User:
 def remove_user(user: User) -> None:
     """Every process of the user killed by pid (a user's processes are a tree of theirs only), then
     the account and its group."""
-    procs = user.processes()
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+    kill_all(user.processes())
     subprocess.run(["userdel", user.name], capture_output=True, timeout=60)
     subprocess.run(["groupdel", user.name], capture_output=True, timeout=60)  # when userdel left it
+
+
+def describe(user: User) -> list[str]:
+    """The user's processes, one line each (those gone meanwhile left out)."""
+    lines = []
+    for p in user.processes():
+        try:
+            lines.append(f"{user.name} {p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            pass
+    return lines
 
 
 def bridge_bin(base: Path, user: User) -> Path:
@@ -170,6 +174,7 @@ def users():
     base = Path(tempfile.mkdtemp(prefix="clusterctl-two-users-", dir="/tmp"))
     base.chmod(0o711)
     made: list[User] = []
+    failure: BaseException | None = None
     try:
         owner = add_user(base, "own")
         made.append(owner)
@@ -180,6 +185,9 @@ def users():
         up = owner.cli("up", "-f", str(owner.config))
         assert up.returncode == 0, f"the owner's up failed:\n{up.stdout}\n{up.stderr}"
         yield owner, intruder
+    except BaseException as e:  # the set-up's failure (or the fixture closed): never masked below
+        failure = e
+        raise
     finally:
         left: list[str] = []
         if made:
@@ -188,10 +196,14 @@ def users():
             except subprocess.TimeoutExpired:
                 pass
         for user in made:
-            left += [f"{user.name} {p.pid} {' '.join(p.cmdline())[:120]}" for p in user.processes()]
+            left += describe(user)
             remove_user(user)
         shutil.rmtree(base, ignore_errors=True)
-        assert not left, "processes left behind after the owner's down:\n" + "\n".join(left)
+        if left:
+            report = "processes left behind after the owner's down (killed since):\n" + "\n".join(left)
+            if failure is None:
+                pytest.fail(report, pytrace=False)
+            failure.add_note(report)  # reported with the set-up's own failure, which propagates
 
 
 def ledger(owner: User) -> dict:
@@ -242,27 +254,77 @@ def test_each_user_lists_only_their_own_clusters(users):
 
 
 ATTEMPTS = r'''
-"""One way a local user might run code on the cluster, named by argv[1]: prints "refused: ..." or
-"ran as uid N". One attempt per process: a Client whose start failed may spoil the next one's."""
-import asyncio, os, ssl, sys
+"""One way a local user might run code on the cluster, named by argv[1]. Prints one line: "ran as
+uid N" or "got in: ..." when it got in; "refused: ..." when the server refused it (the connection
+closed or reset during or right after connect, or the connect timed out against a listening server);
+"broken: ..." for anything else (a TypeError, KeyError, ImportError...: the attempt itself is wrong,
+which proves nothing), its traceback on stderr. One attempt per process: a Client whose start failed
+may spoil the next one's."""
+import asyncio, os, ssl, sys, traceback
 from distributed import Client
 from distributed.comm import connect
+from distributed.comm.core import CommClosedError
 from distributed.security import Security
+
+try:
+    from tornado.iostream import StreamClosedError
+except ImportError:
+    StreamClosedError = CommClosedError
 
 attempt, scheduler, worker, config = sys.argv[1:5]
 
+# The server hung up on us: during the TLS handshake, or on the first message after it.
+CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError, ssl.SSLError, CommClosedError,
+          StreamClosedError)
 
-def no_cert():
-    """A TLS client that presents no certificate and believes any server: only the server can refuse."""
+
+def chain(e):
+    """e, what it was raised from or during, and a StreamClosedError's real error, recursively."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__ or getattr(e, "real_error", None)
+    return seen
+
+
+def refusal(e):
+    """How ``e`` is the server's refusal, or None when it is anything else (nothing listening there
+    is no refusal: the attempt went to the wrong place)."""
+    if any(isinstance(x, ConnectionRefusedError) for x in chain(e)):
+        return None
+    if isinstance(e, CLOSED):
+        return "closed"
+    if type(e) is OSError and str(e).startswith("Timed out trying to connect"):
+        cause = e.__cause__
+        # every try reset, closed or unanswered; a ConnectionRefusedError means nothing listens there
+        if cause is None or isinstance(cause, CLOSED) or isinstance(cause, (asyncio.TimeoutError, TimeoutError)):
+            return "connect timed out"
+    return None
+
+
+def tls_context(cert=None, key=None):
+    """A TLS client context that believes any server and presents ``cert`` (none when None): only
+    the server can refuse. The owner's control run presents the cluster's client certificate
+    through the very same context and Security subclass that present none for the intruder."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(cert, key)
     return ctx
 
 
-class NoCert(Security):
+class Presenting(Security):
+    """Security whose connections use tls_context(cert, key)."""
+
+    def __init__(self, cert=None, key=None):
+        super().__init__(require_encryption=True)
+        self.cert, self.key = cert, key
+
     def get_connection_args(self, role):
-        return {"ssl_context": no_cert(), "require_encryption": True, "extra_conn_args": {}}
+        args = super().get_connection_args(role)  # whatever this distributed expects, ...
+        args["ssl_context"] = tls_context(self.cert, self.key)  # ... with our context
+        return args
 
 
 def through_scheduler(address, **kwargs):
@@ -296,31 +358,47 @@ def owners():
     return client_kwargs(load_config(config))
 
 
+def owners_cert():
+    security = owners()["security"]
+    return security.tls_client_cert, security.tls_client_key
+
+
 ATTEMPTS = {
+    # The owner's controls: the cluster's Security as the owner's scripts use it, then the owner's
+    # certificate through the helpers the intruder's attempts use.
     "owner's client": lambda: through_scheduler(scheduler, **owners()),
     "owner's worker": lambda: straight_to_worker(worker, **owners()["security"].get_connection_args("client")),
+    "owner's client, helpers": lambda: through_scheduler(scheduler, security=Presenting(*owners_cert())),
+    "owner's worker, helpers": lambda: straight_to_worker(worker, ssl_context=tls_context(*owners_cert())),
+    # The intruder's. ("scheduler, tls without security" is not one: distributed's Client refuses a
+    # tls:// address without security before it connects, which proves nothing about the cluster.)
     "scheduler, plain tcp": lambda: through_scheduler(tcp(scheduler)),
-    "scheduler, tls without security": lambda: through_scheduler(scheduler),  # distributed will not even try
-    "scheduler, tls without certificate": lambda: through_scheduler(scheduler, security=NoCert()),
+    "scheduler, tls without certificate": lambda: through_scheduler(scheduler, security=Presenting()),
     "worker, plain tcp": lambda: straight_to_worker(tcp(worker)),
-    "worker, tls without certificate": lambda: straight_to_worker(worker, ssl_context=no_cert()),
+    "worker, tls without certificate": lambda: straight_to_worker(worker, ssl_context=tls_context()),
 }
 try:
     print(ATTEMPTS[attempt]())
 except Exception as e:
-    print(f"refused: {type(e).__name__}: {str(e)[:200]}")
+    why = refusal(e)
+    said = f"{type(e).__name__}: {str(e)[:200]}"
+    if e.__cause__ is not None:
+        said += f" (from {type(e.__cause__).__name__}: {str(e.__cause__)[:200]})"
+    if why:
+        print(f"refused: {why}: {said}")
+    else:
+        traceback.print_exc()
+        print(f"broken: {said}")
 '''
-INTRUSIONS = ["scheduler, plain tcp", "scheduler, tls without security", "scheduler, tls without certificate",
-              "worker, plain tcp", "worker, tls without certificate"]
+INTRUSIONS = ["scheduler, plain tcp", "scheduler, tls without certificate", "worker, plain tcp",
+              "worker, tls without certificate"]
 
 
-def attempt(user: User, script: Path, how: str, scheduler: str, worker: str, config: str = "") -> str:
-    try:
-        res = user.run(user.python, str(script), how, scheduler, worker, config, timeout=60)
-    except subprocess.TimeoutExpired:
-        return "refused: no answer within 60 s"
-    assert res.returncode == 0 and res.stdout.strip(), res.stderr
-    return res.stdout.strip().splitlines()[-1]
+def attempt(user: User, script: Path, how: str, scheduler: str, worker: str, config: str = "") -> tuple[str, str]:
+    """What the attempt printed last (see ATTEMPTS), with its stderr (a traceback when broken)."""
+    res = user.run(user.python, str(script), how, scheduler, worker, config, timeout=60)  # hung: TimeoutExpired
+    assert res.returncode == 0 and res.stdout.strip(), f"{how}: exited {res.returncode}\n{res.stderr}"
+    return res.stdout.strip().splitlines()[-1], res.stderr
 
 
 @pytest.mark.timeout(600)
@@ -334,13 +412,22 @@ def test_the_intruder_cannot_run_code(users):
     script.write_text(ATTEMPTS)
     script.chmod(0o644)
 
-    # The owner, as a control: the same script with the cluster's credentials gets in, so that the
-    # refusals below are the cluster's doing, not the script's.
-    assert attempt(owner, script, "owner's client", scheduler, worker, str(owner.config)) == f"ran as uid {owner.uid}"
-    assert attempt(owner, script, "owner's worker", scheduler, worker, str(owner.config)).startswith("got in: ")
+    # The owner, as a control: the same script with the cluster's credentials gets in, also through
+    # the helpers the intruder's attempts use, so that the refusals below are the cluster's doing, not
+    # the script's (a helper broken on another distributed version fails here, not "refused" below).
+    config = str(owner.config)
+    for how in ("owner's client", "owner's client, helpers"):
+        said, err = attempt(owner, script, how, scheduler, worker, config)
+        assert said == f"ran as uid {owner.uid}", f"{how}: {said}\n{err}"
+    for how in ("owner's worker", "owner's worker, helpers"):
+        said, err = attempt(owner, script, how, scheduler, worker, config)
+        assert said.startswith("got in: "), f"{how}: {said}\n{err}"
 
     got = {how: attempt(intruder, script, how, scheduler, worker) for how in INTRUSIONS}
-    opened = {how: said for how, said in got.items() if not said.startswith("refused: ")}
+    broken = {how: f"{said}\n{err}" for how, (said, err) in got.items() if said.startswith("broken: ")}
+    assert not broken, "attempts that failed on their own, not refused by the cluster:\n" + "\n".join(
+        f"{how}: {said}" for how, said in broken.items())
+    opened = {how: said for how, (said, _) in got.items() if not said.startswith("refused: ")}
     assert not opened, f"the intruder got in: {opened}"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import tempfile
 import time
 from typing import Any
@@ -63,23 +64,41 @@ def user_name(uid: int) -> str:
 
 
 def owner_of(path: Path) -> tuple[Path, int] | None:
-    """The nearest of ``path`` and its parents that this user may look at, with its owner's uid."""
+    """The nearest of ``path`` and its parents that this user may look at, with its owner's uid. A
+    symlink is its own (lstat): the owner of what it points at is owners()'s to find."""
     for p in (path, *path.parents):
         try:
-            return p, p.stat().st_uid
+            return p, p.lstat().st_uid
         except OSError:
             continue  # absent, or inside a directory this user may not enter
     return None
 
 
+def owners(path: Path) -> list[tuple[Path, int]]:
+    """owner_of(path) and, when that is a symlink, the owner of what it points at (the nearest of
+    the resolved target and its parents that this user may look at): a state directory linked to
+    another user's is theirs, and a link of theirs to this user's directory is not this user's."""
+    found = owner_of(path)
+    if found is None:
+        return []
+    try:
+        linked = stat.S_ISLNK(found[0].lstat().st_mode)
+    except OSError:
+        linked = False
+    if not linked:
+        return [found]
+    target = owner_of(Path(os.path.realpath(found[0])))
+    return [found, target] if target else [found]
+
+
 def refuse_others(path: Path) -> None:
-    """Raise NotYours when ``path`` (or, where it cannot be seen, the nearest parent) is another user's.
-    root may act on anyone's cluster, as on anyone's files."""
+    """Raise NotYours when ``path`` (or, where it cannot be seen, the nearest parent), or what it
+    links to, is another user's. root may act on anyone's cluster, as on anyone's files."""
     if os.name != "posix" or os.geteuid() == 0:
         return
-    found = owner_of(path)
-    if found and found[1] != os.geteuid():
-        raise NotYours(*found)
+    for where, uid in owners(path):
+        if uid != os.geteuid():
+            raise NotYours(where, uid)
 
 
 def private_dir(path: Path) -> Path:
@@ -243,20 +262,23 @@ class Ledger:
     def read(self) -> LedgerRecord | None:
         """The record, or None when there is none; raises LedgerUnreadable when the file is there
         but is not a ledger. Identities from before the last boot are dropped (forget_before_boot)."""
+        if os.path.lexists(self.root):
+            # Before anything is read: another user's state directory is not this user's even while
+            # it holds no ledger (yet), nor when it is a link to theirs.
+            refuse_others(self.root)
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except PermissionError:
             # Not a corrupt ledger to set aside: someone else's cluster, or this user's own file
-            # made unreadable; either way nothing may be stopped or moved on its account.
+            # (or a directory on its way) made unreadable; either way nothing may be stopped or
+            # moved on its account.
             refuse_others(self.root)
             refuse_others(self.path)
-            raise ClusterError(f"{self.path} cannot be read: permission denied; it is yours, so "
-                               f"`chmod 600 {self.path}` makes it readable again") from None
+            raise self._denied() from None
         except (OSError, ValueError) as e:
             raise self._unreadable(getattr(e, "strerror", None) or str(e)) from None
-        refuse_others(self.root)  # readable (a directory widened by hand) is still not this user's to change
         try:
             data = json.loads(text)
         except ValueError as e:
@@ -267,6 +289,17 @@ class Ledger:
             return forget_before_boot(LedgerRecord.model_validate(data))
         except ValidationError as e:
             raise self._unreadable(invalid(e)) from None
+
+    def _denied(self) -> ClusterError:
+        """This user's own ledger that cannot be read, naming what denies it: the file itself, or
+        the nearest directory on its way that this user may look at but not enter."""
+        found = owner_of(self.path)
+        where = found[0] if found else self.path
+        if where == self.path:
+            return ClusterError(f"{self.path} cannot be read: permission denied; it is yours, so "
+                                f"`chmod 600 {self.path}` makes it readable again")
+        return ClusterError(f"{self.path} cannot be read: {where} denies access; it is yours, so "
+                            f"`chmod u+rwx {where}` makes it readable again")
 
     def _unreadable(self, why: str) -> LedgerUnreadable:
         return LedgerUnreadable(self.path, why)
