@@ -136,7 +136,7 @@ def test_a_port_without_the_token_gets_no_environment_and_the_start_ends_not_sta
         assert isinstance(again, launch.AgentLaunch)
         agent = again.start(spec)
         wait_for(lambda: "Waiting to connect to:" in spec.log_path.read_text(), 60, what="the agent's worker")
-        assert direct.close_lifeline(agent.handle)
+        assert again.ask(agent.handle, False)  # the seam: its transport closes its lifeline
         assert agent.handle.wait(timeout=60) != 255, "the agent's exit, not a lost host"
     finally:
         direct.forget(tag)

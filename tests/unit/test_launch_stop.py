@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from clusterctl.remote.direct import close_lifeline
+from clusterctl.remote.direct import shut_lifeline
 from clusterctl.runtime import launch
 from clusterctl.runtime.process import ProcessId, StopResult
 
@@ -27,7 +27,7 @@ class PipeWay:
     transport = launch.Transport.AGENT
 
     def ask(self, handle, kill):
-        return close_lifeline(handle, kill)
+        return shut_lifeline(handle.stdin, kill)
 
     def sweep(self, host):
         pass

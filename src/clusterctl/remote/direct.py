@@ -105,7 +105,7 @@ class DirectChild:
         With ``kill``, the far side first hears wire.KILL: the process's group is killed there at once."""
         with self._stop_lock:
             self._closing = True
-            return _shut(self.stdin, kill and self._running)  # (before the request the word would be garbage)
+            return shut_lifeline(self.stdin, kill and self._running)  # (before the request the word would be garbage)
 
     # -- the stream -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -266,7 +266,7 @@ class DirectChild:
         self._out(f"clusterctl: {text}\n".encode())
 
 
-def _shut(stdin: Any, kill: bool) -> bool:
+def shut_lifeline(stdin: Any, kill: bool) -> bool:
     """Close a lifeline, after wire.KILL with ``kill``; True if it was open."""
     if stdin is None or stdin.closed:
         return False
@@ -281,14 +281,6 @@ def _shut(stdin: Any, kill: bool) -> bool:
     except OSError:
         pass  # the ssh has gone already; closed all the same
     return True
-
-
-def close_lifeline(handle: Any, kill: bool = False) -> bool:
-    """A remote child's stop (an ssh whose stdin is its lifeline): close it; True if it was open.
-    With ``kill``, say wire.KILL first: the far side kills the process's group without a grace."""
-    if isinstance(handle, DirectChild):  # it must not fall back to an agent after this
-        return handle.close_lifeline(kill)
-    return _shut(getattr(handle, "stdin", None), kill)
 
 
 def over_agent(spec: ProcessSpec, argv: tuple[str, ...]) -> subprocess.Popen:

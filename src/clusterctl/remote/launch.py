@@ -44,14 +44,11 @@ def agent_argv(cfg: ClusterConfig, spec: ProcessSpec) -> tuple[str, ...]:
 
 
 class Remote:
-    """What both remote transports share: the lifeline is how a stop begins, the host how to sweep."""
+    """What both remote transports share: the host is swept the same way. A stop begins by closing the
+    lifeline (after wire.KILL with ``kill``): the far side stops the process, its ssh leaves."""
 
     def __init__(self, cfg: ClusterConfig):
         self.cfg = cfg
-
-    def ask(self, handle: Any, kill: bool) -> bool:
-        """Close its lifeline (after wire.KILL with ``kill``): the far side stops it, its ssh leaves."""
-        return direct.close_lifeline(handle, kill)
 
     def sweep(self, host: str, on_differ: Any = None) -> None:
         """Whatever this cluster left on the host stopped, its files again, a fresh fork server."""
@@ -70,6 +67,9 @@ class AgentLaunch(Remote):
         argv = agent_argv(self.cfg, spec)
         return Launched(direct.over_agent(spec, argv), self.transport, argv)
 
+    def ask(self, handle: Any, kill: bool) -> bool:
+        return direct.shut_lifeline(handle.stdin, kill)  # the ssh's stdin is the agent's lifeline
+
 
 class DirectLaunch(Remote):
     """One ``ssh -W`` channel to the host's fork server, which forks or execs the Dask process there."""
@@ -79,6 +79,9 @@ class DirectLaunch(Remote):
     def __init__(self, cfg: ClusterConfig, route: direct.Route):
         super().__init__(cfg)
         self.route = route
+
+    def ask(self, handle: Any, kill: bool) -> bool:
+        return handle.close_lifeline(kill)  # under its stop lock: the word only once its request went
 
     def start(self, spec: ProcessSpec) -> Launched:
         child = direct.spawn(self.cfg, spec, self.route)
