@@ -285,7 +285,7 @@ def test_unknown_keys_suggest_the_right_one(text, path, guess):
 
 def test_unknown_key_without_close_match_lists_known_keys():
     msg = config_error("colour: blue\n")
-    assert "did you mean" not in msg and "known keys here: bin_dir, hosts, insecure" in msg, msg
+    assert "did you mean" not in msg and "known keys here: bin_dir, hosts, hours, insecure" in msg, msg
     assert "source" not in msg  # internal field, never written in YAML
 
 

@@ -117,6 +117,8 @@ def test_example_writes_out_every_field_of_every_model():
         for name, nested in fields.items():
             for m in nested:
                 items = value[name] if isinstance(value[name], list) else [value[name]]
+                if value[name] is None:  # a host's `owner: null` (the top level's): written out at the top
+                    continue
                 for i, item in enumerate(items):
                     check(m, item, f"{where}.{name}" + (f"[{i}]" if isinstance(value[name], list) else ""))
 

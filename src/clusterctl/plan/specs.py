@@ -58,6 +58,7 @@ class ProcessSpec:
     remote_args: tuple[str, ...] = ()
     nanny: bool = True  # under a Dask nanny, which enforces its memory limit (as argv says; Dask's default)
     dashboard: bool = True  # serves dashboard pages (a worker's import Bokeh: its fork server preloads it)
+    nice: int | None = None  # a worker's CPU priority (and the idle I/O class), from the host's `nice:`
 
     def preamble(self) -> bytes | None:
         """The first line a remote spec's agent reads on its stdin (see remote/agent.py), or None."""
@@ -364,7 +365,7 @@ def worker_spec(
         remote=remote,
         remote_env=remote_env,
         remote_args=tuple(args) if remote else (),
-        nanny=group.nanny, dashboard=group.dashboard,
+        nanny=group.nanny, dashboard=group.dashboard, nice=cfg.policy(at).nice,
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Num, NAME_RE, Bool, FieldError, Int, Model, _check_env
 from .limits import PRIVILEGED_PORTS
+from .owner import PolicyKeys
 
 LOCAL_HOST = "localhost"  # the head: always known, never reached over SSH
 # Addresses that are this machine itself, reached without SSH by default. Other loopback
@@ -23,8 +24,8 @@ LOCAL_ADDRESSES = {"localhost", "127.0.0.1", "::1"}
 SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*=[^\s]+$")
 
 
-class HostConfig(Model):
-    """One workstation of the fleet and how to reach it."""
+class HostConfig(PolicyKeys):
+    """One workstation of the fleet and how to reach it (and its own `owner:`, `hours:`, `nice:`, `reserve:`)."""
 
     name: str = Field(description="what `at:` calls it")
     address: str = Field(description="what `ssh` connects to: an IP, a DNS name or a ~/.ssh/config alias")

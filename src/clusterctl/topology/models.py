@@ -17,6 +17,7 @@ from . import checks
 from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy
 from .hosts import LOCAL_HOST, HostConfig, _check_host, is_loopback, is_this_machine
 from .limits import DEFAULT_MAX_WORKERS, MAX_WORKERS_CEILING
+from .owner import HostPolicy, PolicyKeys, merged
 from .workers import WorkerGroup
 
 __all__ = [
@@ -70,7 +71,7 @@ class Timeouts(Model):
     shutdown: Num = Field(10.0, gt=0, le=3600, description="graceful stop before force")
 
 
-class ClusterConfig(Model):
+class ClusterConfig(PolicyKeys):
     name: str = "clusterctl"
     scheduler: SchedulerConfig = SchedulerConfig()
     workers: list[WorkerGroup] = Field(default_factory=lambda: [WorkerGroup(count=3)])
@@ -178,6 +179,10 @@ class ClusterConfig(Model):
             index.setdefault(h.name, (i, h))
         index.setdefault(LOCAL_HOST, (None, HostConfig.model_construct(name=LOCAL_HOST, address="localhost", ssh=False)))
         return index
+
+    def policy(self, name: str) -> HostPolicy:
+        """The owner, hours, nice and reserve that apply on a host: its own keys, else the top level's."""
+        return merged(self, None if name == LOCAL_HOST else self.host(name))
 
     def host(self, name: str) -> HostConfig:
         """A host by name; `localhost` is always this machine."""

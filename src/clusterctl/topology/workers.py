@@ -215,6 +215,25 @@ class WorkerGroup(Model):
         return _check_env(v)
 
 
+def parse_size(v: Any, what: str) -> tuple[str, float]:
+    """A size as written for `reserve:` and the like: ("bytes", n) for '2GiB' or a byte count,
+    ("fraction", f) for a fraction of RAM such as 0.1; a ValueError in one line otherwise."""
+    hint = f"write {what} as a size such as '2GiB', a byte count, or a fraction of RAM such as 0.1"
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(f"{_short(v)} is not a size; {hint}")
+    if isinstance(v, str):
+        m = BYTES_RE.match(v)
+        if not m:
+            raise ValueError(f"{v!r} is not a size; {hint}")
+        number = float(m.group(1))
+        v = _size_in_bytes(number, m.group(3)) if m.group(3) else number
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{v!r} is not a size; {hint}")
+    if 0 < v <= 1 and not (isinstance(v, int) and v == 1):
+        return ("fraction", float(v))
+    return ("bytes", float(int(v)))
+
+
 def _size_in_bytes(number: float, unit: str) -> float:
     """What dask.utils.parse_bytes makes of '<number><unit>' (k = 1000, Ki = 1024)."""
     unit = unit.lower().rstrip("b")
