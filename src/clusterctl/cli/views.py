@@ -112,11 +112,13 @@ def status_view(st: dict[str, Any], colour: bool) -> list[RenderableType]:
 
 
 def _hosts_view(hosts: list[dict[str, Any]], colour: bool) -> list[Text]:
-    """The fleet: name, address, state, since, workers running / desired, and why when unreachable."""
-    if not hosts:
+    """The fleet: name, address, state, since, workers running / desired, and why when unreachable;
+    the owner and the hours where a host has them (the head is listed only then, or with a fleet)."""
+    shown = [h for h in hosts if h["name"] != "localhost" or h.get("owner") or h.get("schedule") or len(hosts) > 1]
+    if not shown:
         return []
     items = [Text("  hosts:")]
-    for h in hosts:
+    for h in shown:
         since = time.strftime("%H:%M:%S", time.localtime(h["since"])) if h.get("since") else "-"
         line = Text(f"    {h['name']:<12} {h['address']:<16} ")
         line.append(f"{h['state']:<12}", style=STATE_STYLE.get(h["state"], "white") if colour else "")
@@ -124,6 +126,16 @@ def _hosts_view(hosts: list[dict[str, Any]], colour: bool) -> list[Text]:
         if h.get("last_error"):
             line.append(f"  {h['last_error']}")
         items.append(line)
+        extra = []
+        if h.get("owner"):
+            extra.append(f"owner: {h['owner']}" + (f" ({h['owner_why']})" if h.get("owner_why") else ""))
+        if h.get("schedule"):
+            sched = h["schedule"]
+            extra.append(f"hours: {sched['hours']} ({'inside' if sched['inside'] else 'outside'})")
+        if h.get("mode") and h["mode"] != "run":
+            extra.append(f"workers {h['mode']}: {h.get('yield_reason') or ''}".rstrip(": "))
+        if extra:
+            items.append(Text("      " + "; ".join(extra)))
     return items
 
 

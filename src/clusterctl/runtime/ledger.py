@@ -178,8 +178,13 @@ class HostWorkers(Record):
     running: int = 0
 
 
+class HostSchedule(Record):
+    hours: str  # as normalised by topology/hours.py
+    inside: bool
+
+
 class HostRecord(Record):
-    """A remote host as the supervisor sees it."""
+    """A host as the supervisor sees it: the head (``localhost``) and each remote one."""
 
     name: str
     address: str = ""
@@ -187,6 +192,11 @@ class HostRecord(Record):
     since: float | None = None  # wall clock of the last change
     last_error: str = ""
     workers: HostWorkers = HostWorkers()
+    owner: str | None = None  # idle | active | unknown; None: no owner signal configured there
+    owner_why: str = ""  # which signal said so, or why it is unknown (e.g. no logind there)
+    schedule: HostSchedule | None = None  # its `hours:`, and whether it is inside them now
+    mode: str = "run"  # run | paused | away: what its workers do for the owner and the hours
+    yield_reason: str = ""  # why they are paused or away
 
 
 class LedgerRecord(Record):

@@ -40,7 +40,7 @@ from .ledger import LedgerRecord
 # runtime/ may not import); tests/unit/test_metrics.py checks they are the same. A state not
 # listed here (a newer supervisor's) is still exported, as the one at 1.
 PROCESS_STATES = ("pending", "starting", "running", "backoff", "waiting", "retiring", "stopping", "stopped",
-                  "exited", "fatal")
+                  "exited", "fatal", "yielding", "yielded")
 CLUSTER_STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed")
 HOST_STATES = ("preparing", "reachable", "unreachable", "back")
 NOT_DESIRED = frozenset({"retiring", "stopping", "stopped"})  # leaving: no longer in the desired set

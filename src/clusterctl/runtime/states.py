@@ -14,6 +14,7 @@ A child's life, as supervisord's process states and distributed's ``Status``::
        │                 │
        └── scheduler lost: waiting (for the scheduler to answer again) ──► pending
     any live state ──stop / retire──► stopping / retiring ──► stopped
+    starting, running ──host yields──► yielding ──► yielded ──host free──► pending
 """
 
 from __future__ import annotations
@@ -32,23 +33,31 @@ class ChildState(StrEnum):
     STOPPED = "stopped"  # stopped on request: never restarted
     EXITED = "exited"  # exited and stays down by its restart policy
     FATAL = "fatal"  # cannot run without an edit (a missing executable, a bad option): until apply/restart
+    YIELDING = "yielding"  # its host yields (the owner is back, or outside its hours): results move off, it stops
+    YIELDED = "yielded"  # its host yields: not started until the host is free again (no failure, no budget spent)
 
 
-LIVE = frozenset({ChildState.STARTING, ChildState.RUNNING, ChildState.RETIRING, ChildState.STOPPING})
+LIVE = frozenset({ChildState.STARTING, ChildState.RUNNING, ChildState.RETIRING, ChildState.STOPPING,
+                  ChildState.YIELDING})
 DOWN = frozenset({ChildState.STOPPED, ChildState.EXITED, ChildState.FATAL})
 
 _S = ChildState
+_YIELD = {_S.YIELDED}
 TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
-    _S.PENDING: frozenset({_S.STARTING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.STOPPED, _S.RETIRING}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED}),
-    _S.RUNNING: frozenset({_S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED}),
-    _S.BACKOFF: frozenset({_S.PENDING, _S.WAITING, _S.EXITED, _S.RETIRING, _S.STOPPED}),
-    _S.WAITING: frozenset({_S.PENDING, _S.EXITED, _S.RETIRING, _S.STOPPED}),
+    _S.PENDING: frozenset({_S.STARTING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.STOPPED, _S.RETIRING, *_YIELD}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED,
+                            _S.YIELDING}),
+    _S.RUNNING: frozenset({_S.BACKOFF, _S.FATAL, _S.EXITED, _S.WAITING, _S.RETIRING, _S.STOPPING, _S.STOPPED,
+                           _S.YIELDING}),
+    _S.BACKOFF: frozenset({_S.PENDING, _S.WAITING, _S.EXITED, _S.RETIRING, _S.STOPPED, *_YIELD}),
+    _S.WAITING: frozenset({_S.PENDING, _S.EXITED, _S.RETIRING, _S.STOPPED, *_YIELD}),
     _S.RETIRING: frozenset({_S.STOPPED}),
     _S.STOPPING: frozenset({_S.STOPPED}),
     _S.STOPPED: frozenset(),
     _S.EXITED: frozenset({_S.PENDING, _S.STOPPED, _S.RETIRING}),
     _S.FATAL: frozenset({_S.PENDING, _S.STOPPED, _S.RETIRING}),
+    _S.YIELDING: frozenset({_S.YIELDED, _S.STOPPED}),
+    _S.YIELDED: frozenset({_S.PENDING, _S.STOPPED, _S.RETIRING}),
 }
 
 

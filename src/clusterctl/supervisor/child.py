@@ -53,6 +53,7 @@ class Child:
     # host, or refused as "name taken"): its name is proven free before it starts again.
     check_name: bool = False
     forgot: str | None = None  # the address the scheduler was last asked to forget for it
+    came_back: bool = False  # it yielded to its host's owner or hours: its next start is no restart
 
     @property
     def name(self) -> str:
@@ -71,8 +72,8 @@ class Child:
 
     def started(self, launched: Launched, pid: ProcessId, now: float) -> None:
         """A new incarnation runs (``now``: the supervisor's clock): the last one's facts are forgotten."""
-        self.restarts += 1 if self.spawns else 0
-        self.spawns += 1
+        self.restarts += 1 if self.spawns and not self.came_back else 0
+        self.spawns, self.came_back = self.spawns + 1, False
         self.handle, self.transport, self.argv, self.pid = launched.handle, launched.transport, launched.argv, pid
         self.started_at, self.started_wall = now, time.time()
         self.ready_at = self.unhealthy_since = self.stopped_since = self.exit_code = self.address = self.forgot = None

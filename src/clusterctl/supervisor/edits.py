@@ -56,6 +56,25 @@ class Remove:
 
 
 @dataclass(frozen=True)
+class Yield:
+    """These workers' host yields to its owner or its hours (yielding.py): the live ones retire
+    (``polite``) or stop, and none starts until a Return; they stay desired, nothing is a failure."""
+
+    names: tuple[str, ...]
+    reason: str
+    polite: bool = True
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Return:
+    """These workers' host is free again: the yielded ones start."""
+
+    names: tuple[str, ...]
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
 class Move:
     """A child's new state, as an operator's restart sets it (changes.py): ``retry_at`` when it
     starts again, the exit code of the incarnation just stopped, and ``reset`` a fresh restart budget."""
@@ -98,4 +117,4 @@ class Shutdown:
     by: str
 
 
-Edit = Union[Event, Add, Remove, Move, Respec, Policy, Retime, Shutdown]
+Edit = Union[Event, Add, Remove, Move, Respec, Policy, Retime, Shutdown, Yield, Return]

@@ -92,6 +92,15 @@ class RealEffects:
                 client.sync(client.scheduler.unregister, address=address, stimulus_id=f"clusterctl-host-lost-{time.time()}",
                             close=False)
 
+    def pause(self, addresses: list[str], paused: bool) -> None:
+        """Dask's own paused status for these workers (their host's owner is active), or running again."""
+        from distributed import Client
+
+        from ..runtime.ownerpause import set_paused
+
+        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+            client.run(set_paused, paused, workers=addresses, on_error="return")
+
     def rss(self, pid: ProcessId) -> int | None:
         proc = pid.get()
         try:

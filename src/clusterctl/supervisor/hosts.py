@@ -48,9 +48,13 @@ class Fleet:
         self.hosts = {h.name: h for h in hosts}
         self.fx, self.clock = fx, clock
         self.background: Callable[..., None] = _thread  # tests probe inline
+        self.held: set[str] = set()  # hosts (the head too) whose workers yield: set by owners.py
 
-    def usable(self, name: str) -> bool:
-        h = self.hosts.get(name)
+    def usable(self, name: str, remote: bool = True) -> bool:
+        """Processes may start there: it answers (a remote one), and it does not yield to its owner."""
+        if name in self.held:
+            return False
+        h = self.hosts.get(name) if remote else None
         return h is None or h.state not in (HostState.UNREACHABLE, HostState.PREPARING)
 
     def preparing(self, names: list[str]) -> None:

@@ -41,6 +41,8 @@ from .effects import Heartbeat, RealEffects, SchedulerWatch, StartFailed, check_
 from ..topology.workers import adaptive_start
 from .adaptive import Adapter, GroupAdapt
 from .hosts import Fleet, Host, Preparation
+from .owners import Owners
+from ..remote.ownerlink import OwnerLink
 from .interfaces import Hooks
 from .reconcile import Reconciler, Timing
 from .states import SERVING, ClusterState, HostState
@@ -77,11 +79,13 @@ class Supervisor:
         desired = DesiredSet([], self._plan_worker)
         hosts = [Host(n, cfg.host(n).address, required=cfg.host(n).required, retry_max=cfg.host(n).retry_max)
                  for n in cfg.remote_hosts()]
+        fleet_ = Fleet(hosts, fx, clock)
+        self.owners = Owners(cfg, fleet_.held, fx.pause, links=lambda n: OwnerLink(cfg, n, cluster_tag(cfg)))
         self.core = Reconciler(
             desired, fx, self.watch, clock,
             Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
                    early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0),
-            fleet=Fleet(hosts, fx, clock), adapter=Adapter(max_workers=cfg.max_workers),
+            fleet=fleet_, adapter=Adapter(max_workers=cfg.max_workers), owners=self.owners if self.owners.hosts else None,
             source=str(cfg.source or "cluster.yaml"),
             hooks=Hooks(scheduler_ready=self._scheduler_ready,
                         desired_changed=self._save_size,  # Dask retired a worker: its group is smaller now
@@ -214,6 +218,7 @@ class Supervisor:
             raise StartFailed(self.core.failure)
 
     def _loop(self) -> None:
+        self.owners.start()  # each watched host's owner watcher (remote ones: prepared by now, or retried)
         while not self.stop_requested.is_set():
             try:
                 fn, reply = self.commands.get(timeout=TICK)
@@ -253,7 +258,7 @@ class Supervisor:
             self.stopped = True
             metrics, self.metrics = self.metrics, None  # the last record names no metrics page
             self._save()
-            for part in (metrics, self.control, self.heartbeat):
+            for part in (metrics, self.control, self.heartbeat, self.owners):
                 if part:
                     part.close()
             self.watch.close()

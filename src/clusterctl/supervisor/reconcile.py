@@ -31,7 +31,7 @@ from .interfaces import Effects, Hooks, Probe
 from .desired import DesiredSet
 from .causes import OUTSIDE, Cause, spawn_cause
 from .errorlog import ErrorLog
-from .edits import Add, Edit, Event, Move, Policy, Remove, Respec, Retime, Shutdown, Timing
+from .edits import Add, Edit, Event, Move, Policy, Remove, Respec, Retime, Return, Shutdown, Timing, Yield
 from .failures import NameCheck, after_failure, cause_of, name_check, start_failure
 from .health import Health, Judgement
 from .restart import RestartTracker
@@ -39,10 +39,11 @@ from .retire import Retirer
 from .rolling import Roller
 from ..runtime.process import StopResult
 from .hosts import Fleet
-from .settle import can_run, host_required, orphaned, scheduler_lets, settle
+from .settle import can_run, host_required, orphaned, scheduler_lets, settle, stopped
 from .states import SERVING, ClusterState
 from .states import ChildState as S
 from .verdicts import Kind
+from .yielding import carry
 
 __all__ = ["Reconciler", "Timing"]
 
@@ -54,7 +55,8 @@ SCHEDULER_LOST_GRACE = 0.5  # workers' data died with the scheduler: no point in
 class Reconciler:
     def __init__(self, desired: DesiredSet, fx: Effects, probe: Probe, clock: Callable[[], float], timing: Timing,
                  tracker: Callable[[Any], RestartTracker] = RestartTracker, *, fleet: Fleet | None = None,
-                 adapter: Adapter | None = None, hooks: Hooks = Hooks(), source: str = "cluster.yaml"):
+                 adapter: Adapter | None = None, hooks: Hooks = Hooks(), source: str = "cluster.yaml",
+                 owners: Any = None):
         self.desired, self.fx, self.probe, self.clock, self.timing = desired, fx, probe, clock, timing
         self.tracker = tracker  # a new child's restart tracker, from its policy
         self.children: dict[str, Child] = {}
@@ -73,6 +75,7 @@ class Reconciler:
         self.source = source  # the topology's file, named in what a user must edit
         self.adapter = adapter or Adapter()  # adaptive groups (supervisor/adaptive.py)
         self.roller = Roller()  # rolling restarts (supervisor/rolling.py)
+        self.owners = owners  # hosts yielding to their owner or hours (supervisor/owners.py), if any
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -82,7 +85,8 @@ class Reconciler:
         for child in list(self.children.values()):
             self.guard(child, "watch", self._observe, child, now)
         self.guard(self.children.get(SCHEDULER), "health", self.health.judge, self, now)
-        for step, decide in (("dask", authority.follow), ("adapt", self.adapter.tick), ("rolling", self.roller.tick)):
+        for step, decide in (("dask", authority.follow), ("adapt", self.adapter.tick), ("rolling", self.roller.tick),
+                             *((("owner", self.owners.tick),) if self.owners else ())):
             self.guard(None, step, lambda decide=decide: self.apply(decide(self, now)))
         self.guard(None, "reconcile", self._reconcile, now)
         self.guard(None, "retire", self._finish_retirements)
@@ -177,6 +181,8 @@ class Reconciler:
                 case Shutdown():
                     self.shutdown_asked = True
                     self.hooks.shutdown(e.by)
+                case Yield() | Return():
+                    carry(e, self.children, self.retirer)
             said = e if isinstance(e, Event) else getattr(e, "event", None)
             if said is not None:
                 self.fx.emit(said.process, said.kind, said.detail, **said.extra)
@@ -243,7 +249,7 @@ class Reconciler:
         self.retirer.start([c for c in leaving if c.state == S.RETIRING])
         sched = self.children.get(SCHEDULER)
         for c in list(self.children.values()):
-            can = can_run(c, sched, not c.spec.remote or self.fleet.usable(c.spec.at))
+            can = can_run(c, sched, self.fleet.usable(c.spec.at, c.spec.remote))
             if c.state == S.BACKOFF and now >= c.retry_at:
                 c.move(S.PENDING if can else S.WAITING)
             if c.state == S.WAITING and can:
@@ -299,10 +305,10 @@ class Reconciler:
         self.state = s.state
 
     def _finish_retirements(self) -> None:
-        for c, how in self.retirer.finished():
-            c.move(S.STOPPED)
-            self.children.pop(c.name, None)
-            self.fx.emit(c.name, "removed", how)
+        for c, how, kept in self.retirer.finished():  # kept: it yielded to its host's owner or hours
+            c.move(S.YIELDED if kept and c.state == S.YIELDING else S.STOPPED)
+            _ = kept or self.children.pop(c.name, None)
+            self.fx.emit(c.name, "yielded" if kept else "removed", how)
             self.dirty = True
             with self.removed:
                 self.removed.notify_all()
@@ -317,15 +323,8 @@ class Reconciler:
             results = self.fx.stop([(c.pid, c.handle) for c in live], self.timing.shutdown) if live else []
             done = dict(zip([c.name for c in live], results))
             for c in group:
-                self._stopped(c, done.get(c.name, StopResult.GONE))
+                stopped(c, done.get(c.name, StopResult.GONE), self.fx.emit)
         self.dirty = True
-
-    def _stopped(self, c: Child, result: StopResult) -> None:
-        if c.state in (S.EXITED, S.FATAL) and result == StopResult.GONE:
-            return  # keep why it is down
-        c.move(S.STOPPED, "killed after the shutdown grace" if result == StopResult.KILLED else "stopped by operator")
-        if result != StopResult.GONE:
-            self.fx.emit(c.name, "stopped", result)
 
     # -- what the Supervisor and the commands ask --------------------------------------------------
     def finish(self, state: ClusterState) -> None:

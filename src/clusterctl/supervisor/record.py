@@ -8,7 +8,7 @@ from ..plan.specs import dashboard_url
 from ..runtime import metrics, process
 from ..runtime.events import EventLog
 from ..runtime.ledger import HostRecord, HostWorkers, Ledger, LedgerRecord, SchedulerRecord, SupervisorRecord
-from ..topology import ClusterConfig
+from ..topology import LOCAL_HOST, ClusterConfig
 from .hosts import Host
 
 
@@ -22,16 +22,27 @@ def snapshot(cfg: ClusterConfig, core: Any, state: str, watch: Any, error: str |
         supervisor=SupervisorRecord(pid=me.pid, create_time=me.create_time, control=control, metrics=metrics_url),
         scheduler=SchedulerRecord(address=watch.address, dashboard=dashboard_url(cfg, http_port), http_port=http_port),
         processes=[c.record() for c in list(core.children.values())],
-        hosts=[host_record(h, core) for h in list(core.fleet.hosts.values())],
+        hosts=hosts(cfg, core),
         adaptive={name: g.to_dict() for name, g in list(core.adapter.groups.items())},
     )
 
 
-def host_record(h: Host, core: Any) -> HostRecord:
+def hosts(cfg: ClusterConfig, core: Any) -> list[HostRecord]:
+    """The head first (`localhost`), then each remote host; each with its owner and hours, if policed."""
+    yields = core.owners.status() if core.owners else {}
+    head = Host(LOCAL_HOST, "localhost", since=None)  # type: ignore[arg-type]
+    out = [host_record(h, core, yields.get(h.name)) for h in [head, *list(core.fleet.hosts.values())]]
+    return out
+
+
+def host_record(h: Host, core: Any, owner: dict[str, Any] | None = None) -> HostRecord:
     mine = [c for c in list(core.children.values()) if c.spec.at == h.name and c.spec.role == "worker"]
+    o = owner or {}
     return HostRecord(name=h.name, address=h.address, state=h.state.value, since=h.since, last_error=h.last_error,
                       workers=HostWorkers(desired=sum(c.name in core.desired for c in mine),
-                                          running=sum(c.state == "running" for c in mine)))
+                                          running=sum(c.state == "running" for c in mine)),
+                      owner=o.get("owner"), owner_why=o.get("owner_why") or "", schedule=o.get("schedule"),
+                      mode=o.get("workers") or "run", yield_reason=o.get("yield_reason") or "")
 
 
 def serve_metrics(snapshot: Callable[[], LedgerRecord], events: EventLog) -> metrics.MetricsServer | None:

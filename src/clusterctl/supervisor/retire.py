@@ -17,6 +17,8 @@ class Retirement:
     kill: bool
     done: threading.Event = field(default_factory=threading.Event)
     retired: list[str] = field(default_factory=list)  # names the scheduler confirmed
+    keep: bool = False  # they yield to their host's owner: still desired, yielded once stopped
+    polite: bool = True  # retired through the scheduler first (else only stopped: `when_active: stop`)
 
 
 class Retirer:
@@ -41,9 +43,17 @@ class Retirer:
             else:
                 self.background(self._retire, r)
 
+    def yield_(self, children: list[Child], polite: bool) -> None:
+        """Their host yields to its owner or its hours: retired (or only stopped), still desired."""
+        if children:
+            r = Retirement(children=children, kill=False, keep=True, polite=polite)
+            self.pending.append(r)
+            self.background(self._retire, r)
+
     def _retire(self, r: Retirement) -> None:
         try:
-            r.retired = self.fx.retire([c.name for c in r.children])
+            if r.polite:
+                r.retired = self.fx.retire([c.name for c in r.children])
         except Exception as e:  # noqa: BLE001 - a failed retire still removes the process
             self.fx.emit("cluster", "retire-failed", f"{type(e).__name__}: {e}")
         try:
@@ -62,15 +72,17 @@ class Retirer:
         except Exception as e:  # noqa: BLE001 - then Dask's own worker-ttl does it, later
             self.fx.emit("cluster", "forget-failed", f"{type(e).__name__}: {e}")
 
-    def finished(self) -> list[tuple[Child, str]]:
-        """The children whose retirement is over, with how they left; forgets them."""
+    def finished(self) -> list[tuple[Child, str, bool]]:
+        """The children whose retirement is over, with how they left and whether they stay desired
+        (they yielded); forgets them."""
         out = []
         for r in [r for r in self.pending if r.done.is_set()]:
             self.pending.remove(r)
             for c in r.children:
                 self.kill_names.discard(c.name)
                 self.retired[c.name] = c.name in r.retired
-                out.append((c, "killed" if r.kill else "retired and stopped"))
+                how = "killed" if r.kill else "retired and stopped" if r.polite else "stopped"
+                out.append((c, how, r.keep))
         return out
 
     def wait(self, timeout: float) -> None:

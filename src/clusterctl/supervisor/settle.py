@@ -13,11 +13,12 @@ what it waits for is there; a lost scheduler takes its workers along.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Container, Iterable, Mapping
+from typing import Callable, Container, Iterable, Mapping
 
 from .child import Child
 from .edits import Event, Move
 from .hosts import Host
+from ..runtime.process import StopResult
 from .states import SERVING, ChildState, ClusterState, HostState
 
 
@@ -37,7 +38,8 @@ def settle(*, state: ClusterState, failure: str | None, children: Mapping[str, C
     away = sorted(h.name for h in hosts if h.state == HostState.UNREACHABLE)
     if state == ClusterState.STARTING:
         if failure is not None or not children or not all(
-                c.state == ChildState.RUNNING or (c.spec.remote and c.spec.at in away) for c in mine):
+                c.state in (ChildState.RUNNING, ChildState.YIELDED) or (c.spec.remote and c.spec.at in away)
+                for c in mine):
             return Settled(state, settled)
         running = sum(c.is_worker and c.state == ChildState.RUNNING for c in children.values())
         missing = f"; waiting for {', '.join(away)}" if away else ""
@@ -81,3 +83,12 @@ def scheduler_lets(sched: Child, early_workers: bool) -> bool:
 def host_required(state: ClusterState, c: Child, host: Host | None) -> bool:
     """Start-up fails for its host (the scheduler's, or one with `required: true`) rather than waiting."""
     return state == ClusterState.STARTING and (c.spec.role == "scheduler" or bool(host and host.required))
+
+
+def stopped(c: Child, result: StopResult, emit: Callable[..., None]) -> None:
+    """A child stopped by `down` (``result``: how its stop went); one already down keeps why."""
+    if c.state in (ChildState.EXITED, ChildState.FATAL) and result == StopResult.GONE:
+        return
+    c.move(ChildState.STOPPED, "killed after the shutdown grace" if result == StopResult.KILLED else "stopped by operator")
+    if result != StopResult.GONE:
+        emit(c.name, "stopped", result)

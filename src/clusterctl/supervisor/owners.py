@@ -1,0 +1,153 @@
+"""Each tick, every host's owner and hours become edits: pause, retire or stop its workers, or
+bring them back (the decisions are yielding.py's; the readings come from remote/ownerlink.py).
+
+Level-triggered: whatever happened in between, each tick makes the workers match their host's
+mode. A paused host's workers that became ready since are paused too; a host that yields holds
+any worker that would start there (Fleet.held), and its yielded workers start once it is free.
+Pausing goes through Dask (the worker's own paused status, on a thread); yielding is the
+Reconciler's Yield edit (a graceful retirement that keeps the workers desired)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..topology import LOCAL_HOST, ClusterConfig
+from .edits import Edit, Event, Return, Yield
+from .states import ChildState as S
+from .yielding import Decision, HostYield, Mode, Reading
+
+if TYPE_CHECKING:
+    from .reconcile import Reconciler
+
+Pause = Callable[[list[str], bool], None]  # (worker addresses, paused)
+
+
+def policed_hosts(cfg: ClusterConfig) -> list[str]:
+    """The hosts (the head first) with an owner signal or hours: the others always run."""
+    out = []
+    for name in dict.fromkeys([LOCAL_HOST, *cfg.used_hosts()]):
+        p = cfg.policy(name)
+        if p.watched or p.hours:
+            out.append(name)
+    return out
+
+
+class Owners:
+    def __init__(self, cfg: ClusterConfig, held: set[str], pause: Pause,
+                 links: Callable[[str], Any] | None = None, now: Callable[[], datetime] | None = None):
+        self.held = held  # the Fleet's: hosts where no worker may start
+        self.pause_fx = pause
+        self.wall = now or (lambda: datetime.now(timezone.utc))
+        self.hosts = {n: HostYield(n, cfg.policy(n)) for n in policed_hosts(cfg)}
+        self.links = {n: links(n) for n in self.hosts if cfg.policy(n).watched} if links else {}
+        self.paused: set[str] = set()  # worker names paused through Dask
+        self.background: Callable[..., None] = _thread  # tests pause inline
+
+    def tick(self, core: Reconciler, now: float) -> list[Edit]:
+        edits: list[Edit] = []
+        for name, h in self.hosts.items():
+            reading = self._reading(name)
+            local = self._local_time(reading)
+            for d in h.step(reading, local, now):
+                if d.event:
+                    edits.append(Event(name, d.event, d.detail))
+                elif d.kind:
+                    edits.append(Event(name, _said(d), d.detail, {"mode": h.mode.value}))
+            edits += self._match(core, name, h)
+        self.held.clear()
+        self.held.update(n for n, h in self.hosts.items() if h.holds)
+        return edits
+
+    def _reading(self, name: str) -> Reading | None:
+        link = self.links.get(name)
+        if link is None:
+            return None
+        line, why = link.latest()
+        if line is None:
+            return Reading(None, why)
+        return Reading(line.get("active"), _why(line), line.get("utcoffset"))
+
+    def _local_time(self, r: Reading | None) -> datetime:
+        utc = self.wall()
+        if r is not None and isinstance(r.utcoffset, (int, float)):
+            return (utc + timedelta(seconds=r.utcoffset)).replace(tzinfo=None)
+        return utc.astimezone().replace(tzinfo=None)  # this machine's local time
+
+    def _match(self, core: Reconciler, name: str, h: HostYield) -> list[Edit]:
+        """The workers of host ``name`` made to match its mode."""
+        mine = [c for c in core.children.values() if c.is_worker and c.spec.at == name and c.name in core.desired]
+        if h.mode == Mode.AWAY:
+            going = tuple(c.name for c in mine if c.state in (S.PENDING, S.BACKOFF, S.WAITING, S.STARTING, S.RUNNING))
+            self.paused.difference_update(going)
+            polite = not (self._policy_stop(h) and h.reason == "owner active")
+            return [Yield(going, f"{name} yields: {h.reason}", polite)] if going else []
+        back = tuple(c.name for c in mine if c.state == S.YIELDED)
+        edits: list[Edit] = [Return(back)] if back else []
+        running = {c.name: c.address for c in mine if c.state == S.RUNNING and c.address}
+        want = set(running) if h.mode == Mode.PAUSED else set()
+        change = (want - self.paused, self.paused & set(running) - want)
+        self.paused = (self.paused & set(running)) | want
+        for names, paused in zip(change, (True, False)):
+            if names:
+                self.background(self._pause, [running[n] for n in sorted(names)], paused, core.fx, sorted(names))
+        return edits
+
+    @staticmethod
+    def _policy_stop(h: HostYield) -> bool:
+        return h.policy.owner is not None and h.policy.owner.when_active == "stop"
+
+    def _pause(self, addresses: list[str], paused: bool, fx: Any, names: list[str]) -> None:
+        try:
+            self.pause_fx(addresses, paused)
+        except Exception as e:  # noqa: BLE001 - the next tick of a still-paused host tries again
+            self.paused.difference_update(names if paused else ())
+            fx.emit("cluster", "pause-failed" if paused else "unpause-failed", f"{', '.join(names)}: "
+                    f"{type(e).__name__}: {e}")
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per host: owner and schedule, for `status --json` ``hosts[]``."""
+        out = {}
+        for name, h in self.hosts.items():
+            out[name] = h.status()
+            link = self.links.get(name)
+            if link is not None:
+                line, why = link.latest()
+                out[name]["signals"] = (line or {}).get("signals") or {}
+                out[name]["watcher_cpu"] = link.cpu()
+                out[name]["owner_why"] = out[name]["owner_why"] or why
+        return out
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()
+
+
+def _said(d: Decision) -> str:
+    return {"pause": "owner-pause", "unpause": "owner-resume", "retire": "yield", "stop": "yield",
+            "return": "yield-over"}[d.kind]
+
+
+def _why(line: dict[str, Any]) -> str:
+    """Which signal said the owner is active (or idle, or unknown), for events and status."""
+    parts = []
+    for key, s in (line.get("signals") or {}).items():
+        if not isinstance(s, dict):
+            continue
+        if key == "other_cpu" and s.get("cores") is not None:
+            parts.append(f"other cpu {s['cores']:.2f} cores")
+        elif key == "input" and s.get("idle") is not None:
+            parts.append(f"input idle {s['idle']:.0f} s")
+        elif s.get("why"):
+            parts.append(f"{key}: {s['why']}")
+    return "; ".join(parts)
+
+
+def _thread(fn: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=fn, args=args, name="owner-pause", daemon=True).start()
+
