@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
-from ..runtime.childhandle import UNKNOWN_EXIT
+from ..runtime.childhandle import UNKNOWN_EXIT, check_nice, popen_priority
 from ..runtime.tuning import apply_defaults
 from . import forked
 from .wire import KILL
@@ -62,6 +62,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="prefix the command with this host's Dask executable (resolved here)")
     p.add_argument("--no-dashboard-pages", dest="dashboard", action="store_false",
                    help="the worker serves no dashboard pages: its fork server need not import Bokeh")
+    p.add_argument("--nice", type=_nice, default=None, metavar="0-19",
+                   help="the command's CPU priority (absolute) and, above 0, the idle I/O class; set in the "
+                        "command's own process, never the agent's nor its fork server's")
     p.add_argument("--env", action="append", default=[], metavar="K=V",
                    help="extra environment (visible in ps: prefer --env-key)")
     p.add_argument("--env-key", action="append", default=[], metavar="K",
@@ -76,6 +79,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not args.command and not args.launch:
         p.error("nothing to run: give -- COMMAND...")
     return args
+
+
+def _nice(text: str) -> int:
+    try:
+        return check_nice(int(text))  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a nice value from 0 to 19") from None
 
 
 def command(args: argparse.Namespace) -> list[str]:
@@ -174,9 +184,10 @@ def run(args: argparse.Namespace) -> int:
         env.update(KEEP_ENVIRON)
     try:
         argv = command(args)
-        child: Any = forked.spawn(argv, env, args.grace, args.dashboard) if POSIX else None  # the host's warm start
+        child: Any = forked.spawn(argv, env, args.grace, args.dashboard, args.nice) if POSIX else None  # warm start
         if child is None:
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX)
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=POSIX,
+                                     **popen_priority(args.nice))
     except Exception as e:  # noqa: BLE001 - reported over the channel, then a shell-like code
         _say(f"cannot start {args.command[:1] or args.launch}: {e}")
         return 127

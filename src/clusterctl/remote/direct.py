@@ -302,10 +302,12 @@ def over_agent(spec: ProcessSpec, argv: tuple[str, ...]) -> subprocess.Popen:
 
 def start_request(cfg: ClusterConfig, spec: ProcessSpec) -> dict[str, Any]:
     """What the host's server is asked for: the role (it resolves Dask there), the arguments, the
-    environment, the stop's grace, the lifeline's silence limit, and whether the worker serves pages."""
+    environment, the stop's grace, the lifeline's silence limit, whether the worker serves pages, and
+    its priority (``nice``, when the host has one)."""
     h = cfg.host(spec.at)
-    return {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
-            "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout, "dashboard": spec.dashboard}
+    request = {"launch": spec.role, "args": list(spec.remote_args), "env": dict(spec.remote_env),
+               "grace": cfg.timeouts.shutdown, "lifeline": h.lifeline_timeout, "dashboard": spec.dashboard}
+    return {**request, "nice": spec.nice} if spec.nice is not None else request
 
 
 def spawn(cfg: ClusterConfig, spec: ProcessSpec, way: Route) -> DirectChild:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..runtime import entry as warm
+from ..runtime.childhandle import check_nice, lower_priority, say_missed
 from . import wire
 from .forkserver import _signal_group, differs  # (forkserver imports this module only when serving)
 
@@ -231,16 +232,16 @@ class DirectSide:
         if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
             raise ValueError("env must map names to strings")
         grace, lifeline = float(msg.get("grace", 10.0)), float(msg.get("lifeline", 0.0))
-        dashboard = bool(msg.get("dashboard", True))
+        dashboard, nice = bool(msg.get("dashboard", True)), check_nice(msg.get("nice"))
         argv = [*self._launch(role), *args]
         env = {**self.server.base, **extra}
         fork = warm.enabled() and warm.entry_point(argv) is not None and not differs(self.server.base, env)
         self._send(c, {"how": "fork" if fork else "exec"})  # before the process: its output follows
         fd = c.sock.fileno()
         if fork:
-            pid = self.server.fork_child(argv, env, os.dup(fd), os.dup(fd), orphan=True, dashboard=dashboard)
+            pid = self.server.fork_child(argv, env, os.dup(fd), os.dup(fd), orphan=True, dashboard=dashboard, nice=nice)
         else:
-            pid = _exec_child(argv, env, fd)
+            pid = _exec_child(argv, env, fd, nice)
         c.pid, c.lifeline, c.heard = pid, lifeline, time.monotonic()
         self.by_pid[pid] = c
         self.server.children[pid] = None
@@ -327,9 +328,9 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _exec_child(argv: list[str], env: dict[str, str], fd: int) -> int:
+def _exec_child(argv: list[str], env: dict[str, str], fd: int, nice: int | None = None) -> int:
     """Fork, then exec ``argv`` in its own session with ``fd`` as stdout and stderr (not posix_spawn:
-    the child must ask to die with the server first)."""
+    the child must ask to die with the server first, and take its ``nice``)."""
     parent = os.getpid()
     pid = os.fork()
     if pid:
@@ -344,6 +345,7 @@ def _exec_child(argv: list[str], env: dict[str, str], fd: int) -> int:
         os.dup2(null, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        say_missed(lower_priority(nice))  # on the stream: the head's log
         os.execvpe(argv[0], argv, env)
     except BaseException as e:  # noqa: BLE001 - said on the stream, then the shell's code
         try:

@@ -82,14 +82,16 @@ class ServedChild(ChildHandle):
             self._sock = None
 
 
-def spawn(argv: list[str], env: dict[str, str], grace: float, dashboard: bool = True) -> ServedChild | None:
+def spawn(argv: list[str], env: dict[str, str], grace: float, dashboard: bool = True,
+          nice: int | None = None) -> ServedChild | None:
     """Fork ``argv`` from this host's server (started now if there is none), or None when it
     cannot be done equivalently or at all: the caller execs then. Runs in the agent's cwd.
-    ``dashboard``: a worker that serves dashboard pages (its server imports Bokeh once for all)."""
+    ``dashboard``: a worker that serves dashboard pages (its server imports Bokeh once for all);
+    ``nice``: its priority, which the forked child sets itself (never the server)."""
     if not warm.enabled() or warm.entry_point(argv) is None or not _this_interpreter(argv[0]):
         return None
     request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "grace": grace,
-                          "dashboard": dashboard}).encode() + b"\n"
+                          "dashboard": dashboard, **({"nice": nice} if nice is not None else {})}).encode() + b"\n"
     if len(request) > MAX_REQUEST:
         return None
     try:

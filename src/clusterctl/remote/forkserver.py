@@ -39,6 +39,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..runtime import entry as warm  # light: agents import this module for its constants
+from ..runtime.childhandle import check_nice, lower_priority, say_missed
 from ..runtime.entry import differs, neutral  # noqa: F401 - the one forking rule, used here and by directserve
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class Server:
             req = json.loads(line)
             argv, env, cwd = list(req["argv"]), dict(req["env"]), str(req["cwd"])
             grace, dashboard = float(req.get("grace", 10.0)), bool(req.get("dashboard", True))
+            nice = check_nice(req.get("nice"))
         except (ValueError, KeyError, TypeError) as e:
             self._answer(conn, {"refused": f"bad request: {e}"}, close=True)
             return
@@ -191,16 +193,17 @@ class Server:
             return
         out, err = self.fds.pop(conn)
         self.fds[conn] = []
-        pid = self.fork_child(argv, env, out, err, cwd, dashboard=dashboard)
+        pid = self.fork_child(argv, env, out, err, cwd, dashboard=dashboard, nice=nice)
         self.children[pid] = conn
         self.grace[pid] = grace
         self._answer(conn, {"pid": pid})
 
     def fork_child(self, argv: list[str], env: dict[str, str], out: int, err: int, cwd: str = ".",
-                   orphan: bool = False, dashboard: bool = True) -> int:
+                   orphan: bool = False, dashboard: bool = True, nice: int | None = None) -> int:
         """Fork ``argv`` with ``out`` and ``err`` as its stdout and stderr (closed here after);
         ``orphan``: the child stops when this server dies (directserve.die_with_parent);
-        ``dashboard``: a worker serving dashboard pages (Bokeh imported here once, not in each child)."""
+        ``dashboard``: a worker serving dashboard pages (Bokeh imported here once, not in each child);
+        ``nice``: the child's priority, set in the child (this server, which forks schedulers too, keeps its own)."""
         if dashboard and "distributed.dashboard.worker" not in sys.modules \
                 and warm.entry_point(argv)[0] == warm.ENTRY["worker"]:
             _preload(["distributed.dashboard.worker"])  # once, here, rather than in every child
@@ -210,7 +213,7 @@ class Server:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child; never returns
                 _child(argv, env, cwd, out, err, self.listener, [*self.conns], ours, self.wake_r, self.wake_w,
-                       parent=me if orphan else 0)
+                       parent=me if orphan else 0, nice=nice)
         finally:
             os.close(out)
             os.close(err)
@@ -249,9 +252,10 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *inherited: Any, parent: int = 0) -> None:
+def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *inherited: Any, parent: int = 0,
+           nice: int | None = None) -> None:
     """In the forked child: become the planned Dask process, as runtime/warm.py's children do;
-    with ``parent``, one that stops when that server dies."""
+    with ``parent``, one that stops when that server dies; with ``nice``, at that priority."""
     code = 1
     try:
         for thing in inherited:  # the server's sockets and pipe are not the child's business
@@ -274,6 +278,7 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int, *
         os.dup2(err, 2)
         os.close(out)
         os.close(err)
+        say_missed(lower_priority(nice))  # on its stream: the head's log
         import dask.config
 
         dask.config.refresh()  # DASK_* from this request's env, not the server's

@@ -38,6 +38,8 @@ def agent_argv(cfg: ClusterConfig, spec: ProcessSpec) -> tuple[str, ...]:
     ]
     if not spec.dashboard:
         agent.append("--no-dashboard-pages")
+    if spec.nice is not None:
+        agent += ["--nice", str(spec.nice)]
     for key in sorted(spec.remote_env):
         agent += ["--env-key", key]
     return tuple(ssh_argv(h, control_dir(cfg)) + [remote_command([*agent, "--", *spec.remote_args])])

@@ -1,11 +1,14 @@
 """What every child started without Popen shares with Popen: ``pid``, ``returncode``, ``poll()``,
 ``wait(timeout)`` and ``send_signal(sig)``; subclasses say how its exit is seen (runtime/handles.py,
-remote/forked.py). Standard library only: the remote agent imports it for every worker."""
+remote/forked.py). And how every child, however started, takes its worker's priority (``nice:``):
+lower_priority. Standard library only: the remote agent imports it for every worker."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
+import sys
 import time
 
 POLL_INTERVAL = 0.02
@@ -46,3 +49,75 @@ class ChildHandle:
 
     def _pause(self, most: float | None) -> None:
         time.sleep(POLL_INTERVAL if most is None else min(POLL_INTERVAL, most))
+
+
+# -- a worker's priority (`nice:`), set in the child itself ------------------------------------------
+NICE_RANGE = range(0, 20)
+# Windows has priority classes, not nice values (subprocess's constants exist only there).
+BELOW_NORMAL_PRIORITY_CLASS, IDLE_PRIORITY_CLASS = 0x4000, 0x40
+
+
+def check_nice(value: object) -> int | None:
+    """A ``nice`` from a request or a command line: None, or an int 0..19; ValueError otherwise."""
+    if value is None or type(value) is int and value in NICE_RANGE:
+        return value  # type: ignore[return-value]
+    raise ValueError(f"nice must be an integer from 0 to 19, not {value!r}")
+
+
+def priority_class(nice: int | None) -> int:
+    """Windows: the creation flag for ``nice`` (0: normal, none); 1..14 below normal, 15..19 idle."""
+    return 0 if not nice else BELOW_NORMAL_PRIORITY_CLASS if nice < 15 else IDLE_PRIORITY_CLASS
+
+
+def lower_priority(nice: int | None) -> str:
+    """In a new child, after fork and before exec or the worker's code: CPU priority ``nice``, absolute
+    (``os.nice`` is relative: a niced server would add its own), and above 0 the idle I/O class where the
+    OS has one (Linux). Nice and I/O class are per thread on Linux and inherited: set before any thread
+    or child exists, they hold for the whole tree. Never raises (a start must not fail for it): returns
+    what could not be done, '' when all was. psutil (for the I/O class) is imported only when needed:
+    an agent without a nice does not pay for it."""
+    if nice is None or not hasattr(os, "setpriority"):
+        return ""
+    missed = []
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as e:  # raising a priority needs a privilege: it stays at the (lower) one it had
+        missed.append(f"nice {nice} ({e.strerror}; it stays {os.getpriority(os.PRIO_PROCESS, 0)})")
+    if nice > 0 and sys.platform.startswith("linux"):
+        try:
+            import psutil
+
+            psutil.Process().ionice(psutil.IOPRIO_CLASS_IDLE)
+        except Exception as e:  # noqa: BLE001 - not permitted (a container's seccomp), no psutil...
+            missed.append(f"the idle I/O class ({type(e).__name__}: {e})")
+    return "; ".join(missed)
+
+
+def say_missed(missed: str, fd: int = 2) -> None:
+    """One line on ``fd`` (the child's log) for what lower_priority could not do."""
+    if missed:
+        try:
+            os.write(fd, f"clusterctl: could not set {missed}\n".encode())
+        except OSError:
+            pass
+
+
+def _before_exec(nice: int) -> None:
+    say_missed(lower_priority(nice))  # stderr is the log already: Popen has set it up
+
+
+def popen_priority(nice: int | None, creationflags: int = 0) -> dict:
+    """Popen's arguments that start a process at ``nice`` (None: as its parent): on POSIX a preexec_fn
+    (the child sets it after fork, before exec; psutil imported first, here: no import after a fork of a
+    process with threads), on Windows a priority class among ``creationflags``."""
+    if os.name == "nt":
+        flags = creationflags | priority_class(nice)
+        return {"creationflags": flags} if flags else {}
+    if nice is None:
+        return {}
+    if nice > 0 and sys.platform.startswith("linux"):
+        try:
+            import psutil  # noqa: F401
+        except ImportError:
+            pass
+    return {"preexec_fn": functools.partial(_before_exec, nice)}

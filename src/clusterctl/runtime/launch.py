@@ -120,7 +120,7 @@ class ExecLaunch(Local):
     def start(self, spec: ProcessSpec) -> Launched:
         from . import process
 
-        popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd)
+        popen = process.spawn(spec.argv, log_path=spec.log_path, env=spec.env, cwd=spec.cwd, nice=spec.nice)
         return Launched(popen, self.transport, tuple(spec.argv))
 
 

@@ -11,7 +11,6 @@ reuses the id of a dead leader, the group is someone else's.
 from __future__ import annotations
 
 from enum import StrEnum
-
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from ..plan.tag import KEEP_ENVIRON, TAG_ENV
+from .childhandle import popen_priority
 from .logs import private_file, write_header
 
 WINDOWS = os.name == "nt"
@@ -104,10 +104,12 @@ def spawn(
     cwd: Path | None = None,
     detach: bool = False,
     stdin: int = subprocess.DEVNULL,
+    nice: int | None = None,
 ) -> subprocess.Popen:
     """Start argv in its own session (POSIX) or process group (Windows), logging to log_path.
 
-    ``detach`` also drops the console on Windows, for the background supervisor."""
+    ``detach`` also drops the console on Windows, for the background supervisor; ``nice`` (a worker's)
+    is set in the child before exec, with the idle I/O class (childhandle.lower_priority)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -126,9 +128,9 @@ def spawn(
         flags = subprocess.CREATE_NEW_PROCESS_GROUP
         if detach:
             flags |= subprocess.DETACHED_PROCESS | subprocess.CREATE_NO_WINDOW
-        kwargs["creationflags"] = flags
+        kwargs.update(popen_priority(nice, flags))  # creationflags, with its priority class
     else:
-        kwargs["start_new_session"] = True
+        kwargs.update(start_new_session=True, **popen_priority(nice))
     try:
         popen = subprocess.Popen(
             list(argv),

@@ -99,7 +99,8 @@ def spawn(spec: ProcessSpec) -> WarmChild:
         Path(spec.cwd).mkdir(parents=True, exist_ok=True)
     proc = _context().Process(
         target=_child_main,
-        args=(list(spec.argv), str(log) if log else None, dict(spec.env), str(spec.cwd) if spec.cwd else None),
+        args=(list(spec.argv), str(log) if log else None, dict(spec.env), str(spec.cwd) if spec.cwd else None,
+              spec.nice),
         name=spec.name,
         daemon=False,
     )
@@ -107,11 +108,15 @@ def spawn(spec: ProcessSpec) -> WarmChild:
     return WarmChild(proc, spec.env.get(TAG_ENV, ""))
 
 
-def _child_main(argv: list[str], log: str | None, env: dict[str, str], cwd: str | None) -> None:
-    """Runs in the forked child: become the planned process, then hand over to Dask's CLI."""
+def _child_main(argv: list[str], log: str | None, env: dict[str, str], cwd: str | None,
+                nice: int | None = None) -> None:
+    """Runs in the forked child: become the planned process (at its worker's ``nice``, never the
+    server's own), then hand over to Dask's CLI."""
+    from .childhandle import lower_priority, say_missed
     from .handles import become_detached
 
     become_detached(argv, log, cwd, env)
+    say_missed(lower_priority(nice))  # into its log: become_detached made that its stderr
     import dask.config
 
     dask.config.refresh()  # DASK_* from this process's env, not the server's
