@@ -18,8 +18,10 @@ import json
 import os
 
 from ..topology import LOCAL_HOST, MAX_GROUP_WORKERS, ClusterConfig, RestartPolicy, WorkerGroup
+from ..topology.workers import GPU_ENV
 from ..errors import ConfigError
 from .resolve import Launcher
+from .sizing import Inventory, size, worker_settings
 # TAG_ENV is in the environment of every process clusterctl starts, here and on other hosts: the
 # proof that a pid is this cluster's before anything signals it (runtime/process.py), and what
 # `down` sweeps by. Re-exported: the plan's users import it from here.
@@ -86,9 +88,9 @@ def preamble(env: dict[str, str]) -> bytes:
 
 
 def shown_env(env: dict[str, str]) -> dict[str, str]:
-    """env for people: clusterctl's own settings as they are; any other value (from a topology's
-    `env:`, which may hold a token or a password) as ``***``."""
-    return {k: v if k == TAG_ENV or OWN_ENV.get(k) == v else MASK for k, v in env.items()}
+    """env for people: clusterctl's own settings (and a worker's GPUs) as they are; any other value
+    (from a topology's `env:`, which may hold a token or a password) as ``***``."""
+    return {k: v if k in (TAG_ENV, GPU_ENV) or OWN_ENV.get(k) == v else MASK for k, v in env.items()}
 
 
 def hostport(host: str, port: int) -> str:
@@ -323,25 +325,25 @@ def worker_spec(
     remote = cfg.host(at).remote
     host = cfg.worker_bind(group, at)
     state = "." if remote else str(cfg.state_path)  # remote paths are relative to its workdir
+    memory, nthreads, resources, gpu_env = worker_settings(group, at, index)  # sized to the host (sizing.py)
     args = [
         scheduler_address(cfg),
         "--name", name,
         "--host", host,
         "--dashboard-address", hostport(host, 0),
         "--local-directory", "work" if remote else str(cfg.state_path / "work"),
-        "--memory-limit", str(group.memory_limit),
+        "--memory-limit", str(memory),
         # Bounds only the wait for the scheduler at start; restarts are the supervisor's job.
         "--death-timeout", f"{number(cfg.timeouts.startup)}s",
         "--nanny" if group.nanny else "--no-nanny",
         "--dashboard" if group.dashboard else "--no-dashboard",
     ]
-    if group.nthreads:
-        args += ["--nthreads", str(group.nthreads)]
-    if group.resources:
-        # Full precision: '{:g}' would turn 1234567 into 1.23457e+06.
-        args += ["--resources", ",".join(f"{k}={number(v)}" for k, v in sorted(group.resources.items()))]
+    if nthreads:
+        args += ["--nthreads", str(nthreads)]
+    if resources:  # full precision: '{:g}' would turn 1234567 into 1.23457e+06
+        args += ["--resources", ",".join(f"{k}={number(v)}" for k, v in sorted(resources.items()))]
     args += _tls_args(cfg, REMOTE_TLS_DIR if remote else os.path.join(state, "tls"))
-    env = {**cfg.host(at).env, **group.env} if remote else dict(group.env)
+    env = {**cfg.host(at).env, **group.env, **gpu_env} if remote else {**group.env, **gpu_env}
     if cfg.tls_enabled:
         env.update(REQUIRE_ENCRYPTION)
     remote_env: dict[str, str] = {}
@@ -369,11 +371,14 @@ def worker_spec(
     )
 
 
-def build_plan(cfg: ClusterConfig, launcher: Launcher, counts: dict[str, int] | None = None) -> list[ProcessSpec]:
+def build_plan(cfg: ClusterConfig, launcher: Launcher, counts: dict[str, int] | None = None,
+               inventories: dict[str, Inventory] | None = None) -> list[ProcessSpec]:
     """Scheduler first, then each group's workers named ``<group>-<i>``.
 
     ``counts`` overrides a group's size (what ``scale`` recorded); it may set 0, but it may
-    not name a group the topology lacks or ask for a negative size."""
+    not name a group the topology lacks or ask for a negative size. ``inventories`` (host name:
+    what it has) sizes count: auto, memory_limit: auto and gpus: (sizing.py), unless ``cfg`` was
+    sized already (sizing.Sizing.apply); a host missing from them is sized as unknown."""
     counts = dict(counts or {})
     known = {g.name for g in cfg.workers}
     for name, n in counts.items():
@@ -384,8 +389,10 @@ def build_plan(cfg: ClusterConfig, launcher: Launcher, counts: dict[str, int] | 
             )
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_GROUP_WORKERS:
             raise ConfigError(f"scale: {name}={n!r} is not a worker count; use 0 to {MAX_GROUP_WORKERS}")
+    if inventories is not None:
+        cfg = size(cfg, inventories, counts).apply(cfg)
     specs = [scheduler_spec(cfg, launcher)]
     for group in cfg.workers:
-        n = counts.get(group.name, group.count)
+        n = counts.get(group.name, group.planned_count)
         specs += [worker_spec(cfg, launcher, group, i, at) for i, at in enumerate(group.placement(n))]
     return specs

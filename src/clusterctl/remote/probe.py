@@ -8,8 +8,9 @@ there anyway. Standard library only at import time::
     $ python -m clusterctl.remote.probe facts --bind 127.0.0.1 --ports 8786,8787
     {"python": "3.11.2", "dask": "2026.8.0", ...}
 
-``facts`` and ``install`` both report the host's versions as ``versions`` (see ``versions()``):
-`up` compares them with the head's before anything starts there, `doctor` shows them.
+``inventory`` (cores, memory, GPUs: what plan/sizing.py divides) is sent as source too. ``facts``
+and ``install`` both report the host's versions as ``versions`` (see ``versions()``): `up` compares
+them with the head's before anything starts there, `doctor` shows them.
 """
 
 from __future__ import annotations
@@ -96,6 +97,108 @@ def facts(bind: str | None, ports: list[int]) -> dict:
         except OSError as e:
             out["ports"][str(port)] = f"cannot bind {bind}: {e.strerror or e}"
     out["time"] = time.time()  # last, so the offset includes as little of the probe as possible
+    return out
+
+
+def usable_cores() -> int:
+    """The cores workers may use here, as dask.system.cpu_count counts them: the CPU affinity
+    (containers, taskset; os.cpu_count() where there is none), and a cgroup CPU quota if lower."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(count, quota) if quota else count)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """A cgroup's CPU quota in whole cores (rounded up), v1 or v2, as dask.system reads it; None: no quota."""
+    quota = period = None
+    for d in ("cpuacct,cpu", "cpu,cpuacct"):
+        try:
+            quota, period = (int(_read(f"/sys/fs/cgroup/{d}/cpu.cfs_{k}_us")) for k in ("quota", "period"))
+            break
+        except (OSError, ValueError):
+            pass
+    if quota is None:
+        try:
+            group = _read("/proc/self/cgroup").strip().split(":")[-1].rstrip("/") + "/"
+            quota, period = map(int, _read(f"/sys/fs/cgroup{group}cpu.max").split(" "))
+        except (OSError, ValueError):  # "max 100000": no quota
+            return None
+    return -(-quota // period) if quota and period and quota > 0 and period > 0 else None
+
+
+def usable_memory() -> int:
+    """Bytes workers may use here, as distributed.system.memory_limit (Dask's MEMORY_LIMIT) finds them:
+    the RAM, or a cgroup limit (v1 memory.limit_in_bytes and soft limit, v2 memory.max, .high, .low)
+    or RLIMIT_RSS if lower."""
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: psutil (Dask's own way)
+        limit = __import__("psutil").virtual_memory().total
+    if sys.platform == "linux":
+        for path in ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.soft_limit_in_bytes",
+                     "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.high", "/sys/fs/cgroup/memory.low"):
+            try:
+                found = int(_read(path))
+            except (OSError, ValueError):  # absent, or "max"
+                continue
+            if found > 0:
+                limit = min(limit, found)
+    try:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_RSS)[1]
+    except (ImportError, OSError, ValueError):
+        hard = 0
+    return int(min(limit, hard) if hard > 0 else limit)
+
+
+NVIDIA_SMI = ("nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits")
+NVIDIA_SMI_TIMEOUT = 10.0  # seconds: without persistence mode its first call loads the driver
+
+
+def gpus(path: str | None = None) -> tuple[list[dict], str | None]:
+    """([{index, name, memory (bytes)}], None), or ([], what nvidia-smi said) when it lists none."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(NVIDIA_SMI[0], path=path)
+    if exe is None:
+        return [], f"nvidia-smi: not found on PATH ({path if path is not None else os.environ.get('PATH', '')})"
+    try:
+        proc = subprocess.run([exe, *NVIDIA_SMI[1:]], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return [], f"nvidia-smi did not answer within {NVIDIA_SMI_TIMEOUT:g} s"
+    except OSError as e:
+        return [], f"nvidia-smi: {e.strerror or e}"
+    said = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        return [], f"nvidia-smi exit {proc.returncode}: {said[-1] if said else '(no output)'}"
+    found = []
+    for line in proc.stdout.splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        try:
+            found.append({"index": int(parts[0]), "name": ",".join(parts[1:-1]),
+                          "memory": int(float(parts[-1]) * 2**20)})  # MiB (nounits)
+        except (ValueError, IndexError):
+            continue
+    return found, None if found else f"nvidia-smi listed no GPU: {said[-1] if said else '(no output)'}"
+
+
+def inventory(with_gpus: bool = False, path: str | None = None) -> dict:
+    """What this host has for workers: usable cores and memory, and its GPUs if asked (nvidia-smi
+    found on ``path``, else on PATH). plan/sizing.py's Inventory reads it."""
+    out: dict = {"cores": usable_cores(), "memory": usable_memory(), "gpus": None, "gpu_error": None}
+    if with_gpus:
+        out["gpus"], out["gpu_error"] = gpus(path)
+    out["time"] = time.time()
     return out
 
 
@@ -252,13 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--ports", default="")
     i.add_argument("--warm", default=None, metavar="TAG",
                    help="then start this cluster's fork server in ROOT (remote/forkserver.py), if none runs there")
+    v = sub.add_parser("inventory", help="print this host's usable cores, memory (and GPUs) as JSON")
+    v.add_argument("--gpus", action="store_true", help="also list the GPUs nvidia-smi sees")
+    v.add_argument("--path", default=None, help="where to look for nvidia-smi (default: PATH)")
     s = sub.add_parser("sweep", help="stop what a cluster's agents left here")
     s.add_argument("tag")
     s.add_argument("--grace", type=float, default=10.0)
     s.add_argument("--workdir", default=None, help="only processes running in this directory")
     s.add_argument("--warm", action="store_true", help="then start the cluster's fork server in --workdir")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.what == "facts":
+    if args.what == "inventory":
+        result = inventory(args.gpus, args.path)
+    elif args.what == "facts":
         ports = [int(x) for x in args.ports.split(",") if x.strip()]
         result = facts(args.bind, ports)
     elif args.what == "install":

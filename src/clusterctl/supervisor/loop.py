@@ -23,7 +23,7 @@ from ..errors import ClusterError
 from ..plan.resolve import Launcher, resolve
 from ..plan.specs import (TAG_ENV, ProcessSpec, build_plan, cluster_tag, scheduler_address,
                           scheduler_spec, worker_spec)
-from ..remote import fleet
+from ..remote import fleet, inventory
 from ..runtime import tls, tuning, warm
 from ..runtime.metrics import MetricsServer
 from ..runtime.control import ControlServer
@@ -131,6 +131,11 @@ class Supervisor:
             if g.adapt is not None:
                 counts[g.name] = adaptive_start(g)
                 self.core.adapter.set(GroupAdapt.of(g))
+        try:  # count: auto, memory_limit: auto and gpus: sized to each host's inventory (plan/sizing.py)
+            self.cfg, _ = inventory.sized(self.cfg, counts, emit=self.events.emit)
+        except ClusterError as e:  # a host lacks the GPUs or the memory asked for: nothing started, one line
+            self.error, _ = str(e), self.core.finish(ClusterState.FAILED)
+            return self._save() or 1
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
         adopt.install(found, self.core, {s.name: s for s in specs}, self._plan_worker)
         adopt.stop_strays(found, cluster_tag(self.cfg), self.core)  # and the old supervisor's helpers

@@ -1,13 +1,18 @@
-"""Worker groups: how many, where (`at:`), and a memory limit dask reads as the user meant."""
+"""Worker groups: how many, where (`at:`), and a memory limit dask reads as the user meant.
+
+`count: auto`, `memory_limit: auto` and `gpus:` are sized to each host at planning time
+(plan/sizing.py); the sized numbers ride on the group as HostShare values (``WorkerGroup.share``)."""
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .adapt import AdaptConfig
 from .base import NAME_RE, Bool, FieldError, Int, Model, Num, RestartPolicy, _check_env, _short
@@ -30,18 +35,43 @@ PLACEMENT_HINT = (
 )
 
 
+GPU_ENV = "CUDA_VISIBLE_DEVICES"
+MAX_GPU_INDEX = 63
+
+
 def _is_count(n: Any) -> bool:
     return isinstance(n, int) and not isinstance(n, bool)
 
 
+def _count_schema(schema: dict[str, Any]) -> None:
+    """`count:` takes "auto" too (turned into a number before the field is checked)."""
+    number = {k: schema.pop(k) for k in ("type", "minimum", "maximum") if k in schema}
+    schema["anyOf"] = [number, {"const": "auto", "type": "string"}]
+
+
+@dataclass(frozen=True)
+class HostShare:
+    """What plan/sizing.py gave one group on one host: its workers there and their settings."""
+
+    workers: int  # the group's workers there (at the planned size; an adaptive group's maximum)
+    nthreads: int | None  # None: Dask's choice
+    memory_limit: str | int | float  # bytes when sized; as written (e.g. 'auto': Dask's own) otherwise
+    devices: tuple[int, ...] = ()  # GPU indices its workers go round (gpus:), rotated as dask-cuda does
+
+
 class WorkerGroup(Model):
     name: str = "default"
-    count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS)
+    count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS, json_schema_extra=_count_schema, description=(
+        "workers; auto: (usable cores / nthreads) on each host the group runs on"))
     at: Placement | None = Field(
         None, description="a host name, a list of names (round-robin) or {host: count}; default: this machine"
     )
     nthreads: Int | None = Field(None, ge=1, le=1024, description="default: dask's choice")
-    memory_limit: str | int | float = Field("auto", description="'auto', bytes, '4GiB' or 0.5")
+    memory_limit: str | int | float = Field("auto", description="'auto' (each host's memory, less `reserve:`, "
+                                            "divided among its workers), bytes, '4GiB' or 0.5")
+    gpus: Literal["auto"] | list[Int] | None = Field(
+        None, description="auto or GPU indices such as [0, 2]: one worker per GPU on each host, "
+        "CUDA_VISIBLE_DEVICES rotated as dask-cuda does, resources {GPU: 1}")
     resources: dict[str, Num] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     # The supervisor restarts workers (and enforces memory_limit) itself; a nanny costs a
@@ -56,6 +86,88 @@ class WorkerGroup(Model):
     # Follow Dask's recommendation between minimum and maximum (topology/adapt.py); the group then
     # starts with max(1, minimum) workers, and an `at:` map caps each host at its count.
     adapt: AdaptConfig | None = None
+    _count_auto: bool = PrivateAttr(False)  # `count: auto` (count holds one worker per host until sized)
+    _shares: dict[str, HostShare] | None = PrivateAttr(None)  # by host, once sized (plan/sizing.py)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _auto_count(cls, data: Any, handler: Any) -> WorkerGroup:
+        """`count: auto` and `gpus:` size the group per host at planning time; until then `count` holds
+        one worker per host (a list of GPU indices: one per index), what the total cap checks."""
+        auto = isinstance(data, dict) and data.get("count") == "auto"
+        if isinstance(data, dict) and data.get("gpus") is not None:
+            for key, why in (("count", "one worker per GPU"), ("adapt", "one worker per GPU, a fixed size")):
+                if key in data:
+                    raise FieldError(f"gpus: sets the group's size ({why}); drop `{key}:`", (key,))
+        if auto and data.get("adapt") is not None:
+            raise FieldError("auto sizes the group to the machine, adapt: to the work; drop one", ("count",))
+        if (auto or isinstance(data, dict) and data.get("gpus") is not None) and isinstance(data.get("at"), dict):
+            raise FieldError("`at:` with counts fixes each host's size; with count: auto or gpus: write "
+                             "the hosts as a list (at: [ws1, ws2])", ("at",))
+        if auto or isinstance(data, dict) and data.get("gpus") is not None:
+            at, gpus = data.get("at"), data.get("gpus")
+            hosts = len(at) if isinstance(at, list) and at else 1
+            per = len(gpus) if isinstance(gpus, list) and gpus and len(gpus) <= MAX_GPU_INDEX + 1 else 1
+            data = {**data, "count": min(MAX_GROUP_WORKERS, hosts * per)}
+        group = handler(data)
+        group._count_auto = auto
+        return group
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        hint = "write gpus: auto (every GPU nvidia-smi lists) or a list of indices such as [0, 2]"
+        if v is None or v == "auto":
+            return v
+        if not isinstance(v, list) or not v or not all(_is_count(i) for i in v):
+            raise ValueError(f"{_short(v)} is not a GPU choice; {hint}")
+        bad = next((i for i in v if not 0 <= i <= MAX_GPU_INDEX), None)
+        if bad is not None:
+            raise ValueError(f"GPU index {bad} is out of range; use 0 to {MAX_GPU_INDEX}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{_short(v)} lists a GPU twice; name each index once")
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_env(self) -> WorkerGroup:
+        if self.gpus is not None and GPU_ENV in self.env:
+            raise FieldError(f"{GPU_ENV} is set by gpus: (one GPU first for each worker); drop it from env:",
+                             ("env", GPU_ENV))
+        return self
+
+    @property
+    def count_auto(self) -> bool:
+        return self._count_auto
+
+    @property
+    def sized_count(self) -> bool:
+        """Its size comes from each host (count: auto or gpus:), not from `count:`."""
+        return self._count_auto or self.gpus is not None
+
+    @property
+    def default_nthreads(self) -> int | None:
+        """nthreads, or 1 where the group runs a worker per core or per GPU (Dask's default, every
+        core, would make each of them as wide as the machine); None: Dask's choice."""
+        return self.nthreads or (1 if self.sized_count else None)
+
+    def share(self, host: str) -> HostShare | None:
+        """What sizing gave this group on ``host`` (None: not sized, or the host was not)."""
+        return None if self._shares is None else self._shares.get(host)
+
+    def with_shares(self, shares: dict[str, HostShare]) -> WorkerGroup:
+        """A copy sized per host (plan/sizing.py); count: auto and gpus: place that many on each host."""
+        copy = self.model_copy()
+        copy._shares = dict(shares)
+        for name in ("_slots", "_positions", "hosts_used"):
+            copy.__dict__.pop(name, None)
+        return copy
+
+    @property
+    def planned_count(self) -> int:
+        """How many workers it starts with: per host once count: auto or gpus: is sized, else `count`."""
+        if self._shares is not None and self.sized_count:
+            return sum(self._shares[h].workers for h in self.hosts_used if h in self._shares)
+        return self.count
 
     @field_validator("name")
     @classmethod
@@ -136,12 +248,35 @@ class WorkerGroup(Model):
     def _slots(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(the host of each worker `at:` places, the hosts to go round past them)."""
         if self.at is None:
-            return (), (LOCAL_HOST,)
-        if isinstance(self.at, str):
-            return (), (self.at,)
-        if isinstance(self.at, list):
-            return (), tuple(self.at)
-        return tuple(h for h, k in self.at.items() for _ in range(k)), tuple(self.at)
+            names: tuple[str, ...] = (LOCAL_HOST,)
+        elif isinstance(self.at, str):
+            names = (self.at,)
+        elif isinstance(self.at, list):
+            names = tuple(self.at)
+        else:
+            return tuple(h for h, k in self.at.items() for _ in range(k)), tuple(self.at)
+        if self._shares is not None and self.sized_count:  # each host's own count, host after host
+            return tuple(h for h in names for _ in range(self._shares[h].workers if h in self._shares else 0)), names
+        return (), names
+
+    @cached_property
+    def _positions(self) -> tuple[tuple[int, ...], dict[str, int]]:
+        """(each placed worker's rank among the group's workers on its host, the number per host)."""
+        seen: Counter[str] = Counter()
+        ranks = []
+        for h in self._slots[0]:
+            ranks.append(seen[h])
+            seen[h] += 1
+        return tuple(ranks), dict(seen)
+
+    def rank_on_host(self, index: int) -> int:
+        """Worker ``index``'s rank among this group's workers on its host (its GPU, with gpus:)."""
+        slots, names = self._slots
+        ranks, per_host = self._positions
+        if index < len(slots):
+            return ranks[index]
+        k = index - len(slots)
+        return per_host.get(names[k % len(names)], 0) + k // len(names)
 
     @cached_property
     def hosts_used(self) -> tuple[str, ...]:
@@ -155,7 +290,7 @@ class WorkerGroup(Model):
 
     def placement(self, n: int | None = None) -> list[str]:
         """The host of each worker index: `at:` order first, then round-robin when scaled past it."""
-        n = self.count if n is None else n
+        n = self.planned_count if n is None else n
         return [self.host_of(i) for i in range(n)]
 
     @field_validator("memory_limit", mode="before")
