@@ -141,7 +141,9 @@ def test_planning_the_cap_meets_a_deadline():
 
 def test_validate_of_4096_workers_meets_a_deadline(tmp_path):
     p = tmp_path / "big.yaml"
-    p.write_text("name: big\n" + groups(4, 1024))
+    # An explicit limit: memory_limit: auto would divide this machine among 4096 workers, under the
+    # floor a worker needs (plan/sizing.py), and validate would say so instead.
+    p.write_text("name: big\n" + groups(4, 1024, "    memory_limit: 1GiB\n"))
     start = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "clusterctl", "validate", "-f", str(p)],
                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -18,6 +18,7 @@ from ..client.stop import stop
 from ..runtime import tuning
 from ..plan.specs import TAG_ENV, build_plan, cluster_tag, dashboard_url
 from ..plan.resolve import resolve
+from ..remote import inventory
 from ..runtime.states import ClusterState
 from . import app
 from .common import ConfigOption, JsonOption, config, err, format_bytes, is_terminal, out, user_errors
@@ -134,7 +135,7 @@ STATE_STYLE = {"reachable": "green", "unreachable": "bold red", "back": "yellow"
 @app.command()
 @user_errors
 def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check cluster.yaml and print the resolved plan, and where each tuning value comes from; starts nothing.
+    """Check cluster.yaml and print the resolved plan (sized to each host), and where each tuning value comes from; starts nothing.
 
     Example: clusterctl validate -f cluster.yaml
     """
@@ -142,6 +143,10 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     for warning in cfg.warnings():
         err.print(f"[yellow]warning:[/] {warning}")
     launcher = resolve(cfg.python, cfg.bin_dir)
+    # count: auto, memory_limit: auto, gpus: sized to each host: this machine measured here, another
+    # asked over ssh (a few seconds at most; its cached inventory, else "resolved at `up`", when it
+    # does not answer). Nothing is started or written.
+    cfg, sizing = inventory.sized(cfg, at_up=False)
     specs = build_plan(cfg, launcher)
     defaults = tuning.apply_defaults(dict(os.environ))  # what every process gets, unless its env says otherwise
     problems: list[str] = []
@@ -159,7 +164,7 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
                  "groups": {g: [t.to_dict() for t in ts] for g, ts in groups.items()},
                  "remote_hosts": remote}
         out.print_json(json.dumps({"name": cfg.name, "launcher": launcher.how, "env_defaults": defaults, "tag": tag,
-                                   "dashboard": dashboard, "tuning": tuned,
+                                   "dashboard": dashboard, "tuning": tuned, "sizing": sizing.to_dict(),
                                    "processes": [s.to_dict() for s in specs]}, default=str))
         return
     out.print(f"{cfg.source}: valid; cluster {cfg.name!r}, {len(specs) - 1} workers")
@@ -167,6 +172,10 @@ def validate(file: ConfigOption = None, as_json: JsonOption = False) -> None:
     out.print(f"state: {cfg.state_path}")
     out.print(f"dashboard: {dashboard or '(disabled)'}", markup=False)
     out.print(f"tag: {TAG_ENV}={tag} (every process carries it; `down` stops by it)", markup=False)
+    if sizing.hosts:
+        out.print("sized to each host (count: auto, memory_limit: auto, gpus:; docs/sizing.md):", markup=False)
+    for line in sizing.lines():
+        out.print(f"  {line}", markup=False)
     out.print("tuning (a group's env: beats the environment, which beats your dask config, "
               "which beats clusterctl's defaults):", markup=False)
     width = max(len(t.setting or t.key) for t in base)
