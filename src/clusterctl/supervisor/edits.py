@@ -75,6 +75,13 @@ class Return:
 
 
 @dataclass(frozen=True)
+class Noted:
+    """Nothing to do but write the ledger again: what it shows changed (a host's owner, say)."""
+
+    what: str = ""
+
+
+@dataclass(frozen=True)
 class Move:
     """A child's new state, as an operator's restart sets it (changes.py): ``retry_at`` when it
     starts again, the exit code of the incarnation just stopped, and ``reset`` a fresh restart budget."""
@@ -117,4 +124,4 @@ class Shutdown:
     by: str
 
 
-Edit = Union[Event, Add, Remove, Move, Respec, Policy, Retime, Shutdown, Yield, Return]
+Edit = Union[Event, Add, Remove, Move, Respec, Policy, Retime, Shutdown, Yield, Return, Noted]

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..topology import LOCAL_HOST, ClusterConfig
-from .edits import Edit, Event, Return, Yield
+from .edits import Edit, Event, Noted, Return, Yield
 from .states import ChildState as S
 from .yielding import Decision, HostYield, Mode, Reading
 
@@ -43,6 +43,7 @@ class Owners:
         self.hosts = {n: HostYield(n, cfg.policy(n)) for n in policed_hosts(cfg)}
         self.links = {n: links(n) for n in self.hosts if cfg.policy(n).watched} if links else {}
         self.paused: set[str] = set()  # worker names paused through Dask
+        self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
         self.background: Callable[..., None] = _thread  # tests pause inline
 
     def tick(self, core: Reconciler, now: float) -> list[Edit]:
@@ -56,6 +57,10 @@ class Owners:
                 elif d.kind:
                     edits.append(Event(name, _said(d), d.detail, {"mode": h.mode.value}))
             edits += self._match(core, name, h)
+            shown = {k: v for k, v in h.status().items() if k != "owner_why"}
+            if shown != self.shown.get(name):
+                self.shown[name] = shown
+                edits.append(Noted(name))
         self.held.clear()
         self.held.update(n for n, h in self.hosts.items() if h.holds)
         return edits
