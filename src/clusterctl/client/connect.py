@@ -24,7 +24,7 @@ from ..runtime.states import SERVING, ChildState
 from ..topology import ClusterConfig
 
 GONE = "gone"  # wait_ready's word for a name the ledger does not (or no longer) hold
-SETTLED = frozenset({ChildState.RUNNING, ChildState.FATAL, ChildState.EXITED, GONE})
+SETTLED = frozenset({ChildState.RUNNING, ChildState.FATAL, ChildState.EXITED, ChildState.YIELDED, GONE})
 
 
 def read_record(cfg: ClusterConfig) -> LedgerRecord:

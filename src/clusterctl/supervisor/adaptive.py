@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..topology.workers import adaptive_maximum
 from .edits import Add, Edit, Event, Remove
+from .states import ChildState
+
+YIELDS = (ChildState.YIELDING, ChildState.YIELDED)
 
 if TYPE_CHECKING:
     from ..topology import WorkerGroup
@@ -92,8 +95,10 @@ def decide(core: Reconciler, g: GroupAdapt, rec: dict, total: int) -> Add | Remo
         g.reason = "paused while a rolling restart replaces this group's workers"
         return None
     members = core.desired.workers(g.group)
-    current = len(members)
-    others = total - current
+    # A yielding host's workers (its owner is back, or it is outside its hours) are no capacity.
+    away = sum(1 for n in members if (c := core.children.get(n)) is not None and c.state in YIELDS)
+    current = len(members) - away
+    others = total - len(members)
     want = max(g.minimum, min(g.maximum, int(rec["target"]) - others, core.adapter.max_workers - others))
     why = f"Dask recommends {rec['target']} workers ({rec.get('queued', 0)} tasks queued, " \
           f"{rec.get('processing', 0)} processing)"

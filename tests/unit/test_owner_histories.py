@@ -1,0 +1,122 @@
+"""Histories of a host yielding to its owner (supervisor/owners.py + yielding.py) against the fake
+world of test_histories: the owner's watcher is a scripted line, the clock is injected."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from clusterctl.supervisor.owners import Owners
+from clusterctl.supervisor.states import ChildState as S
+from clusterctl.topology import parse_config
+from test_histories import History
+
+CFG = """
+owner:
+  active_if: {command: "test -e /x"}
+  retire_after: 30
+  resume_after: 20
+workers: [{count: 2}]
+"""
+
+
+class Line:
+    """The head's watcher: what it said last."""
+
+    def __init__(self):
+        self.active: bool | None = False
+
+    def latest(self):
+        return {"active": self.active, "utcoffset": 0, "signals": {"command": {"why": "exit 0" if self.active
+                                                                             else "exit 1"}}}, ""
+
+    def cpu(self):
+        return 0.0
+
+
+def owned(text: str = CFG) -> tuple[History, Line, list]:
+    h = History(workers=2).up()
+    line, paused = Line(), []
+    cfg = parse_config(text)
+    owners = Owners(cfg, h.core.fleet.held, lambda addresses, p: paused.append((tuple(addresses), p)),
+                    links=lambda name: line, now=lambda: datetime(2026, 12, 7, 12, tzinfo=timezone.utc))
+    owners.background = lambda fn, *args: fn(*args)
+    h.core.owners = owners  # as the Supervisor gives it at construction
+    h.answer(*h.workers())
+    for c in h.core.children.values():
+        c.address = c.address or f"tcp://w/{c.name}"
+    return h, line, paused
+
+
+def live(h: History, seconds: float = 0.0, ticks: int = 1) -> History:
+    """Time passes with the scheduler answering, listing the workers that run."""
+    h.wait(seconds)
+    for _ in range(ticks):
+        h.answer(*[n for n, c in h.core.children.items() if c.is_worker and c.state in (S.STARTING, S.RUNNING)])
+        h.tick()
+    return h
+
+
+def test_the_owner_pauses_then_retires_then_the_workers_come_back_without_spending_restarts():
+    h, line, paused = owned()
+    live(h)
+    assert paused == [] and h.events("localhost") == []
+    line.active = True
+    live(h)
+    assert paused == [(("tcp://w/default-0", "tcp://w/default-1"), True)]
+    assert h.events("localhost") == ["owner-active", "owner-pause"]
+    assert h.state("default-0") == S.RUNNING  # paused is Dask's status, not ours: it still runs
+    live(h, 29)
+    assert h.state("default-0") == S.RUNNING
+    live(h, 1, 2)
+    assert ("retire", ("default-0", "default-1")) in h.fx.actions
+    assert h.state("default-0") == h.state("default-1") == S.YIELDED
+    live(h, 100, 3)  # held: nothing starts, nothing is a failure
+    assert h.state("default-0") == S.YIELDED and not any(a[0] == "spawn" for a in h.fx.actions)
+    line.active = False
+    live(h)
+    live(h, 19)
+    assert h.state("default-0") == S.YIELDED
+    live(h, 1, 2)
+    assert h.state("default-0") in (S.STARTING, S.RUNNING) and h.events("localhost")[-1] == "yield-over"
+    live(h)
+    assert h.states() == {"scheduler": "running", "default-0": "running", "default-1": "running"}
+    assert all(c.restarts == 0 and not c.tracker.loops for c in h.core.children.values())
+    assert h.core.state.value == "running"
+    assert not [e for _, e, _ in h.fx.events if e in ("unhealthy", "fatal", "backoff")]
+
+
+def test_a_worker_added_while_its_host_yields_waits_yielded():
+    h, line, _ = owned(CFG.replace("retire_after: 30", "retire_after: 0"))
+    line.active = True
+    live(h, 0, 3)
+    assert h.state("default-0") == S.YIELDED
+    h.core.desired.add("default", 1, set(h.core.children))  # `scale 3` meanwhile
+    live(h, 0, 2)
+    assert h.state("default-2") == S.YIELDED and not any(a[:2] == ("spawn", "default-2") for a in h.fx.actions)
+
+
+def test_a_worker_in_backoff_on_a_yielding_host_yields_too():
+    h, line, _ = owned(CFG.replace("when_active: pause", "").replace("retire_after: 30", "retire_after: 0"))
+    h.fx.fail["default-1"] = OSError("no such file")
+    h.exit("default-1", 1).tick(2)
+    assert h.state("default-1") == S.BACKOFF, h.states()
+    line.active = True
+    live(h, 0, 3)
+    assert h.state("default-1") == S.YIELDED and h.state("default-0") == S.YIELDED
+
+
+def test_stop_stops_without_retiring():
+    h, line, _ = owned(CFG.replace("retire_after: 30", "retire_after: 30\n  when_active: stop"))
+    line.active = True
+    live(h, 0, 2)
+    assert h.state("default-0") == S.YIELDED
+    assert not any(a[0] == "retire" for a in h.fx.actions) and any(a[0] == "stop" for a in h.fx.actions)
+
+
+def test_unknown_keeps_the_workers_as_they_are():
+    h, line, paused = owned()
+    line.active = None
+    live(h)
+    live(h, 60, 3)
+    assert h.states()["default-0"] == "running" and paused == []
+    assert "owner-unknown" in h.events("localhost")
