@@ -32,13 +32,16 @@ class Line:
     def cpu(self):
         return 0.0
 
+    def close(self):
+        pass
+
 
 def owned(text: str = CFG) -> tuple[History, Line, list]:
     h = History(workers=2).up()
     line, paused = Line(), []
     cfg = parse_config(text)
     owners = Owners(cfg, h.core.fleet.held, lambda addresses, p: paused.append((tuple(addresses), p)),
-                    links=lambda name: line, now=lambda: datetime(2026, 12, 7, 12, tzinfo=timezone.utc))
+                    links=lambda name, cfg: line, now=lambda: datetime(2026, 12, 7, 12, tzinfo=timezone.utc))
     owners.background = lambda fn, *args: fn(*args)
     h.core.owners = owners  # as the Supervisor gives it at construction
     h.answer(*h.workers())
@@ -120,3 +123,30 @@ def test_unknown_keeps_the_workers_as_they_are():
     live(h, 60, 3)
     assert h.states()["default-0"] == "running" and paused == []
     assert "owner-unknown" in h.events("localhost")
+
+
+def test_apply_without_the_owner_rule_brings_yielded_workers_back():
+    h, line, _ = owned(CFG.replace("retire_after: 30", "retire_after: 0"))
+    line.active = True
+    live(h, 0, 3)
+    assert h.state("default-0") == S.YIELDED
+    h.core.owners.update(parse_config("workers: [{count: 2}]\n"))
+    live(h, 0, 2)
+    assert h.states() == {"scheduler": "running", "default-0": "running", "default-1": "running"}
+
+
+def test_apply_plans_owner_and_hours_in_place_and_refuses_nice_and_reserve():
+    from clusterctl.supervisor.apply import ChangeAction, plan
+
+    hosts = "scheduler: {host: 10.0.0.1}\nhosts: [{name: ws1, address: 10.0.0.9}]\n"
+    old = parse_config(hosts + "workers: [{count: 1}, {name: far, at: ws1}]\n")
+    new = parse_config(hosts.replace("10.0.0.9}", "10.0.0.9, hours: 'Sat,Sun'}") + CFG.replace(
+        "workers: [{count: 2}]", "workers: [{count: 1}, {name: far, at: ws1}]"))
+    p = plan(old, new, {"default": 1, "far": 1})
+    assert {c.subject: c.action for c in p.changes} == {
+        "owner on localhost": ChangeAction.IN_PLACE, "owner on ws1": ChangeAction.IN_PLACE,
+        "hours on ws1": ChangeAction.IN_PLACE}
+    assert p.refusal(False) is None
+    p = plan(old, parse_config(hosts + "nice: 5\nworkers: [{count: 1}, {name: far, at: ws1}]\n"), {})
+    assert p.refusal(False) == ("apply refused: nice on localhost changed (and 1 more): its workers start with it; "
+                                "stop the cluster with the old file (`clusterctl down`), then `clusterctl up`")

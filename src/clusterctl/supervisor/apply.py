@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..topology import ClusterConfig, WorkerGroup
+from ..topology import LOCAL_HOST, ClusterConfig, HostConfig, WorkerGroup
 from ..topology.workers import adaptive_maximum, adaptive_start
 
 WORKER_SETTINGS = ("nthreads", "memory_limit", "resources", "env", "nanny", "dashboard", "host")
@@ -93,7 +93,7 @@ class Plan:
 
 def plan(old: ClusterConfig, new: ClusterConfig, counts: dict[str, int]) -> Plan:
     """The changes from the running ``old`` (sizes now: ``counts``) to the file's ``new``."""
-    changes = _cluster(old, new) + _scheduler(old, new)
+    changes = _cluster(old, new) + _scheduler(old, new) + _policies(old, new)
     restart = any(c.action == ChangeAction.RESTART for c in changes)
     olds = {g.name: g for g in old.workers}
     sizes: dict[str, int] = {}
@@ -159,8 +159,33 @@ def _cluster(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
     return out
 
 
+OWNER_KEYS = ("owner", "hours")  # judged by the new rule at once: in place
+START_KEYS = ("nice", "reserve")  # what workers start with
+
+
+def _policies(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
+    """`owner:`, `hours:`, `nice:`, `reserve:` as each host sees them (its own, else the top level's)."""
+    out = []
+    for name in dict.fromkeys([LOCAL_HOST, *old.used_hosts(), *new.used_hosts()]):
+        a, b = old.policy(name), new.policy(name)
+        for key in OWNER_KEYS:
+            if getattr(a, key) != getattr(b, key):
+                out.append(Change("~", f"{key} on {name}", "judged by the new rule from now (in place)",
+                                  ChangeAction.IN_PLACE, settings=(key,)))
+        for key in START_KEYS:
+            if getattr(a, key) != getattr(b, key) and name in old.used_hosts():
+                out.append(_refused(f"{key} on {name}", getattr(a, key), getattr(b, key),
+                                    f"its workers start with it; {DOWN_UP}"))
+    return out
+
+
+def _bare(h: HostConfig | None) -> dict[str, Any] | None:
+    """A host's definition without its owner, hours, nice and reserve (compared apart)."""
+    return None if h is None else h.model_dump(exclude={*OWNER_KEYS, *START_KEYS})
+
+
 def _hosts(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
-    before, after = {h.name: h for h in old.hosts}, {h.name: h for h in new.hosts}
+    before, after = {h.name: _bare(h) for h in old.hosts}, {h.name: _bare(h) for h in new.hosts}
     used = set(old.used_hosts()) | set(new.used_hosts())
     out = []
     for name in sorted(set(before) | set(after)):

@@ -57,6 +57,8 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
         if new.tls_enabled:
             tls.ensure(new)  # certificates for the new addresses, before the scheduler reads them
     sup.cfg = new  # from here on every worker is planned with the new settings
+    if any(set(c.settings) & {"owner", "hours"} for c in p.of(ChangeAction.IN_PLACE)):
+        sup.owners.update(new)
     if p.restart:
         from .changes import restart_now
 

@@ -80,12 +80,12 @@ class Supervisor:
         hosts = [Host(n, cfg.host(n).address, required=cfg.host(n).required, retry_max=cfg.host(n).retry_max)
                  for n in cfg.remote_hosts()]
         fleet_ = Fleet(hosts, fx, clock)
-        self.owners = Owners(cfg, fleet_.held, fx.pause, links=lambda n: OwnerLink(cfg, n, cluster_tag(cfg)))
+        self.owners = Owners(cfg, fleet_.held, fx.pause, links=lambda n, c: OwnerLink(c, n, cluster_tag(c)))
         self.core = Reconciler(
             desired, fx, self.watch, clock,
             Timing(cfg.timeouts.startup, cfg.timeouts.shutdown,
                    early_workers=cfg.launch == "concurrent" and cfg.scheduler.port != 0),
-            fleet=fleet_, adapter=Adapter(max_workers=cfg.max_workers), owners=self.owners if self.owners.hosts else None,
+            fleet=fleet_, adapter=Adapter(max_workers=cfg.max_workers), owners=self.owners,
             source=str(cfg.source or "cluster.yaml"),
             hooks=Hooks(scheduler_ready=self._scheduler_ready,
                         desired_changed=self._save_size,  # Dask retired a worker: its group is smaller now

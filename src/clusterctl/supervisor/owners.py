@@ -36,12 +36,14 @@ def policed_hosts(cfg: ClusterConfig) -> list[str]:
 
 class Owners:
     def __init__(self, cfg: ClusterConfig, held: set[str], pause: Pause,
-                 links: Callable[[str], Any] | None = None, now: Callable[[], datetime] | None = None):
+                 links: Callable[[str, ClusterConfig], Any] | None = None, now: Callable[[], datetime] | None = None):
         self.held = held  # the Fleet's: hosts where no worker may start
         self.pause_fx = pause
         self.wall = now or (lambda: datetime.now(timezone.utc))
+        self.make_link = links
         self.hosts = {n: HostYield(n, cfg.policy(n)) for n in policed_hosts(cfg)}
-        self.links = {n: links(n) for n in self.hosts if cfg.policy(n).watched} if links else {}
+        self.links = {n: links(n, cfg) for n in self.hosts if cfg.policy(n).watched} if links else {}
+        self.started = False
         self.paused: set[str] = set()  # worker names paused through Dask
         self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
         self.background: Callable[..., None] = _thread  # tests pause inline
@@ -61,6 +63,8 @@ class Owners:
             if shown != self.shown.get(name):
                 self.shown[name] = shown
                 edits.append(Noted(name))
+        free = tuple(c.name for c in core.children.values() if c.state == S.YIELDED and c.spec.at not in self.hosts)
+        edits += [Return(free)] if free else []  # their host's rule is gone (`apply`)
         self.held.clear()
         self.held.update(n for n, h in self.hosts.items() if h.holds)
         return edits
@@ -125,8 +129,32 @@ class Owners:
         return out
 
     def start(self) -> None:
+        self.started = True
         for link in self.links.values():
             link.start()
+
+    def update(self, cfg: ClusterConfig) -> None:
+        """`apply` changed an owner or hours rule: each host keeps what it knows and is judged by its new
+        rule from the next tick; a watcher whose signals changed is started again with them."""
+        policed = policed_hosts(cfg)
+        for name in [n for n in self.hosts if n not in policed]:  # no rule left: its workers run
+            self.hosts.pop(name)
+            self._drop_link(name)
+        for name in policed:
+            p = cfg.policy(name)
+            h = self.hosts.setdefault(name, HostYield(name, p))
+            if h.policy.owner != p.owner or not p.watched:
+                self._drop_link(name)
+            h.policy = p
+            if p.watched and name not in self.links and self.make_link is not None:
+                self.links[name] = self.make_link(name, cfg)
+                if self.started:
+                    self.links[name].start()
+
+    def _drop_link(self, name: str) -> None:
+        link = self.links.pop(name, None)
+        if link is not None:
+            link.close()
 
     def close(self) -> None:
         for link in self.links.values():
