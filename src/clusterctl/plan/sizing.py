@@ -110,7 +110,8 @@ class HostSizing:
     def to_dict(self) -> dict[str, Any]:
         inv = self.inventory
         return {"host": self.host, "source": "unknown" if inv is None else "cached" if inv.cached else "measured",
-                "why_unknown": self.why_unknown, "inventory": inv.to_dict() if inv else None, "reserve": self.reserve,
+                "why_unknown": self.why_unknown, "reserve": self.reserve,  # when measured: only a cached one's
+                "inventory": {k: v for k, v in inv.to_dict().items() if k != "time" or inv.cached} if inv else None,
                 "groups": {n: {"workers": s.workers, "room": self.room.get(n, s.workers), "nthreads": s.nthreads,
                                "memory_limit": s.memory_limit, "gpus": list(s.devices)} for n, s in self.shares.items()},
                 "line": self.line()}
