@@ -27,6 +27,18 @@ Usage (module scope: setup takes about 0.5 s for two hosts, teardown 0.1 s)::
 
 `with NetnsFleet(root, hosts=2) as fleet:` does the same outside pytest.
 
+A host with its own process table (`own_pids=True`; the owner watcher's tests)::
+
+    yield from netns_fleet(tmp_path_factory, hosts=1, own_pids=True)
+    fleet.ssh(h, "ps -e")     # inside: its sshd is PID 1, /proc shows that namespace's processes only
+    fleet.run(h, "ps", "-e")  # `ip netns exec` (run, popen, exec_argv) stays in the head's PID namespace
+
+Each sshd then runs as `unshare --pid --fork --mount-proc --kill-child sshd ...` inside `ip netns exec`:
+a PID namespace and a mount namespace with a /proc of its own. The head still sees every process
+(`fleet.pids(host)`, psutil), by its head-side pid; `sshd_pid` is the sshd's (the `unshare` above it
+is the Popen's). The sshd is that namespace's init: when it goes (`kill_sshd`, `reboot`, `close`), the
+kernel kills every process of the host, sessions included, as a real reboot would.
+
 Choices:
 - One bridge rather than a veth pair per host with routing: one head address for every host, hosts
   reach each other (Dask workers fetch data from each other) at layer 2, and the root namespace needs
@@ -43,8 +55,9 @@ Choices:
   does not end a session on the far side, and a session whose client went during a cut ends at the first
   probe after `restore` (the client's kernel answers with a reset).
 - Namespaces share the process table and the filesystem with the root namespace; only the network
-  differs. psutil sees the "remote" processes: find them by their cwd (the host's workdir) or with
-  `fleet.pids(host)` (every process in that namespace).
+  differs (unless `own_pids`, above: then a host's sessions see a process table of their own). psutil
+  sees the "remote" processes: find them by their cwd (the host's workdir) or with `fleet.pids(host)`
+  (every process in that namespace).
 - Names are `ccnt-<pid base 36>-<serial><b|hN|vN>` (at most 15 characters, the limit of an interface
   name); /run/clusterctl-netns/<owner>.json records the owner's start time. `sweep_stale()` removes
   only such names whose owner process is gone (it runs before every setup).
@@ -114,8 +127,9 @@ def _ip(*args: str, stdin: str | None = None, check: bool = True, timeout: float
     return res
 
 
-def check_preconditions() -> None:
-    """Raise NetnsUnavailable unless root, `ip`, /usr/sbin/sshd, ssh and ssh-keygen are here."""
+def check_preconditions(own_pids: bool = False) -> None:
+    """Raise NetnsUnavailable unless root, `ip`, /usr/sbin/sshd, ssh and ssh-keygen (and, for hosts with
+    their own PID namespace, `unshare`) are here."""
     if not sys.platform.startswith("linux"):
         raise NetnsUnavailable("network namespaces need Linux")
     if os.geteuid() != 0:
@@ -128,6 +142,8 @@ def check_preconditions() -> None:
         raise NetnsUnavailable(str(e)) from None
     if not shutil.which("ssh-keygen"):
         raise NetnsUnavailable("ssh-keygen is missing")
+    if own_pids and not shutil.which("unshare"):
+        raise NetnsUnavailable("`unshare` (util-linux) is missing")
 
 
 # -- ownership, leftovers ------------------------------------------------------------------------
@@ -274,11 +290,12 @@ class NetnsFleet:
     user = "root"
     port = SSH_PORT
 
-    def __init__(self, root: Path, hosts: int = 2):
+    def __init__(self, root: Path, hosts: int = 2, own_pids: bool = False):
         if not 1 <= hosts <= 99:
             raise ValueError(f"hosts must be 1..99, not {hosts}")
         self.root = Path(root)
         self.count = hosts
+        self.own_pids = own_pids  # each host's sshd in a PID namespace with its own /proc (see the module's doc)
         self.owner = f"{_b36(os.getpid())}-{_b36(next(_serials) % 36)}"
         self.bridge = f"{PREFIX}{self.owner}b"
         self.hosts: list[NetnsHost] = []
@@ -297,7 +314,7 @@ class NetnsFleet:
         self.close()
 
     def start(self) -> None:
-        check_preconditions()
+        check_preconditions(self.own_pids)
         self._started = True
         _open.add(self)
         try:
@@ -370,8 +387,10 @@ class NetnsFleet:
     def _spawn_sshd(self, h: NetnsHost, mode: str) -> sshd_helper.Sshd:
         """The host's sshd (config written by _start_sshds), started inside its namespace; log opened with ``mode``."""
         config = self.root / f"sshd_config.h{h.index}"
+        # own_pids: unshare forks sshd as the new namespace's PID 1 and waits for it; killed, it SIGKILLs it
+        pidns = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child") if self.own_pids else ()
         with open(self.root / f"sshd.h{h.index}.log", mode) as log:
-            popen = subprocess.Popen(self.exec_argv(h, sshd_helper.SSHD, "-D", "-e", "-f", str(config)),
+            popen = subprocess.Popen(self.exec_argv(h, *pidns, sshd_helper.SSHD, "-D", "-e", "-f", str(config)),
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return sshd_helper.Sshd(root=self.root, port=SSH_PORT, addresses=(h.address,), popen=popen, user=self.user)
 
@@ -394,13 +413,15 @@ class NetnsFleet:
 
     def kill_sshd(self, host) -> int | None:
         """SIGKILL the host's sshd (the listener only: open sessions live on, as after `kill -9` of a real
-        sshd); its pid, or None when it was not running."""
+        sshd; with own_pids the sessions go too: see the module's doc); its pid, or None when it was not
+        running."""
         d = self._sshds[self.host(host).index]
         if d.popen.poll() is not None:
             return None
+        pid = self.sshd_pid(host)  # (own_pids: the sshd below the `unshare`, which SIGKILLs it as it dies)
         d.popen.kill()
         d.popen.wait(timeout=10)
-        return d.popen.pid
+        return pid
 
     def start_sshd(self, host, timeout: float = 10) -> int:
         """Start the host's sshd again (after kill_sshd or reboot; no-op while it runs) and wait until it
@@ -512,7 +533,19 @@ class NetnsFleet:
         return [int(p) for p in _ip("netns", "pids", self.host(host).netns).stdout.split()]
 
     def sshd_pid(self, host) -> int:
-        return self._sshds[self.host(host).index].popen.pid
+        """The host's sshd, by its pid here (own_pids: the child of the `unshare` the Popen runs)."""
+        pid = self._sshds[self.host(host).index].popen.pid
+        if self.own_pids:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    kids = psutil.Process(pid).children()
+                except psutil.Error:
+                    break
+                if kids:
+                    return kids[0].pid
+                time.sleep(0.02)
+        return pid
 
     # partitions
     def cut(self, host) -> None:
@@ -564,13 +597,15 @@ def _close_open_fleets() -> None:  # a backstop: a fixture that was never finali
             pass
 
 
-def netns_fleet(tmp_path_factory, hosts: int = 2) -> Iterator[NetnsFleet]:
-    """A pytest fixture's body: `yield from netns_fleet(tmp_path_factory, hosts=2)`.
+def netns_fleet(tmp_path_factory, hosts: int = 2, own_pids: bool = False) -> Iterator[NetnsFleet]:
+    """A pytest fixture's body: `yield from netns_fleet(tmp_path_factory, hosts=2)` (`own_pids=True`: each
+    host with its own PID namespace and /proc, see the module's doc).
 
-    Missing root, `ip`, sshd or netns support skips the tests (fails them under CI=true)."""
+    Missing root, `ip`, sshd, netns support (or `unshare`, for own_pids) skips the tests (fails them
+    under CI=true)."""
     from conftest import missing_tool
 
-    fleet = NetnsFleet(tmp_path_factory.mktemp("netns"), hosts=hosts)
+    fleet = NetnsFleet(tmp_path_factory.mktemp("netns"), hosts=hosts, own_pids=own_pids)
     try:
         fleet.start()
     except NetnsUnavailable as e:
