@@ -24,7 +24,7 @@ from . import probe, ssh
 from .fleet import PROBE_SOURCE, _each, _last
 
 INVENTORY_TIMEOUT = 6.0  # seconds for a remote host's answer (ssh, Python, nvidia-smi): `up` waits no longer
-CONNECT_TIMEOUT = 4  # seconds for its TCP connection and key exchange, within that
+CONNECT_TIMEOUT = 2  # seconds for its TCP connection (a silent host: what a degraded `up` waits more), within that
 CACHE = "inventory.json"
 Emit = Callable[..., None]
 
