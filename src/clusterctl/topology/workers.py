@@ -62,7 +62,7 @@ class HostShare:
 class WorkerGroup(Model):
     name: str = "default"
     count: Int = Field(1, ge=1, le=MAX_GROUP_WORKERS, json_schema_extra=_count_schema, description=(
-        "workers; auto: (usable cores / nthreads) on each host the group runs on"))
+        "a number, or auto: (usable cores / nthreads) on each host the group runs on (see Sized to the machine)"))
     at: Placement | None = Field(
         None, description="a host name, a list of names (round-robin) or {host: count}; default: this machine"
     )
