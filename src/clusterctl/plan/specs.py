@@ -321,7 +321,7 @@ def worker_spec(
     cfg: ClusterConfig, launcher: Launcher, group: WorkerGroup, index: int, at: str | None = None
 ) -> ProcessSpec:
     name = worker_name(group.name, index)
-    at = at or group.placement(index + 1)[index]
+    at = at or group.host_of(index)
     remote = cfg.host(at).remote
     host = cfg.worker_bind(group, at)
     state = "." if remote else str(cfg.state_path)  # remote paths are relative to its workdir
