@@ -51,6 +51,17 @@ def test_up_with_count_and_memory_auto_registers_the_planned_workers(cluster):
     sized = [e for e in events(cluster) if e["event"] == "sized"]
     assert [e["process"] for e in sized] == ["localhost"] and f"{cores} workers x 1 thread" in sized[0]["detail"]
     assert not [e for e in events(cluster) if e["event"] == "inventories"], "no remote host: nobody was asked"
+    # `apply` of the same file sizes it as `up` did: nothing to change, and a worker added since is
+    # planned with the sized limit (not Dask's own auto).
+    res = cluster.cli("apply", "--json", check=True)
+    assert json.loads(res.stdout)["plan"] == [], res.stdout
+    cluster.config.write_text(cluster.config.read_text().replace("shutdown: 5", "shutdown: 6"))
+    res = cluster.cli("apply", "--json", check=True)
+    assert json.loads(res.stdout)["plan"] == ["~ timeouts.shutdown: 5 -> 6 s (in place, from the next start or stop)"]
+    cluster.cli("scale", str(cores + 1), check=True)
+    with client_of(cluster, timeout="20s") as client:
+        added = [w for w in client.scheduler_info(n_workers=-1)["workers"].values() if w["name"] == f"default-{cores}"]
+        assert [(w["nthreads"], w["memory_limit"]) for w in added] == [(1, each)], added
     cluster.cli("down", check=True)
     assert processes_under(cluster.root) == []
 

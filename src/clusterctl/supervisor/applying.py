@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterError
 from ..plan.specs import SCHEDULER, scheduler_address, scheduler_spec, worker_spec
+from ..remote import inventory
 from ..runtime import tls
 from ..runtime.probes import PortDenied, busy_port, port_in_use
 from ..topology import ClusterConfig, load_config
@@ -44,6 +45,9 @@ def apply(sup: Supervisor, new: ClusterConfig, request: commands.ApplyRequest) -
     """Plan, and unless it is a dry run or refused, carry it out. On the main loop."""
     old, core = sup.cfg, sup.core
     new = keep_ports(new, old)
+    # Sized as at `up` (count: auto, memory_limit: auto, gpus): the running topology was, so they compare.
+    new, _ = inventory.sized(new, core.desired.counts([g.name for g in new.workers if g.name in
+                                                       {o.name for o in old.workers}]), at_up=False)
     p = plan(old, new, core.desired.counts([g.name for g in old.workers]))
     refused = p.refusal(request.allow_restart)
     result: dict[str, Any] = {"ok": refused is None, "plan": p.lines(), "dry_run": request.dry_run, "refused": refused,

@@ -93,8 +93,9 @@ class PolicyKeys(Model):
                               "e.g. \"Mon-Fri 19:00-07:00; Sat,Sun\"")
     nice: Int | None = Field(None, ge=0, le=19, description="worker CPU priority (19: lowest); also the idle "
                              "I/O class where the OS has one")
-    reserve: str | Int | None = Field(None, description="memory kept for the owner when `memory_limit: auto` "
-                                      "divides the host's (default: the larger of 10% and 2 GiB)")
+    reserve: str | Int | Num | None = Field(
+        None, description="memory kept for the owner when `memory_limit: auto` divides the host's: a size such as "
+        "'4GiB' or a fraction such as 0.2 (default: the larger of 10% and 2 GiB, at most half the machine)")
 
     @field_validator("hours", mode="before")
     @classmethod
