@@ -29,7 +29,7 @@ from typing import Any
 from ..topology import LOCAL_HOST, ClusterConfig, HostConfig, WorkerGroup
 from ..topology.workers import adaptive_maximum, adaptive_start
 
-WORKER_SETTINGS = ("nthreads", "memory_limit", "resources", "env", "nanny", "dashboard", "host")
+WORKER_SETTINGS = ("nthreads", "memory_limit", "resources", "env", "nanny", "dashboard", "host", "gpus")
 SCHEDULER_SETTINGS = ("host", "port", "dashboard_port", "dashboard", "idle_timeout")
 IN_PLACE = ("max_workers", "launch", "versions")
 RESTART_WHY = "the scheduler must restart, and every worker with it (results held in memory are lost)"
