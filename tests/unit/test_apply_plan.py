@@ -270,3 +270,9 @@ def test_a_port_written_0_keeps_the_running_ports_and_a_taken_new_port_is_refuse
         with pytest.raises(ClusterError, match=f"scheduler port 127.0.0.1:{taken} is already in use.*nothing was changed"):
             check_ports(running, cfg(sched=f"  port: {taken}\n  dashboard_port: 8787\n"))
     check_ports(running, running)  # its own ports are the running scheduler's: not "taken"
+
+
+def test_a_gpus_change_is_refused_in_one_line():
+    p = changes(cfg("  - name: gpu\n    gpus: [0]\n"), cfg("  - name: gpu\n    gpus: [0, 1]\n"))
+    assert p.refusal(False) == ("apply refused: group gpu: gpus changed: each GPU's worker is planned at `up`; "
+                                "stop the cluster with the old file (`clusterctl down`), then `clusterctl up`")

@@ -29,7 +29,7 @@ from typing import Any
 from ..topology import LOCAL_HOST, ClusterConfig, HostConfig, WorkerGroup
 from ..topology.workers import adaptive_maximum, adaptive_start
 
-WORKER_SETTINGS = ("nthreads", "memory_limit", "resources", "env", "nanny", "dashboard", "host", "gpus")
+WORKER_SETTINGS = ("nthreads", "memory_limit", "resources", "env", "nanny", "dashboard", "host")
 SCHEDULER_SETTINGS = ("host", "port", "dashboard_port", "dashboard", "idle_timeout")
 IN_PLACE = ("max_workers", "launch", "versions")
 RESTART_WHY = "the scheduler must restart, and every worker with it (results held in memory are lost)"
@@ -98,7 +98,10 @@ def plan(old: ClusterConfig, new: ClusterConfig, counts: dict[str, int]) -> Plan
     olds = {g.name: g for g in old.workers}
     sizes: dict[str, int] = {}
     for g in new.workers:
-        if g.name in olds:
+        if g.name in olds and olds[g.name].gpus != g.gpus:  # which GPUs, hence how many workers where
+            changes.append(_refused(f"group {g.name}: gpus", olds[g.name].gpus, g.gpus,
+                                    f"each GPU's worker is planned at `up`; {DOWN_UP}"))
+        elif g.name in olds:
             now = counts.get(g.name, olds[g.name].count)
             group_changes, sizes[g.name] = _group(old, new, olds[g.name], g, now, restart)
             changes += group_changes
