@@ -150,3 +150,20 @@ def test_apply_plans_owner_and_hours_in_place_and_refuses_nice_and_reserve():
     p = plan(old, parse_config(hosts + "nice: 5\nworkers: [{count: 1}, {name: far, at: ws1}]\n"), {})
     assert p.refusal(False) == ("apply refused: nice on localhost changed (and 1 more): its workers start with it; "
                                 "stop the cluster with the old file (`clusterctl down`), then `clusterctl up`")
+
+
+def test_a_worker_restarted_while_its_host_is_paused_is_paused_too():
+    h, line, paused = owned()
+    line.active = True
+    live(h)
+    assert paused == [(("tcp://w/default-0", "tcp://w/default-1"), True)]
+    h.exit("default-1", -9)
+    live(h, 1, 3)
+    c = h.core.children["default-1"]
+    c.address = "tcp://w/default-1-again"  # its new incarnation
+    live(h)
+    assert paused[-1] == (("tcp://w/default-1-again",), True)
+    line.active = False
+    live(h)
+    live(h, 20)
+    assert paused[-1] == (("tcp://w/default-0", "tcp://w/default-1-again"), False)

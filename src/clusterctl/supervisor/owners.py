@@ -44,7 +44,8 @@ class Owners:
         self.hosts = {n: HostYield(n, cfg.policy(n)) for n in policed_hosts(cfg)}
         self.links = {n: links(n, cfg) for n in self.hosts if cfg.policy(n).watched} if links else {}
         self.started = False
-        self.paused: set[str] = set()  # worker names paused through Dask
+        self.paused: dict[str, str] = {}  # worker name -> the address paused through Dask
+        self.lock = threading.Lock()
         self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
         self.background: Callable[..., None] = _thread  # tests pause inline
 
@@ -89,18 +90,25 @@ class Owners:
         mine = [c for c in core.children.values() if c.is_worker and c.spec.at == name and c.name in core.desired]
         if h.mode == Mode.AWAY:
             going = tuple(c.name for c in mine if c.state in (S.PENDING, S.BACKOFF, S.WAITING, S.STARTING, S.RUNNING))
-            self.paused.difference_update(going)
+            with self.lock:
+                for n in going:
+                    self.paused.pop(n, None)
             polite = not (self._policy_stop(h) and h.reason == "owner active")
             return [Yield(going, f"{name} yields: {h.reason}", polite)] if going else []
         back = tuple(c.name for c in mine if c.state == S.YIELDED)
         edits: list[Edit] = [Return(back)] if back else []
         running = {c.name: c.address for c in mine if c.state == S.RUNNING and c.address}
-        want = set(running) if h.mode == Mode.PAUSED else set()
-        change = (want - self.paused, self.paused & set(running) - want)
-        self.paused = (self.paused & set(running)) | want
-        for names, paused in zip(change, (True, False)):
+        with self.lock:  # by name and address: a worker started again since is a new one, not paused
+            kept = {n: a for n, a in self.paused.items() if running.get(n) == a}
+            for n in [n for n in self.paused if n in {c.name for c in mine}]:
+                del self.paused[n]
+            on = sorted(n for n in running if n not in kept) if h.mode == Mode.PAUSED else []
+            off = [] if h.mode == Mode.PAUSED else sorted(kept)
+            if h.mode == Mode.PAUSED:
+                self.paused.update({**kept, **{n: running[n] for n in on}})
+        for names, paused in ((on, True), (off, False)):
             if names:
-                self.background(self._pause, [running[n] for n in sorted(names)], paused, core.fx, sorted(names))
+                self.background(self._pause, [running[n] for n in names], paused, core.fx, names)
         return edits
 
     @staticmethod
@@ -111,7 +119,9 @@ class Owners:
         try:
             self.pause_fx(addresses, paused)
         except Exception as e:  # noqa: BLE001 - the next tick of a still-paused host tries again
-            self.paused.difference_update(names if paused else ())
+            with self.lock:
+                for n in names if paused else ():
+                    self.paused.pop(n, None)
             fx.emit("cluster", "pause-failed" if paused else "unpause-failed", f"{', '.join(names)}: "
                     f"{type(e).__name__}: {e}")
 
