@@ -1,5 +1,5 @@
 """demo churn: the Monte Carlo graph while workers join, retire and crash; demo adapt: bursts of it on
-an adaptive group."""
+an adaptive group; demo owner: the workstation's owner arriving mid-job, on a cluster of its own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .common import ConfigOption, JsonOption, config, out, user_errors
 
 DEFAULT_SCHEDULE = "2:add 2,5:retire 1,8:kill 1,11:add 1"  # churn.DEFAULT_SCHEDULE, without importing numpy
 
-demo_app = typer.Typer(help="Demonstrations on the running cluster.\n\nExample: clusterctl demo churn; clusterctl demo adapt", no_args_is_help=True)
+demo_app = typer.Typer(help="Demonstrations on the running cluster (demo owner runs its own).\n\nExample: clusterctl demo churn; clusterctl demo adapt; clusterctl demo owner", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 
 
@@ -111,3 +111,57 @@ def adapt(
         raise ClusterError("results differ from the serial run of the same seeds")
     if report.recomputed:
         raise ClusterError(f"{len(report.recomputed)} tasks were recomputed: a result was lost while the group adapted")
+
+
+@demo_app.command("owner")
+@user_errors
+def owner(
+    workers: Annotated[int, typer.Option(help="Workers on this machine, one thread each.")] = 2,
+    arrive: Annotated[float, typer.Option(help="Seconds after the job is queued when the owner arrives.")] = 5.0,
+    stay: Annotated[float, typer.Option(help="Seconds the owner stays.")] = 10.0,
+    retire_after: Annotated[float, typer.Option(help="owner.retire_after: seconds paused before the workers retire.")] = 4.0,
+    resume_after: Annotated[float, typer.Option(help="owner.resume_after: seconds of owner-idle before they come back.")] = 4.0,
+    task_seconds: Annotated[float, typer.Option(help="About how long one task runs (its points are measured here).")] = 0.2,
+    tail: Annotated[float, typer.Option(help="Seconds the workers run after they come back (the job is a steady stream until then).")] = 6.0,
+    tasks: Annotated[int, typer.Option(help="Monte Carlo tasks queued at once (0: a steady stream, see --tail).")] = 0,
+    points: Annotated[int, typer.Option(help="Points per task (0: measured for --task-seconds).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the job and of the serial reference run.")] = 42,
+    out_path: Annotated[Path, typer.Option("--out", help="The PNG chart to write (its figures beside it, .json).")] = Path("demo-owner.png"),
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's temp dir (topology, logs, events.jsonl).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The workstation's owner arrives mid-job: the workers pause, retire, and come back when the
+    owner leaves. Runs its own cluster in a temp dir (free ports, the owner's presence is a flag
+    file there), prints a live timeline, checks every result against a serial run, charts it all.
+
+    Example: clusterctl demo owner --arrive 5 --stay 10 --out demo-owner.png
+    """
+    from ..client.ownerdemo import OwnerPlan, run_owner
+
+    plan = OwnerPlan(workers=workers, arrive=arrive, stay=stay, retire_after=retire_after, resume_after=resume_after,
+                     task_seconds=task_seconds, tail=tail, tasks=tasks, points=points, seed=seed)
+    echo = (lambda line: None) if as_json else (lambda line: out.print(line, markup=False))
+    report = run_owner(plan, out=out_path, echo=echo, keep=keep)
+    if as_json:
+        out.print_json(json.dumps(report.summary()))
+    else:
+        f = report.figures
+        sec = (lambda v: "-" if v is None else f"{v:.2f} s")
+        out.print(f"owner arrived -> workers paused: {sec(f['paused_s'])} (owner-active seen after "
+                  f"{sec(f['owner_seen_s'])}); last task started {sec(f['last_start_s'])} after the owner arrived",
+                  markup=False)
+        out.print(f"paused -> retired: {sec(f['retired_s'])} (retire_after {plan.retire_after:g} s); "
+                  f"owner left -> workers back: {sec(f['back_s'])} (resume_after {plan.resume_after:g} s), "
+                  f"first task again after {sec(f['first_task_back_s'])}", markup=False)
+        out.print(f"tasks recomputed: {len(report.recomputed)}")
+        if report.identical:
+            out.print(f"OK: all {report.tasks} results are identical to the same tasks computed serially.")
+        else:
+            out.print(f"MISMATCH: {len(report.mismatched)} of {report.tasks} results differ from the serial run "
+                      f"(tasks {report.mismatched[:10]}).")
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False)
+        out.print(f"chart: {report.chart}\nfigures: {report.data}" + (f"\nkept: {report.kept}" if report.kept else ""),
+                  markup=False)
+    if not report.identical:
+        raise ClusterError("results differ from the serial run of the same tasks")
