@@ -39,7 +39,8 @@ def make_task():
 
         start = t.time()
         r = random.Random(i)
-        inside = sum(r.random() ** 2 + r.random() ** 2 < 1.0 for _ in range(60_000))
+        inside = sum(r.random() ** 2 + r.random() ** 2 < 1.0 for _ in range(20_000))
+        t.sleep(0.15)  # a task of a steady length: the job outlasts the owner's visit
         return i, inside, get_worker().name, start
 
     return task
@@ -50,7 +51,7 @@ def serial(n: int) -> list[tuple[int, int]]:
     for i in range(n):
         import random
         r = random.Random(i)
-        out.append((i, sum(r.random() ** 2 + r.random() ** 2 < 1.0 for _ in range(60_000))))
+        out.append((i, sum(r.random() ** 2 + r.random() ** 2 < 1.0 for _ in range(20_000))))
     return out
 
 
@@ -67,14 +68,16 @@ def test_owner_arrives_mid_job_by_command_pause_retire_return(cluster):
     cluster.write(extra=OWNER.format(signal=f"command: 'test -e {flag}', command_timeout: 3", retire=4, resume=3))
     cluster.cli("up", check=True)
     wait_for(lambda: cluster.status()["hosts"][0]["owner"] == "idle", 20, what="the head's owner judged idle")
-    n = 160
+    n = 260
     with client_of(cluster) as client:
         futures = client.map(make_task(), range(n), pure=False)
-        time.sleep(1.5)
+        wait_for(lambda: sum(f.done() for f in futures) >= 6, 60, what="the job under way")
         arrived = time.time()
         flag.touch()
         wait_for(lambda: first(cluster, "owner-pause", arrived), 15, what="owner-pause")
         paused_at = first(cluster, "owner-pause", arrived)["time"]
+        wait_for(lambda: {w["status"] for w in client.scheduler_info()["workers"].values()} == {"paused"}, 10,
+                 what="Dask sees both workers paused")
         wait_for(lambda: first(cluster, "yield", arrived), 20, what="the workers retire after retire_after")
         yielded_at = first(cluster, "yield", arrived)["time"]
         st = cluster.status()
@@ -91,10 +94,14 @@ def test_owner_arrives_mid_job_by_command_pause_retire_return(cluster):
     started = [s for *_, s in results]
     # No task starts on the head between its pause (plus a generous margin for a task the worker
     # had already taken) and the workers' return.
-    late = [s for s in started if paused_at + 2.0 < s < left]
-    assert not late, f"{len(late)} tasks started while the owner was active (paused at {paused_at:.2f})"
-    assert yielded_at - paused_at < 4 + 5, "retired within retire_after + 5 s"
     back = first(cluster, "yield-over", left)["time"]
+    late = [s for s in started if paused_at + 2.0 < s < back]
+    assert not late, f"{len(late)} tasks started while the owner was active (paused at {paused_at:.2f})"
+    # The job was under way before the owner came (waited for above) and went on after the return. (The
+    # results of the first tasks died with the workers' retirement: with every worker on this one host
+    # there is nowhere to move them, so Dask computed them again, and those are the start times here.)
+    assert len([s for s in started if s > back]) >= 4, f"the job went on after the workers returned: {len(started)}"
+    assert yielded_at - paused_at < 4 + 5, "retired within retire_after + 5 s"
     assert back - left < 3 + 10, "back within resume_after + 10 s"
     st = cluster.status()
     assert all(p["restarts"] == 0 and p["state"] == "running" for p in st["processes"]), st["processes"]

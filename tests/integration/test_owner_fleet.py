@@ -78,17 +78,19 @@ def test_owner_arrives_on_a_fleet_host_by_its_own_cpu_mid_job(cluster, fleet):
     finally:
         head_hog.kill()
         head_hog.wait()
-    n = 120
+    n = 240
     marker = f"owner-hog-{cluster.port}"
     with client_of(cluster) as client:
         futures = client.map(make_task(), range(n), pure=False)
-        time.sleep(1.0)
+        wait_for(lambda: sum(f.done() for f in futures) >= 6, 60, 0.1, "the job under way")
         arrived = time.time()
         ssh = hog_inside(fleet, marker)
         try:
             wait_for(lambda: first(cluster, "owner-pause", arrived), 20, 0.2, "ns0's workers paused")
             paused_at = first(cluster, "owner-pause", arrived)["time"]
             assert "other cpu" in host(cluster)["owner_why"]
+            wait_for(lambda: [w["status"] for w in client.scheduler_info()["workers"].values()
+                              if w["name"] == "default-1"] == ["paused"], 10, 0.2, "Dask sees ns0's worker paused")
             wait_for(lambda: first(cluster, "yield", arrived), 20, 0.2, "ns0's worker retired")
             wait_for(lambda: {p["name"]: p["state"] for p in cluster.status()["processes"]}["default-1"] == "yielded",
                      20, 0.3, "default-1 yielded")
@@ -101,8 +103,10 @@ def test_owner_arrives_on_a_fleet_host_by_its_own_cpu_mid_job(cluster, fleet):
         results = client.gather(futures)
     assert sorted((i, inside) for i, inside, _, _ in results) == serial(n)
     on_ns0 = [s for _, _, w, s in results if w == "default-1"]
-    late = [s for s in on_ns0 if paused_at + 2.0 < s < left]
+    back = first(cluster, "yield-over", left)["time"]
+    late = [s for s in on_ns0 if paused_at + 2.0 < s < back]
     assert not late, f"{len(late)} tasks started on ns0 while its owner was active"
+    assert [s for s in on_ns0 if s > back] and [s for s in on_ns0 if s < arrived], "ns0 worked before and after"
     st = cluster.status()
     assert all(p["restarts"] == 0 for p in st["processes"]) and st["state"] == "running", st["processes"]
     assert not [e for e in events(cluster) if e["event"] in ("unhealthy", "fatal", "host-unreachable")]

@@ -12,8 +12,9 @@ from typing import Any
 HELD = "_clusterctl_owner_pause"  # the monitor's threshold while the owner holds the worker
 
 
-def set_paused(dask_worker: Any, paused: bool) -> str:
-    """Pause or resume this worker for its host's owner; returns its status after."""
+def set_paused(paused: bool, dask_worker: Any = None) -> str:
+    """Pause or resume this worker for its host's owner; returns its status after. (``Client.run``
+    passes the worker as the keyword ``dask_worker``.)"""
     from distributed.core import Status
 
     memory = getattr(dask_worker, "memory_manager", None)

@@ -99,7 +99,11 @@ class RealEffects:
         from ..runtime.ownerpause import set_paused
 
         with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
-            client.run(set_paused, paused, workers=addresses, on_error="return")
+            said = client.run(set_paused, paused, workers=addresses, on_error="return")
+        failed = {a: r for a, r in said.items() if isinstance(r, BaseException)}
+        if failed:
+            a, e = next(iter(failed.items()))
+            raise ClusterError(f"{len(failed)} of {len(addresses)} workers: {a}: {type(e).__name__}: {e}")
 
     def rss(self, pid: ProcessId) -> int | None:
         proc = pid.get()

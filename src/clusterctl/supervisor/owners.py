@@ -10,6 +10,7 @@ Reconciler's Yield edit (a graceful retirement that keeps the workers desired)."
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .reconcile import Reconciler
 
 Pause = Callable[[list[str], bool], None]  # (worker addresses, paused)
+PAUSE_RETRY = 5.0  # seconds before a worker whose pause failed is asked again
 
 
 def policed_hosts(cfg: ClusterConfig) -> list[str]:
@@ -46,6 +48,7 @@ class Owners:
         self.started = False
         self.paused: dict[str, str] = {}  # worker name -> the address paused through Dask
         self.lock = threading.Lock()
+        self.next_try: dict[str, float] = {}  # a worker whose pause failed is tried again from then
         self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
         self.background: Callable[..., None] = _thread  # tests pause inline
 
@@ -102,7 +105,9 @@ class Owners:
             kept = {n: a for n, a in self.paused.items() if running.get(n) == a}
             for n in [n for n in self.paused if n in {c.name for c in mine}]:
                 del self.paused[n]
-            on = sorted(n for n in running if n not in kept) if h.mode == Mode.PAUSED else []
+            soon = time.monotonic()
+            on = sorted(n for n in running if n not in kept and self.next_try.get(n, 0) <= soon) \
+                if h.mode == Mode.PAUSED else []
             off = [] if h.mode == Mode.PAUSED else sorted(kept)
             if h.mode == Mode.PAUSED:
                 self.paused.update({**kept, **{n: running[n] for n in on}})
@@ -122,6 +127,7 @@ class Owners:
             with self.lock:
                 for n in names if paused else ():
                     self.paused.pop(n, None)
+                    self.next_try[n] = time.monotonic() + PAUSE_RETRY
             fx.emit("cluster", "pause-failed" if paused else "unpause-failed", f"{', '.join(names)}: "
                     f"{type(e).__name__}: {e}")
 
