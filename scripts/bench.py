@@ -9,6 +9,7 @@ repeats measured in this one run, and comparisons are ratios.
 
     scripts/bench --fleet 3x4 [--fleet-repeat 3]   # root only: workers on network-namespace hosts vs on the head
     scripts/bench --only tls [--tls-rounds 8]       # the TLS default against `tls: {enabled: false}`, interleaved
+    scripts/bench --only owner [--owner-arrivals 12] # owner-aware workstations: pause, retire, return, the owner's CPU
 
 --compare times two clusterctl trees side by side, interleaved (before, after; then after,
 before; ...), each through its own venv: `<tree>/.venv/bin/python -m clusterctl up/down`, and
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+import bench_owner
 import bench_tls
 from _ports import free_port  # below the ephemeral range: workers binding port 0 cannot take it first
 
@@ -892,8 +894,10 @@ def main() -> None:
     ap.add_argument("--tls-recoveries", type=int, default=2, help="scheduler kills per cluster for --only tls")
     ap.add_argument("--tls-reups", type=int, default=2, help="more `up`/`down` per cluster for --only tls (certificates "
                                                            "already made)")
-    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision,fleet,tls "
-                                                 "(with --compare: startup,job; default all but fleet and tls)")
+    ap.add_argument("--owner-arrivals", type=int, default=12, help="owner arrivals timed for --only owner's pause p95")
+    ap.add_argument("--owner-rounds", type=int, default=3, help="retire/return rounds with a job for --only owner")
+    ap.add_argument("--only", default=None, help="parts, comma-separated: startup,job,kernel,supervision,fleet,tls,owner "
+                                                 "(with --compare: startup,job; default all but fleet, tls and owner)")
     ap.add_argument("--compare", metavar="BEFORE_TREE", help="time this other clusterctl checkout (with its .venv) "
                                                               "side by side with --after")
     ap.add_argument("--after", metavar="TREE", default=str(ROOT), help="with --compare: the tree after the change "
@@ -904,8 +908,8 @@ def main() -> None:
     args = ap.parse_args()
     default_parts = "startup,job" if args.compare else "fleet" if args.fleet else "startup,job,kernel,supervision"
     parts = set((args.only or default_parts).split(","))
-    if args.compare and parts & {"fleet", "tls"}:
-        ap.error("the fleet and tls parts are not timed with --compare")
+    if args.compare and parts & {"fleet", "tls", "owner"}:
+        ap.error("the fleet, tls and owner parts are not timed with --compare")
     if min(args.tls_rounds, args.tls_jobs, args.tls_recoveries) < 1 or args.tls_reups < 0:
         ap.error("--tls-rounds, --tls-jobs and --tls-recoveries must be at least 1, --tls-reups at least 0")
     if args.fleet_repeat < 1:
@@ -987,6 +991,9 @@ def single_tree(args: argparse.Namespace, parts: set[str], counts: list[int], bi
     if "tls" in parts:
         results["tls"] = tls_figures(args.tls_rounds, args.tls_jobs, args.tls_recoveries, args.tls_reups, args.quick)
 
+    if "owner" in parts:
+        results["owner"] = bench_owner.measure(tmpdir("owner-"), args.owner_arrivals, args.owner_rounds, quick=args.quick)
+
     if "fleet" in parts:
         hosts, per = args.fleet or (3, 4)
         results["fleet"] = fleet_figures(hosts, per, args.fleet_repeat)
@@ -1042,6 +1049,8 @@ def markdown(r: dict) -> str:
                   f"| idle supervisor RSS | {s['supervisor_rss_mb']:.0f} MB |", ""]
     if "tls" in r:
         lines += bench_tls.markdown(r["tls"])
+    if "owner" in r:
+        lines += bench_owner.markdown(r["owner"])
     if "fleet" in r:
         lines += fleet_markdown(r["fleet"])
     return "\n".join(lines)
