@@ -316,12 +316,13 @@ def test_input_now_is_active_and_the_newer_list_format_parses(tmp_path, monkeypa
 def test_remote_greeter_and_background_sessions_are_not_the_owner(tmp_path, monkeypatch):
     stand_in(tmp_path, monkeypatch, show={"c1": SHOW["c1"], "7": SHOW["7"]}, list_out="c1 120 gdm seat0 tty1\n"
              "7 1000 alice pts/3\n")
-    assert query() == {"active": None, "idle": None, "why": "no user session"}
+    assert query() == {"active": False, "idle": None, "why": "no user session"}
 
 
 def test_no_session_at_all(tmp_path, monkeypatch):
+    """Nobody is logged in at the machine: nobody is at its keyboard."""
     stand_in(tmp_path, monkeypatch, list_out="")
-    assert query() == {"active": None, "idle": None, "why": "no user session"}
+    assert query() == {"active": False, "idle": None, "why": "no user session"}
 
 
 def test_a_session_that_ended_between_the_two_calls_leaves_the_others(tmp_path, monkeypatch):
@@ -337,8 +338,18 @@ def test_a_session_that_ended_between_the_two_calls_leaves_the_others(tmp_path, 
     ("Access denied", "loginctl failed: Access denied"),
 ])
 def test_no_logind_says_so(tmp_path, monkeypatch, err, why):
+    """Where the host cannot tell, the signal is skipped (left out of the owner's state); a loginctl that
+    fails otherwise is unknown."""
     stand_in(tmp_path, monkeypatch, rc=1, err=err)
-    assert query() == {"active": None, "idle": None, "why": why}
+    skipped = {"skipped": True} if why.startswith("no ") else {}
+    assert query() == {"active": None, "idle": None, "why": why, **skipped}
+
+
+def test_a_skipped_signal_leaves_the_others_to_decide():
+    assert ow.combine({"input": {"active": None, "skipped": True}, "command": {"active": False}}) is False
+    assert ow.combine({"input": {"active": None, "skipped": True}, "command": {"active": True}}) is True
+    assert ow.combine({"input": {"active": None, "skipped": True}}) is False
+    assert ow.combine({"input": {"active": None}, "command": {"active": False}}) is None
 
 
 def test_no_loginctl_says_so(tmp_path, monkeypatch):

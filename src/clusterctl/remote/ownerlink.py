@@ -45,9 +45,12 @@ class OwnerLink:
         self.thread = threading.Thread(target=self._run, name=f"owner-{host}", daemon=True)
 
     def settings(self) -> dict[str, Any]:
-        a = self.cfg.policy(self.host).owner.active_if  # type: ignore[union-attr] - watched hosts only
-        return {"command": a.command, "command_timeout": a.command_timeout, "input_idle_below": a.input_idle_below,
-                "other_cpu_above": a.other_cpu_above, "tag": self.tag, "interval": self.interval}
+        """Its request; a host with `hours:` and no owner signal gets none (it reports its time zone)."""
+        owner = self.cfg.policy(self.host).owner
+        a = owner.active_if if owner is not None else None
+        return {"command": a and a.command, "command_timeout": a.command_timeout if a else 5.0,
+                "input_idle_below": a and a.input_idle_below, "other_cpu_above": a and a.other_cpu_above,
+                "tag": self.tag, "interval": self.interval}
 
     def argv(self) -> list[str]:
         if self.host == LOCAL_HOST or not self.cfg.host(self.host).remote:
@@ -133,6 +136,17 @@ class OwnerLink:
             except OSError:
                 pass
             proc.wait()
+
+    def stop(self) -> None:
+        """Tell it to end (its lifeline closed), without waiting: close() waits."""
+        self.closed.set()
+        with self.lock:
+            proc = self.proc
+        if proc is not None and proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.closed.set()

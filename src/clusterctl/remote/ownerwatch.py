@@ -62,8 +62,9 @@ def parse_request(line: bytes | str) -> dict:
 
 
 def combine(signals: dict) -> bool | None:
-    """True if any signal is; else None if any is unknown; else False (so with none, False)."""
-    values = [s.get("active") for s in signals.values()]
+    """True if any signal is; else None if any is unknown; else False (so with none, False). A signal
+    the host cannot give (``skipped``: no logind there) is left out."""
+    values = [s.get("active") for s in signals.values() if not s.get("skipped")]
     return True if True in values else None if None in values else False
 
 
@@ -206,6 +207,10 @@ class InputSignal(_Runner):
 
     def signal(self, now: float) -> dict:
         sessions, why = self.result
+        if sessions is None and why == "no user session":  # nobody is logged in at the machine
+            return {"active": False, "idle": None, "why": why}
+        if sessions is None and why.startswith("no "):  # no loginctl, no logind: the host cannot tell
+            return {"active": None, "idle": None, "why": why, "skipped": True}
         if sessions is None:
             return {"active": None, "idle": None, "why": why}
         idles = [(idle_seconds(p, now), p.get("Id", "?")) for p in sessions]

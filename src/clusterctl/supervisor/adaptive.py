@@ -103,12 +103,17 @@ def decide(core: Reconciler, g: GroupAdapt, rec: dict, total: int) -> Add | Remo
     why = f"Dask recommends {rec['target']} workers ({rec.get('queued', 0)} tasks queued, " \
           f"{rec.get('processing', 0)} processing)"
     g.target = want
+    if want > current and len(members) >= g.maximum:  # the yielding ones still count toward the maximum
+        g.lower_streak = 0
+        g.reason = f"{want} wanted, at its maximum with {away} yielding to their host's owner or hours: {why}"
+        return None
     if want > current:
         g.lower_streak = 0
-        specs = core.desired.plan(g.group, want - current, taken=set(core.children))
-        g.reason = f"grew {current} -> {want}: {why}"
+        specs = core.desired.plan(g.group, min(want - current, g.maximum - len(members)), taken=set(core.children))
+        after = current + len(specs)
+        g.reason = f"grew {current} -> {after}: {why}" + (f" ({away} yielding)" if away else "")
         return Add(specs, Event(g.group, "adapt-up", g.reason, {
-            "group": g.group, "before": current, "after": want, "added": [s.name for s in specs],
+            "group": g.group, "before": current, "after": after, "added": [s.name for s in specs],
             "recommended": rec["target"], "queued": rec.get("queued", 0)}))
     if want < current:
         g.lower_streak += 1

@@ -169,8 +169,9 @@ START_KEYS = ("nice", "reserve")  # what workers start with
 def _policies(old: ClusterConfig, new: ClusterConfig) -> list[Change]:
     """`owner:`, `hours:`, `nice:`, `reserve:` as each host sees them (its own, else the top level's)."""
     out = []
-    for name in dict.fromkeys([LOCAL_HOST, *old.used_hosts(), *new.used_hosts()]):
-        a, b = old.policy(name), new.policy(name)
+    known = {LOCAL_HOST} | {h.name for h in old.hosts} & {h.name for h in new.hosts}
+    for name in [n for n in dict.fromkeys([LOCAL_HOST, *old.used_hosts(), *new.used_hosts()]) if n in known]:
+        a, b = old.policy(name), new.policy(name)  # (a host added or removed: _hosts says what that does)
         for key in OWNER_KEYS:
             if getattr(a, key) != getattr(b, key):
                 out.append(Change("~", f"{key} on {name}", "judged by the new rule from now (in place)",

@@ -50,9 +50,10 @@ class Fleet:
         self.background: Callable[..., None] = _thread  # tests probe inline
         self.held: set[str] = set()  # hosts (the head too) whose workers yield: set by owners.py
 
-    def usable(self, name: str, remote: bool = True) -> bool:
-        """Processes may start there: it answers (a remote one), and it does not yield to its owner."""
-        if name in self.held:
+    def usable(self, name: str, remote: bool = True, worker: bool = True) -> bool:
+        """Processes may start there: it answers (a remote one), and for a worker, the host does not
+        yield to its owner or its hours (the scheduler never yields: the cluster needs it)."""
+        if worker and name in self.held:
             return False
         h = self.hosts.get(name) if remote else None
         return h is None or h.state not in (HostState.UNREACHABLE, HostState.PREPARING)

@@ -9,6 +9,7 @@ Reconciler's Yield edit (a graceful retirement that keeps the workers desired)."
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -44,19 +45,23 @@ class Owners:
         self.wall = now or (lambda: datetime.now(timezone.utc))
         self.make_link = links
         self.hosts = {n: HostYield(n, cfg.policy(n)) for n in policed_hosts(cfg)}
-        self.links = {n: links(n, cfg) for n in self.hosts if cfg.policy(n).watched} if links else {}
+        # A watcher on every policed host: its owner's signals, and its time zone for `hours:`.
+        self.links = {n: links(n, cfg) for n in self.hosts} if links else {}
+        self.offsets: dict[str, float] = {}  # each host's last reported UTC offset
         self.started = False
-        self.paused: dict[str, str] = {}  # worker name -> the address paused through Dask
-        self.lock = threading.Lock()
-        self.next_try: dict[str, float] = {}  # a worker whose pause failed is tried again from then
+        # (worker name, its address, paused?) -> when it was last asked (time.monotonic()): asked again
+        # only after PAUSE_RETRY, while Dask's view (the scheduler's answer) still disagrees
+        self.asked: dict[tuple[str, str, bool], float] = {}
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # one thread carries the asks out, in order
+        self.pauser: threading.Thread | None = None
         self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
-        self.background: Callable[..., None] = _thread  # tests pause inline
+        self.background: Callable[..., None] = _call  # the pausing thread runs it; tests make _ask inline
 
     def tick(self, core: Reconciler, now: float) -> list[Edit]:
         edits: list[Edit] = []
         for name, h in self.hosts.items():
             reading = self._reading(name)
-            local = self._local_time(reading)
+            local = self._local_time(name, reading)
             for d in h.step(reading, local, now):
                 if d.event:
                     edits.append(Event(name, d.event, d.detail))
@@ -67,6 +72,7 @@ class Owners:
             if shown != self.shown.get(name):
                 self.shown[name] = shown
                 edits.append(Noted(name))
+        self._pauses(core)
         free = tuple(c.name for c in core.children.values() if c.state == S.YIELDED and c.spec.at not in self.hosts)
         edits += [Return(free)] if free else []  # their host's rule is gone (`apply`)
         self.held.clear()
@@ -82,52 +88,82 @@ class Owners:
             return Reading(None, why)
         return Reading(line.get("active"), _why(line), line.get("utcoffset"))
 
-    def _local_time(self, r: Reading | None) -> datetime:
+    def _local_time(self, name: str, r: Reading | None) -> datetime | None:
+        """The host's local time: from the offset its watcher reports (the last one while it is silent);
+        None before it first reported (a remote host's hours are not judged in the head's zone)."""
         utc = self.wall()
         if r is not None and isinstance(r.utcoffset, (int, float)):
-            return (utc + timedelta(seconds=r.utcoffset)).replace(tzinfo=None)
-        return utc.astimezone().replace(tzinfo=None)  # this machine's local time
+            self.offsets[name] = r.utcoffset
+        if name in self.offsets:
+            return (utc + timedelta(seconds=self.offsets[name])).replace(tzinfo=None)
+        if name == LOCAL_HOST or name not in self.links:
+            return utc.astimezone().replace(tzinfo=None)  # this machine's local time
+        return None
 
     def _match(self, core: Reconciler, name: str, h: HostYield) -> list[Edit]:
         """The workers of host ``name`` made to match its mode."""
         mine = [c for c in core.children.values() if c.is_worker and c.spec.at == name and c.name in core.desired]
         if h.mode == Mode.AWAY:
             going = tuple(c.name for c in mine if c.state in (S.PENDING, S.BACKOFF, S.WAITING, S.STARTING, S.RUNNING))
-            with self.lock:
-                for n in going:
-                    self.paused.pop(n, None)
             polite = not (self._policy_stop(h) and h.reason == "owner active")
             return [Yield(going, f"{name} yields: {h.reason}", polite)] if going else []
         back = tuple(c.name for c in mine if c.state == S.YIELDED)
         edits: list[Edit] = [Return(back)] if back else []
-        running = {c.name: c.address for c in mine if c.state == S.RUNNING and c.address}
-        with self.lock:  # by name and address: a worker started again since is a new one, not paused
-            kept = {n: a for n, a in self.paused.items() if running.get(n) == a}
-            for n in [n for n in self.paused if n in {c.name for c in mine}]:
-                del self.paused[n]
-            soon = time.monotonic()
-            on = sorted(n for n in running if n not in kept and self.next_try.get(n, 0) <= soon) \
-                if h.mode == Mode.PAUSED else []
-            off = [] if h.mode == Mode.PAUSED else sorted(kept)
-            if h.mode == Mode.PAUSED:
-                self.paused.update({**kept, **{n: running[n] for n in on}})
-        for names, paused in ((on, True), (off, False)):
-            if names:
-                self.background(self._pause, [running[n] for n in names], paused, core.fx, names)
         return edits
 
     @staticmethod
     def _policy_stop(h: HostYield) -> bool:
         return h.policy.owner is not None and h.policy.owner.when_active == "stop"
 
+    def _pauses(self, core: Reconciler) -> None:
+        """Level-triggered on Dask's own view: a running worker of a paused host that Dask does not show
+        paused is asked to pause; one Dask shows paused on a host that is not (the owner left, `apply`
+        dropped the rule, a supervisor before this one paused it) is asked to resume. Resuming leaves a
+        worker Dask's memory monitor paused as it is (runtime/ownerpause.py)."""
+        seen = core.probe.workers or {}
+        now = time.monotonic()
+        for c in list(core.children.values()):
+            info = seen.get(c.name) or {}
+            address, status = info.get("address"), info.get("status")
+            if not c.is_worker or c.state != S.RUNNING or not address or status not in ("running", "paused"):
+                continue
+            h = self.hosts.get(c.spec.at)
+            want = h is not None and h.mode != Mode.RUN  # away: paused until its retirement is over
+            if want == (status == "paused"):
+                continue
+            key = (c.name, address, want)
+            if key not in self.asked or now - self.asked[key] >= PAUSE_RETRY:
+                self.asked[key] = now
+                self._ask(address, want, c.name, core.fx)
+        if len(self.asked) > 4 * max(1, len(core.children)):  # forget old incarnations' asks
+            self.asked = {k: t for k, t in self.asked.items() if now - t < PAUSE_RETRY}
+
+    def _ask(self, address: str, paused: bool, name: str, fx: Any) -> None:
+        if self.pauser is None or not self.pauser.is_alive():
+            self.pauser = threading.Thread(target=self._carry, name="owner-pause", daemon=True)
+            self.pauser.start()
+        self.queue.put((address, paused, name, fx))
+
+    def _carry(self) -> None:
+        """The one thread that pauses and resumes workers, in the order asked; together what is queued."""
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self.queue.empty():
+                batch.append(self.queue.get())
+            if None in batch:
+                return
+            for paused in (True, False):
+                asks = [b for b in batch if b[1] == paused]
+                if asks:
+                    self.background(self._pause, [a for a, *_ in asks], paused, asks[0][3], [n for _, _, n, _ in asks])
+
     def _pause(self, addresses: list[str], paused: bool, fx: Any, names: list[str]) -> None:
         try:
             self.pause_fx(addresses, paused)
-        except Exception as e:  # noqa: BLE001 - the next tick of a still-paused host tries again
-            with self.lock:
-                for n in names if paused else ():
-                    self.paused.pop(n, None)
-                    self.next_try[n] = time.monotonic() + PAUSE_RETRY
+        except Exception as e:  # noqa: BLE001 - asked again after PAUSE_RETRY while Dask still disagrees
             fx.emit("cluster", "pause-failed" if paused else "unpause-failed", f"{', '.join(names)}: "
                     f"{type(e).__name__}: {e}")
 
@@ -159,10 +195,10 @@ class Owners:
         for name in policed:
             p = cfg.policy(name)
             h = self.hosts.setdefault(name, HostYield(name, p))
-            if h.policy.owner != p.owner or not p.watched:
+            if h.policy.owner != p.owner:
                 self._drop_link(name)
             h.policy = p
-            if p.watched and name not in self.links and self.make_link is not None:
+            if name not in self.links and self.make_link is not None:
                 self.links[name] = self.make_link(name, cfg)
                 if self.started:
                     self.links[name].start()
@@ -173,6 +209,9 @@ class Owners:
             link.close()
 
     def close(self) -> None:
+        self.queue.put(None)
+        for link in self.links.values():  # all told at once: each ends within a second, or is killed
+            link.stop()
         for link in self.links.values():
             link.close()
 
@@ -197,6 +236,6 @@ def _why(line: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _thread(fn: Callable[..., None], *args: Any) -> None:
-    threading.Thread(target=fn, args=args, name="owner-pause", daemon=True).start()
+def _call(fn: Callable[..., None], *args: Any) -> None:
+    fn(*args)
 

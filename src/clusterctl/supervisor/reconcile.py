@@ -249,7 +249,7 @@ class Reconciler:
         self.retirer.start([c for c in leaving if c.state == S.RETIRING])
         sched = self.children.get(SCHEDULER)
         for c in list(self.children.values()):
-            can = can_run(c, sched, self.fleet.usable(c.spec.at, c.spec.remote))
+            can = can_run(c, sched, self.fleet.usable(c.spec.at, c.spec.remote, c.is_worker))
             if c.state == S.BACKOFF and now >= c.retry_at:
                 c.move(S.PENDING if can else S.WAITING)
             if c.state == S.WAITING and can:

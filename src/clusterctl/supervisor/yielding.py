@@ -74,10 +74,13 @@ class HostYield:
     first_at: float | None = None  # its first judgement (supervisor clock)
     known: bool = False  # a reading said active or idle once
 
+    starting: bool = True  # watched, and no reading has said active or idle yet (for a short while)
+
     @property
     def holds(self) -> bool:
-        """Its workers are not to start (they are away)."""
-        return self.mode == Mode.AWAY
+        """Its workers are not to start: they are away, or the owner is not known yet (at `up`, or a
+        new supervisor adopting the cluster: workers start only once the owner is known idle)."""
+        return self.mode == Mode.AWAY or self.starting and self.policy.watched
 
     def step(self, reading: Reading | None, local_now: datetime | None, now: float) -> list[Decision]:
         """One judgement: the reading (None: no watcher here, or none yet), the host's local time."""
@@ -91,7 +94,10 @@ class HostYield:
                 self.in_hours = inside
                 out.append(Decision("", "hours-in" if inside else "hours-out",
                                     f"{'inside' if inside else 'outside'} hours {schedule}"))
-        return out + self._mode(now)
+        out += self._mode(now)
+        timeout = self.policy.owner.active_if.command_timeout if self.policy.owner else 0.0
+        self.starting = not self.known and (self.first_at is None or now - self.first_at < timeout + STARTING)
+        return out
 
     def _owner(self, r: Reading, now: float) -> list[Decision]:
         self.seen = True

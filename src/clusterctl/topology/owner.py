@@ -8,6 +8,7 @@ value replaces the top level's for that host (`HostPolicy`, from ``ClusterConfig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -52,6 +53,13 @@ class OwnerPolicy(Model):
                               "come back")
 
 
+@lru_cache(maxsize=64)
+def _schedule(text: str):  # asked about once a second per host: parsed once
+    from .hours import parse
+
+    return parse(text)
+
+
 def _hours(v: Any) -> Any:
     if v is None:
         return v
@@ -78,11 +86,7 @@ class HostPolicy:
         return self.owner is not None and bool(self.owner.active_if.signals)
 
     def schedule(self):  # -> hours.Schedule | None
-        if self.hours is None:
-            return None
-        from .hours import parse
-
-        return parse(self.hours)
+        return None if self.hours is None else _schedule(self.hours)
 
 
 class PolicyKeys(Model):
