@@ -12,7 +12,9 @@ Three clusters of as many single-thread workers as cores, on the head, one after
   the workers are paused: from the flag to the last task started on the head's workers, to the
   owner-active and owner-pause events, to Dask's paused status; from its removal to owner-resume and
   to the first task started again. Last, the owner's CPU-bound process (``python -c "while True:
-  pass"``, started here, not tagged) runs while the busy workers are paused: its CPU over 10 s.
+  pass"``, started here, not tagged) runs while the busy workers are paused: its CPU over 10 s; and
+  alone, with no cluster of ours running, before each cluster and after the last (on a shared machine
+  the neighbours' load is what the hog can never have).
   The pause is triggered by the command signal, not by other_cpu_above: on a shared machine the
   other-CPU signal is noisy, the flag file is deterministic.
 * ``compete`` (no owner key) and ``nice`` (no owner key, ``nice: 10``): 30 s idle (the supervisor's
@@ -65,6 +67,11 @@ ROWS = (
     ("hog_paused", "owner's CPU-bound process, workers paused (owner policy)", "%", HOG_AIM, "≥"),
     ("hog_compete", "the same process, no owner policy: {workers} busy workers compete", "%", None, ""),
     ("hog_nice", "the same, no owner policy, `nice: 10` workers", "%", None, ""),
+    ("hog_alone", "the same process alone, no cluster running (what this shared machine's other load leaves it)", "%",
+     None, ""),
+    ("others_paused", "… other processes on this shared machine (not ours) meanwhile, workers paused", "%", None, ""),
+    ("others_compete", "… other processes meanwhile, workers competing", "%", None, ""),
+    ("others_nice", "… other processes meanwhile, `nice: 10` workers competing", "%", None, ""),
     ("workers_paused_cpu", "the {workers} paused workers' CPU meanwhile (owner policy)", "%", None, ""),
     ("supervisor_idle_owner", "idle supervisor CPU, owner policy", "%", None, ""),
     ("supervisor_idle_plain", "idle supervisor CPU, no owner key", "%", None, ""),
@@ -186,7 +193,7 @@ def markdown(r: dict) -> list[str]:
     lines += ["", (f"{r['workers']} single-thread workers on the head ({r['cores']} cores), tasks of {TASK_S:g} s of busy "
                    f"CPU in a steady stream; {r['arrivals']} owner arrivals, each at a random phase of the watcher's "
                    f"1 s cycle (p95: nearest rank); {r['rounds']} retire/return rounds with a "
-                   f"{r['job_tasks']}-task Monte Carlo job; the hog's CPU over {HOG_S:g} s windows, the idle CPU "
+                   f"{r['job_tasks']}-task Monte Carlo job; the hog's CPU over {HOG_S:g} s windows (alone: before each cluster and after the last), the idle CPU "
                    f"over {r.get('idle_s', IDLE_S):g} s. The owner is made active by the command signal (`test -e FLAG`), not by "
                    "`other_cpu_above`: on a shared machine the other-CPU signal is noisy, a flag file is "
                    f"deterministic. distributed {r['distributed']}."), ""]
@@ -464,6 +471,18 @@ def sched(p) -> str:
         return f"pid {p.pid} gone"
 
 
+def hog_alone(root: Path) -> float:
+    """The hog's CPU over HOG_S with no cluster of ours running: the baseline of a shared machine."""
+    proc, hog = start_hog(root)
+    try:
+        time.sleep(1.0)
+        c0, t0 = cpu_seconds([hog]), time.perf_counter()
+        time.sleep(HOG_S)
+        return 100.0 * (cpu_seconds([hog]) - c0) / (time.perf_counter() - t0)
+    finally:
+        stop_hog(proc)
+
+
 def idle_cpu(c: OwnerCluster, seconds: float, watcher: bool) -> dict[str, float]:
     time.sleep(3.0)  # the start settles (the watcher's first lines, the ledger written)
     sup = c.supervisor()
@@ -480,12 +499,24 @@ def idle_cpu(c: OwnerCluster, seconds: float, watcher: bool) -> dict[str, float]
     return {k: 100.0 * (cpu_seconds(v, children=(k == "watcher")) - c0[k]) / wall for k, v in procs.items()}
 
 
-def hog_windows(c: OwnerCluster, client, root: Path, windows: int, paused: bool) -> tuple[list[float], list[float]]:
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every core; steal counts: not ours to have)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def hog_windows(c: OwnerCluster, client, root: Path, windows: int,
+                paused: bool) -> tuple[list[float], list[float], list[float]]:
     """The busy stream on every worker, the hog started, then (``paused``) the owner's flag and the
-    workers paused; the hog's and the workers' CPU over ``windows`` windows of HOG_S."""
+    workers paused; over ``windows`` windows of HOG_S, the CPU of the hog, of the workers, and of every
+    process that is not ours (the machine's busy time less the hog, the cluster's and the bench's)."""
+    import psutil
+
     stream = Stream(client, c.workers).start()
     proc, hog = start_hog(root)
-    hogs, workers = [], []
+    hogs, workers, others = [], [], []
     try:
         time.sleep(2.0)
         if paused:
@@ -499,18 +530,22 @@ def hog_windows(c: OwnerCluster, client, root: Path, windows: int, paused: bool)
         print(f"{c.name}: " + "; ".join(sched(q) for q in [*c.worker_procs(), hog]), file=sys.stderr)
         for _ in range(windows):
             wprocs = c.worker_procs()
-            c0, w0, t0 = cpu_seconds([hog]), cpu_seconds(wprocs), time.perf_counter()
+            ours = [hog, psutil.Process(), *c.supervisor().children(recursive=True), c.supervisor()]
+            ours = list({q.pid: q for q in ours}.values())
+            c0, w0, o0, b0, t0 = (cpu_seconds([hog]), cpu_seconds(wprocs), cpu_seconds(ours), busy_seconds(),
+                                  time.perf_counter())
             time.sleep(HOG_S)
             wall = time.perf_counter() - t0
             hogs.append(100.0 * (cpu_seconds([hog]) - c0) / wall)
             workers.append(100.0 * (cpu_seconds(wprocs) - w0) / wall)
+            others.append(max(0.0, 100.0 * ((busy_seconds() - b0) - (cpu_seconds(ours) - o0)) / wall))
     finally:
         stop_hog(proc)
         c.flag.unlink(missing_ok=True)
         stream.stop()
     if stream.error:
         raise RuntimeError(f"{c.name}: the stream failed: {stream.error!r}")
-    return hogs, workers
+    return hogs, workers, others
 
 
 def all_paused(c: OwnerCluster, client, timeout: float) -> bool:
@@ -620,7 +655,7 @@ def policy(retire: float, resume: float) -> str:
             f"  retire_after: {retire:g}\n  resume_after: {resume:g}\n")
 
 
-def measure(root: Path, arrivals_n: int = 12, rounds: int = 3, hog_windows_n: int = 2, quick: bool = False) -> dict:
+def measure(root: Path, arrivals_n: int = 12, rounds: int = 3, hog_windows_n: int = 3, quick: bool = False) -> dict:
     """Every figure (see the module's docstring); clusters in subdirectories of ``root``."""
     import distributed
     import psutil
@@ -637,6 +672,7 @@ def measure(root: Path, arrivals_n: int = 12, rounds: int = 3, hog_windows_n: in
     def add(key: str, xs) -> None:
         samples.setdefault(key, []).extend(x for x in xs if x is not None)
 
+    add("hog_alone", [hog_alone(root)])
     c = OwnerCluster(root / "pause", "owner-pause", workers, policy(3600, 0))
     try:
         c.cli("up")
@@ -648,14 +684,16 @@ def measure(root: Path, arrivals_n: int = 12, rounds: int = 3, hog_windows_n: in
         with c.client() as client:
             for k, xs in arrivals(c, client, arrivals_n).items():
                 add(k, xs)
-            hogs, wcpu = hog_windows(c, client, c.root, hog_windows_n, paused=True)
+            hogs, wcpu, others = hog_windows(c, client, c.root, hog_windows_n, paused=True)
             add("hog_paused", hogs)
             add("workers_paused_cpu", wcpu)
-            print(f"hog, workers paused: {hogs}; workers {wcpu}", file=sys.stderr)
+            add("others_paused", others)
+            print(f"hog, workers paused: {hogs}; workers {wcpu}; others {others}", file=sys.stderr)
     finally:
         c.close()
 
     for key, name, extra in (("hog_compete", "owner-none", ""), ("hog_nice", "owner-nice", "nice: 10\n")):
+        add("hog_alone", [hog_alone(root)])
         c = OwnerCluster(root / name, name, workers, extra)
         try:
             c.cli("up")
@@ -664,12 +702,15 @@ def measure(root: Path, arrivals_n: int = 12, rounds: int = 3, hog_windows_n: in
                 add("supervisor_idle_plain", [idle["supervisor"]])
                 print(f"idle, no owner key: {idle}", file=sys.stderr)
             with c.client() as client:
-                hogs, wcpu = hog_windows(c, client, c.root, hog_windows_n, paused=False)
+                hogs, wcpu, others = hog_windows(c, client, c.root, hog_windows_n, paused=False)
                 add(key, hogs)
-                print(f"hog, {name}: {hogs}; workers {wcpu}", file=sys.stderr)
+                add(key.replace("hog_", "others_"), others)
+                print(f"hog, {name}: {hogs}; workers {wcpu}; others {others}", file=sys.stderr)
         finally:
             c.close()
 
+    add("hog_alone", [hog_alone(root)])
+    print(f"hog alone: {samples['hog_alone']}", file=sys.stderr)
     # ~8 s of the cluster's work: tasks of ~0.1 s of this machine's kernel
     ns = mc.kernel_ns_per_point(n=2_000_000, repeat=3)
     points = max(100_000, int(round(TASK_S / (ns * 1e-9), -4)))
