@@ -26,6 +26,14 @@ IDLE = psutil.IOPRIO_CLASS_IDLE
 EXEC_ENV = "    env: {NOT_NEUTRAL: '1'}\n"  # a library might read it at import: never forked (runtime/entry.py)
 
 
+def autogroup(p: psutil.Process) -> int | None:
+    """Its session's nice under Linux's autogroup scheduling (/proc/PID/autogroup), None without it."""
+    try:
+        return int(Path(f"/proc/{p.pid}/autogroup").read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def priority(p: psutil.Process) -> tuple[set[int], int]:
     """The nice of each of its threads (/proc/PID/task/TID/stat, field 19), and its I/O class."""
     nices = set()
@@ -40,11 +48,14 @@ def priority(p: psutil.Process) -> tuple[set[int], int]:
 def assert_niced(p: psutil.Process, nice: int, what: str) -> None:
     nices, io = priority(p)
     assert nices == {nice} and io == IDLE, f"{what}: nice {nices}, I/O class {io}; {shown(p)}"
+    group = autogroup(p)  # with autogroup scheduling, a session's nice is what counts against others'
+    assert group is None or group == nice, f"{what}: its session's autogroup nice is {group}; {shown(p)}"
 
 
 def assert_plain(p: psutil.Process, what: str) -> None:
     nices, io = priority(p)
     assert nices == {0} and io != IDLE, f"{what}: nice {nices}, I/O class {io}; {shown(p)}"
+    assert autogroup(p) in (None, 0), f"{what}: its session's autogroup nice is {autogroup(p)}; {shown(p)}"
 
 
 def shown(p: psutil.Process) -> str:

@@ -6,6 +6,7 @@ lower_priority. Standard library only: the remote agent imports it for every wor
 from __future__ import annotations
 
 import functools
+import errno
 import os
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def lower_priority(nice: int | None) -> str:
     except OSError as e:  # raising a priority needs a privilege: it stays at the (lower) one it had
         missed.append(f"nice {nice} ({e.strerror}; it stays {os.getpriority(os.PRIO_PROCESS, 0)})")
     if nice > 0 and sys.platform.startswith("linux"):
+        missed += _autogroup(nice)
         try:
             import psutil
 
@@ -91,6 +93,31 @@ def lower_priority(nice: int | None) -> str:
         except Exception as e:  # noqa: BLE001 - not permitted (a container's seccomp), no psutil...
             missed.append(f"the idle I/O class ({type(e).__name__}: {e})")
     return "; ".join(missed)
+
+
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def _autogroup(nice: int, tries: int = 3) -> list[str]:
+    """Linux's autogroup scheduling (on by default in most distributions) shares the CPU between sessions
+    first, and a worker has a session of its own (setsid): its nice alone would count only inside it,
+    so the session's own nice is set too. The kernel lets an unprivileged user change one a second
+    (EAGAIN): tried a few times, then said in the log. Only in a process that has its own session
+    already (after setsid): the autogroup is the session's."""
+    if os.getsid(0) != os.getpid():
+        return []  # not a session leader: this would lower its parent's whole session
+    for attempt in range(tries):
+        try:
+            with open(AUTOGROUP, "w") as f:
+                f.write(str(nice))
+            return []
+        except FileNotFoundError:
+            return []  # a kernel without autogroup: nice counts as it is
+        except OSError as e:
+            if e.errno != errno.EAGAIN or attempt == tries - 1:
+                return [f"the session's nice {nice} ({e.strerror}; {AUTOGROUP})"]
+            time.sleep(0.2)
+    return []
 
 
 def say_missed(missed: str, fd: int = 2) -> None:

@@ -81,7 +81,9 @@ class Retirer:
             for c in r.children:
                 self.kill_names.discard(c.name)
                 self.retired[c.name] = c.name in r.retired
-                how = "killed" if r.kill else "retired and stopped" if r.polite else "stopped"
+                how = "killed" if r.kill else "stopped" if not r.polite else "retired and stopped" \
+                    if c.name in r.retired else "stopped: Dask could not move its results (no other worker " \
+                    "took them), so it computes them again"
                 out.append((c, how, r.keep))
         return out
 
