@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ownerdemo import OwnerReport
+    from .ownertimeline import OwnerReport
 
 STATE_COLORS = {"paused": "tab:orange", "retiring": "tab:purple", "away": "tab:grey", "starting": "tab:cyan"}
 MODE_COLORS = {"paused": "tab:orange", "away": "tab:grey"}
