@@ -395,17 +395,11 @@ class OwnerCluster:
 
 def sweep(root: Path) -> list[str]:
     """Whatever still runs under ``root`` (cwd or argv) is killed by pid with its children; said."""
-    import os
-
     import psutil
 
-    me, found = os.getpid(), []
-    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
-        if p.pid == me or p.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        cwd, cmd = p.info["cwd"] or "", " ".join(p.info["cmdline"] or [])
-        if cwd == str(root) or cwd.startswith(str(root) + os.sep) or str(root) in cmd:
-            found.append(p)
+    from clusterctl.client.ownercluster import processes_under
+
+    found = processes_under(root)
     _, alive = psutil.wait_procs(found, timeout=3)
     killed = []
     for p in alive:

@@ -92,7 +92,7 @@ def _port(taken: set[int]) -> int:
     raise ClusterError("no free port on 127.0.0.1 for the demo's cluster")
 
 
-def _processes_under(root: Path) -> list:
+def processes_under(root: Path) -> list:
     import psutil
 
     me, found = os.getpid(), []
@@ -125,7 +125,7 @@ def _sweep(root: Path) -> list[str]:
     """What still runs under ``root`` gets 5 s to leave, then is killed by pid with its children."""
     import psutil
 
-    procs = _processes_under(root)
+    procs = processes_under(root)
     if not procs:
         return []
     _, alive = psutil.wait_procs(procs, timeout=5)
