@@ -209,6 +209,18 @@ def sshd(tmp_path_factory):
     daemon.stop()
 
 
+def load_script(path: Path, name: str | None = None):
+    """A file of scripts/ as a module (they are not a package), registered in sys.modules under
+    ``name`` (default: its stem) so that its dataclasses find their module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     """Poll until predicate() is truthy; fail (never hang) after timeout."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,6 @@ names every reason. The last runs the script for real.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ from clusterctl.client.chaos import (DEFAULT_FAULTS, FAULTS, compare_rows, hosti
 from clusterctl.errors import ClusterError
 from clusterctl.jobs.montecarlo import MonteCarloSpec, run_serial
 from clusterctl.supervisor import commands
-from conftest import kill_all, processes_under
+from conftest import load_script, kill_all, processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "chaos.py"
@@ -31,12 +30,8 @@ CI_FAULTS = ",".join(DEFAULT_FAULTS)
 CI_SEED = 20261128
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("chaos_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def chaos_script():
+    return load_script(SCRIPT, "chaos_script")
 
 
 def test_a_changed_table_is_a_mismatch():
@@ -80,7 +75,7 @@ def test_no_hostile_request_is_a_valid_command():
 
 
 def test_every_failure_reason_is_named():
-    chaos = load_script()
+    chaos = chaos_script()
     clean = {"jobs": {"mismatches": 0, "abandoned": 0, "completed": 4}, "faults": {"unrecovered": 0, "injected": 3},
              "anomalies": [], "broken": None, "leftovers": [], "settings": {"attempts": 5, "recovery_deadline": 60}}
     assert chaos.failures(clean) == []

@@ -6,23 +6,19 @@ No cluster: the measuring itself is scripts/bench --only owner."""
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bo():
-    spec = importlib.util.spec_from_file_location("bench_owner", ROOT / "scripts" / "bench_owner.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "bench_owner.py")
 
 
 def test_p95_is_the_nearest_rank(bo):

@@ -4,12 +4,13 @@ No process, no namespace: the run itself is tests/integration/test_chaos_fleet.p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("cut", "forkserver", "kill", "stop", "sshd", "kill-scheduler", "reboot")
@@ -17,11 +18,7 @@ KINDS = ("cut", "forkserver", "kill", "stop", "sshd", "kill-scheduler", "reboot"
 
 @pytest.fixture(scope="module")
 def fc():
-    spec = importlib.util.spec_from_file_location("fleetchaos", ROOT / "scripts" / "fleetchaos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "fleetchaos.py")
 
 
 # -- arguments ---------------------------------------------------------------------------------------
@@ -61,10 +58,7 @@ def test_arguments_parse(fc):
 
 
 def test_the_local_chaos_hands_fleet_runs_over(fc, capsys):
-    spec = importlib.util.spec_from_file_location("chaos_script_fleet", ROOT / "scripts" / "chaos.py")
-    chaos = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = chaos
-    spec.loader.exec_module(chaos)
+    chaos = load_script(ROOT / "scripts" / "chaos.py", "chaos_script_fleet")
     with pytest.raises(SystemExit) as e:
         chaos.main(["--fleet=abc"])
     assert e.value.code == 2 and "HOSTSxWORKERS" in capsys.readouterr().err

@@ -123,11 +123,7 @@ class OwnerLink:
 
     def _end(self, proc: subprocess.Popen) -> None:
         """Close its lifeline; it exits within a second (a remote one with its ssh); killed if not."""
-        for pipe in (proc.stdin,):
-            try:
-                pipe.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
+        _close_lifeline(proc)
         try:
             proc.wait(3)
         except subprocess.TimeoutExpired:
@@ -142,11 +138,8 @@ class OwnerLink:
         self.closed.set()
         with self.lock:
             proc = self.proc
-        if proc is not None and proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+        if proc is not None:
+            _close_lifeline(proc)
 
     def close(self) -> None:
         self.closed.set()
@@ -156,3 +149,12 @@ class OwnerLink:
             self._end(proc)
         if self.thread.is_alive():
             self.thread.join(5)
+
+
+def _close_lifeline(proc: subprocess.Popen) -> None:
+    """Close its stdin: the watcher (or its ssh, and so the watcher) ends within a second."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass

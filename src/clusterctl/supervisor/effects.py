@@ -74,31 +74,31 @@ class RealEffects:
         """The transport that started it (an adopted process, started by another supervisor: local)."""
         return self.ways.get(handle, LOCAL) if handle is not None else LOCAL
 
-    def retire(self, names: list[str]) -> list[str]:
-        """Ask the scheduler to retire workers: their unique results move elsewhere first."""
+    def _client(self) -> Any:
+        """A short-lived Client of the scheduler, for one request (the idle supervisor keeps none)."""
         from distributed import Client  # only here: the idle supervisor stays small
 
-        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+        return Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs())
+
+    def retire(self, names: list[str]) -> list[str]:
+        """Ask the scheduler to retire workers: their unique results move elsewhere first."""
+        with self._client() as client:
             info = client.retire_workers(names=names, close_workers=False, remove=True)
         return sorted(str(w.get("name")) for w in (info or {}).values())
 
     def forget(self, addresses: list[str]) -> None:
         """Make the scheduler drop workers on a host that cannot be reached: their tasks run elsewhere
         now, not after worker-ttl (5 minutes), and their names are free for the workers' return."""
-        from distributed import Client
-
-        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+        with self._client() as client:
             for address in addresses:
                 client.sync(client.scheduler.unregister, address=address, stimulus_id=f"clusterctl-host-lost-{time.time()}",
                             close=False)
 
     def pause(self, addresses: list[str], paused: bool) -> None:
         """Dask's own paused status for these workers (their host's owner is active), or running again."""
-        from distributed import Client
-
         from ..runtime.ownerpause import set_paused
 
-        with Client(self.address(), timeout="10s", name="clusterctl-supervisor", **self.client_kwargs()) as client:
+        with self._client() as client:
             said = client.run(set_paused, paused, workers=addresses, on_error="return")
         failed = {a: r for a, r in said.items() if isinstance(r, BaseException)}
         if failed:

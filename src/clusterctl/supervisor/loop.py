@@ -24,6 +24,7 @@ from ..plan.resolve import Launcher, resolve
 from ..plan.specs import (TAG_ENV, ProcessSpec, build_plan, cluster_tag, scheduler_address,
                           scheduler_spec, worker_spec)
 from ..remote import fleet, inventory
+from ..remote.ownerlink import OwnerLink
 from ..runtime import tls, tuning, warm
 from ..runtime.metrics import MetricsServer
 from ..runtime.control import ControlServer
@@ -42,7 +43,6 @@ from ..topology.workers import adaptive_start
 from .adaptive import Adapter, GroupAdapt
 from .hosts import Fleet, Host, Preparation
 from .owners import Owners
-from ..remote.ownerlink import OwnerLink
 from .interfaces import Hooks
 from .reconcile import Reconciler, Timing
 from .states import SERVING, ClusterState, HostState
@@ -134,8 +134,10 @@ class Supervisor:
         try:  # count: auto, memory_limit: auto and gpus: sized to each host's inventory (plan/sizing.py)
             self.cfg, _ = inventory.sized(self.cfg, counts, emit=self.events.emit)
         except ClusterError as e:  # a host lacks the GPUs or the memory asked for: nothing started, one line
-            self.error, _ = str(e), self.core.finish(ClusterState.FAILED)
-            return self._save() or 1
+            self.error = str(e)
+            self.core.finish(ClusterState.FAILED)
+            self._save()
+            return 1
         specs = build_plan(self.cfg, self.launcher, counts=counts or None)
         adopt.install(found, self.core, {s.name: s for s in specs}, self._plan_worker)
         adopt.stop_strays(found, cluster_tag(self.cfg), self.core)  # and the old supervisor's helpers
@@ -263,10 +265,9 @@ class Supervisor:
             self.stopped = True
             metrics, self.metrics = self.metrics, None  # the last record names no metrics page
             self._save()
-            for part in (metrics, self.control, self.heartbeat, self.owners):
+            for part in (metrics, self.control, self.heartbeat, self.owners, self.watch):
                 if part:
                     part.close()
-            self.watch.close()
 
     # -- planning -------------------------------------------------------------------------------
     def _config_counts(self) -> dict[str, int]:

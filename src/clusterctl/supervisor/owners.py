@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..topology import LOCAL_HOST, ClusterConfig
 from .edits import Edit, Event, Noted, Return, Yield
 from .states import ChildState as S
-from .yielding import Decision, HostYield, Mode, Reading
+from .yielding import HostYield, Mode, Reading
 
 if TYPE_CHECKING:
     from .reconcile import Reconciler
@@ -55,18 +55,14 @@ class Owners:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # one thread carries the asks out, in order
         self.pauser: threading.Thread | None = None
         self.shown: dict[str, Any] = {}  # what the ledger shows of each host: written again when it changes
-        self.background: Callable[..., None] = _call  # the pausing thread runs it; tests make _ask inline
 
     def tick(self, core: Reconciler, now: float) -> list[Edit]:
         edits: list[Edit] = []
         for name, h in self.hosts.items():
             reading = self._reading(name)
             local = self._local_time(name, reading)
-            for d in h.step(reading, local, now):
-                if d.event:
-                    edits.append(Event(name, d.event, d.detail))
-                elif d.kind:
-                    edits.append(Event(name, _said(d), d.detail, {"mode": h.mode.value}))
+            edits += [Event(name, d.event, d.detail, {"mode": h.mode.value} if d.kind else {})
+                      for d in h.step(reading, local, now)]
             edits += self._match(core, name, h)
             shown = {k: v for k, v in h.status().items() if k != "owner_why"}
             if shown != self.shown.get(name):
@@ -105,15 +101,9 @@ class Owners:
         mine = [c for c in core.children.values() if c.is_worker and c.spec.at == name and c.name in core.desired]
         if h.mode == Mode.AWAY:
             going = tuple(c.name for c in mine if c.state in (S.PENDING, S.BACKOFF, S.WAITING, S.STARTING, S.RUNNING))
-            polite = not (self._policy_stop(h) and h.reason == "owner active")
-            return [Yield(going, f"{name} yields: {h.reason}", polite)] if going else []
+            return [Yield(going, f"{name} yields: {h.reason}", polite=h.how != "stop")] if going else []
         back = tuple(c.name for c in mine if c.state == S.YIELDED)
-        edits: list[Edit] = [Return(back)] if back else []
-        return edits
-
-    @staticmethod
-    def _policy_stop(h: HostYield) -> bool:
-        return h.policy.owner is not None and h.policy.owner.when_active == "stop"
+        return [Return(back)] if back else []
 
     def _pauses(self, core: Reconciler) -> None:
         """Level-triggered on Dask's own view: a running worker of a paused host that Dask does not show
@@ -158,7 +148,7 @@ class Owners:
             for paused in (True, False):
                 asks = [b for b in batch if b[1] == paused]
                 if asks:
-                    self.background(self._pause, [a for a, *_ in asks], paused, asks[0][3], [n for _, _, n, _ in asks])
+                    self._pause([a for a, *_ in asks], paused, asks[0][3], [n for _, _, n, _ in asks])
 
     def _pause(self, addresses: list[str], paused: bool, fx: Any, names: list[str]) -> None:
         try:
@@ -216,11 +206,6 @@ class Owners:
             link.close()
 
 
-def _said(d: Decision) -> str:
-    return {"pause": "owner-pause", "unpause": "owner-resume", "retire": "yield", "stop": "yield",
-            "return": "yield-over"}[d.kind]
-
-
 def _why(line: dict[str, Any]) -> str:
     """Which signal said the owner is active (or idle, or unknown), for events and status."""
     parts = []
@@ -234,8 +219,3 @@ def _why(line: dict[str, Any]) -> str:
         elif s.get("why"):
             parts.append(f"{key}: {s['why']}")
     return "; ".join(parts)
-
-
-def _call(fn: Callable[..., None], *args: Any) -> None:
-    fn(*args)
-

@@ -307,7 +307,8 @@ class Reconciler:
     def _finish_retirements(self) -> None:
         for c, how, kept in self.retirer.finished():  # kept: it yielded to its host's owner or hours
             c.move(S.YIELDED if kept and c.state == S.YIELDING else S.STOPPED)
-            _ = kept or self.children.pop(c.name, None)
+            if not kept:
+                self.children.pop(c.name, None)
             self.fx.emit(c.name, "yielded" if kept else "removed", how)
             self.dirty = True
             with self.removed:

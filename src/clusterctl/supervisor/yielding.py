@@ -15,7 +15,7 @@ workers keep doing what they did. Yielding is never a failure: no restart budget
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -47,15 +47,17 @@ class Reading:
     utcoffset: float | None = None  # the host's local offset, seconds (None: this machine's)
 
 
+EVENTS = {"pause": "owner-pause", "unpause": "owner-resume", "retire": "yield", "stop": "yield", "return": "yield-over"}
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the host's workers are to do now: ``kind`` pause | unpause | retire | stop | return,
-    or an event only (``kind`` empty), with the event said."""
+    or nothing (``kind`` empty); ``event`` is always what is said of it."""
 
     kind: str
-    event: str = ""
+    event: str
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,7 +71,8 @@ class HostYield:
     mode: Mode = Mode.RUN
     mode_since: float = 0.0
     reason: str = ""  # why the workers do not run, for people
-    seen: bool = False  # a reading arrived (before it: nothing is judged, the watcher is starting)
+    cause: str = ""  # what keeps them paused or away: "owner" or "hours" ("" while they run)
+    how: str = ""  # how they left: "retire" or "stop"
     why_unknown: str = ""
     first_at: float | None = None  # its first judgement (supervisor clock)
     known: bool = False  # a reading said active or idle once
@@ -95,16 +98,18 @@ class HostYield:
                 out.append(Decision("", "hours-in" if inside else "hours-out",
                                     f"{'inside' if inside else 'outside'} hours {schedule}"))
         out += self._mode(now)
-        timeout = self.policy.owner.active_if.command_timeout if self.policy.owner else 0.0
-        self.starting = not self.known and (self.first_at is None or now - self.first_at < timeout + STARTING)
+        self.starting = self._settling(now)
         return out
 
+    def _settling(self, now: float) -> bool:
+        """No reading has said active or idle yet, within the command's timeout + STARTING of the first."""
+        timeout = self.policy.owner.active_if.command_timeout if self.policy.owner else 0.0
+        return not self.known and (self.first_at is None or now - self.first_at < timeout + STARTING)
+
     def _owner(self, r: Reading, now: float) -> list[Decision]:
-        self.seen = True
         self.first_at = now if self.first_at is None else self.first_at
         if r.active is None:  # one event per spell of not knowing; the workers carry on as they were
-            timeout = self.policy.owner.active_if.command_timeout if self.policy.owner else 0.0
-            if not self.known and now - self.first_at < timeout + STARTING:
+            if self._settling(now):
                 self.owner_why = r.why  # the watcher's first lines (nothing run yet): not news
                 return []
             if self.why_unknown == r.why:
@@ -123,31 +128,32 @@ class HostYield:
         p = self.policy.owner
         active = self.owner == Owner.ACTIVE and p is not None
         if not self.in_hours:
-            return self._to(Mode.AWAY, "retire", now, "outside its hours")
+            return self._to(Mode.AWAY, "retire", now, "outside its hours", "hours")
         if active:
             assert p is not None
             if self.mode == Mode.RUN:
                 how = {"pause": Mode.PAUSED}.get(p.when_active, Mode.AWAY)
-                return self._to(how, "pause" if how == Mode.PAUSED else p.when_active, now, "owner active")
+                return self._to(how, "pause" if how == Mode.PAUSED else p.when_active, now, "owner active", "owner")
             if self.mode == Mode.PAUSED and now - self.mode_since >= p.retire_after:
-                return self._to(Mode.AWAY, "retire", now, f"owner active; paused {p.retire_after:g} s")
-            if self.reason == "outside its hours":  # back inside them, but the owner is here
-                self.reason = "owner active"
+                return self._to(Mode.AWAY, "retire", now, f"owner active; paused {p.retire_after:g} s", "owner")
+            if self.cause == "hours":  # back inside them, but the owner is here
+                self.cause, self.reason = "owner", "owner active"
             return []
         if self.mode == Mode.RUN:
             return []
         idle_for = now - self.owner_since if self.owner == Owner.IDLE else 0.0
-        left_hours = self.reason == "outside its hours"
+        left_hours = self.cause == "hours"
         if p is None or left_hours or idle_for >= p.resume_after:
             why = "back inside its hours" if left_hours else f"owner idle {idle_for:.0f} s"
             return self._to(Mode.RUN, "unpause" if self.mode == Mode.PAUSED else "return", now, why)
         return []
 
-    def _to(self, mode: Mode, kind: str, now: float, why: str) -> list[Decision]:
+    def _to(self, mode: Mode, kind: str, now: float, why: str, cause: str = "") -> list[Decision]:
         if mode == self.mode:
             return []
-        self.mode, self.mode_since, self.reason = mode, now, "" if mode == Mode.RUN else why
-        return [Decision(kind, detail=why)]
+        self.mode, self.mode_since, self.reason, self.cause = mode, now, "" if mode == Mode.RUN else why, cause
+        self.how = kind if mode == Mode.AWAY else ""
+        return [Decision(kind, EVENTS[kind], why)]
 
     def status(self) -> dict[str, Any]:
         """The host's line of `status --json` ``hosts[]``: owner and schedule."""
